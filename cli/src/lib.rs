@@ -1,0 +1,3 @@
+//! weir: the command-line interface (topics, produce, consume, groups, bench).
+//!
+//! Empty until the single-node broker issue.

@@ -1,0 +1,3 @@
+//! weir-controller: the metadata state machine, placement and leader election.
+//!
+//! Empty until the replication issue.

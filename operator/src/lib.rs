@@ -1,0 +1,3 @@
+//! weir-operator: CRD types and reconcilers for `Cluster`, `Topic` and `ConsumerGroup`.
+//!
+//! Empty until the operator issue.

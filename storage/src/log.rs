@@ -1,0 +1,931 @@
+//! A partition replica's log: an ordered set of segments in one directory.
+//!
+//! # Write path
+//! 1. Validate every batch of the request (header, length, CRC, records, size); refuse the
+//!    whole request on the first problem.
+//! 2. Stamp base offsets and the leader epoch (12 bytes a batch, outside the CRC's range).
+//! 3. Roll first if the active segment is full or old: seal it (final time-index entry,
+//!    indexes trimmed, data and indexes fsynced), create the next segment, fsync the directory,
+//!    checkpoint the recovery point.
+//! 4. Write the request's bytes with one positional write; update the indexes in memory-mapped
+//!    files.
+//! 5. If the flush policy asks for it, hand back a [`FlushTicket`]: waiting on it fsyncs the
+//!    active segment, and concurrent waiters share one fsync (group commit).
+//!
+//! # Guarantees
+//! - After [`FlushTicket::wait`] returns, every batch of that append survives a crash.
+//! - After a crash, [`Log::open`] verifies every batch from the recovery point on and cuts the
+//!   log at the first invalid byte; below the recovery point, a damaged batch is reported as
+//!   [`LogError::Corrupt`] when read and is never returned as data.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::batch::{self, Batch, BatchHeader, InvalidBatch};
+use crate::checkpoint;
+use crate::config::LogConfig;
+use crate::epoch::{EpochCache, EpochEntry};
+use crate::error::LogError;
+use crate::segment::{self, Segment, SegmentSettings, SegmentSlice};
+
+/// Present while the log is closed after a clean shutdown; removed when it is opened.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point-checkpoint";
+const LOCK_FILE: &str = ".lock";
+
+/// A source of wall-clock time in milliseconds since the Unix epoch (tests bring their own).
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now_ms(&self) -> i64;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    }
+}
+
+/// What an append did.
+#[derive(Debug)]
+#[must_use = "an append may need its flush ticket waited on before it is acknowledged"]
+pub struct Appended {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub records: u64,
+    /// `Some` when the flush policy asks for an fsync before this append is acknowledged.
+    pub flush: Option<FlushTicket>,
+}
+
+impl Appended {
+    /// Waits for the flush the policy asked for, if any.
+    ///
+    /// # Errors
+    /// `SyncSegment`.
+    pub fn durable(mut self) -> Result<Self, LogError> {
+        if let Some(ticket) = self.flush.take() {
+            ticket.wait()?;
+        }
+        Ok(self)
+    }
+}
+
+/// A claim on an fsync covering every offset below `offset`. Several tickets waited on at
+/// once share fsyncs: one waiter syncs, the others find their offsets already covered.
+#[derive(Debug)]
+#[must_use = "the append is not durable until the ticket is waited on"]
+pub struct FlushTicket {
+    state: Arc<SyncState>,
+    offset: i64,
+}
+
+impl FlushTicket {
+    /// Blocks until every offset below the ticket's is on disk. Call it without holding the
+    /// lock that guards the [`Log`], so that other appends can join the next fsync.
+    ///
+    /// # Errors
+    /// `SyncSegment`.
+    pub fn wait(self) -> Result<(), LogError> {
+        self.state.sync_up_to(self.offset)
+    }
+}
+
+#[derive(Debug)]
+struct SyncTarget {
+    file: Arc<File>,
+    path: PathBuf,
+    /// The log end offset once everything written to `file` so far is synced.
+    written: i64,
+}
+
+#[derive(Debug)]
+struct SyncState {
+    target: Mutex<SyncTarget>,
+    /// Every offset below this is on disk.
+    flushed: AtomicI64,
+    /// Held by the one thread running an fsync.
+    syncing: Mutex<()>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks leaves no partial state behind: the guarded values
+    // are replaced whole.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl SyncState {
+    fn sync_up_to(&self, offset: i64) -> Result<(), LogError> {
+        if self.flushed.load(Ordering::Acquire) >= offset {
+            return Ok(());
+        }
+        let _syncing = lock(&self.syncing);
+        if self.flushed.load(Ordering::Acquire) >= offset {
+            return Ok(());
+        }
+        let (file, path, written) = {
+            let target = lock(&self.target);
+            (
+                Arc::clone(&target.file),
+                target.path.clone(),
+                target.written,
+            )
+        };
+        file.sync_data()
+            .map_err(|source| LogError::SyncSegment { path, source })?;
+        self.flushed.fetch_max(written, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn set_target(&self, segment: &Segment, written: i64) {
+        let mut target = lock(&self.target);
+        if !Arc::ptr_eq(&target.file, segment.file()) {
+            target.file = Arc::clone(segment.file());
+            target.path = segment.path().to_path_buf();
+        }
+        target.written = written;
+    }
+}
+
+/// Where a timestamp search landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
+/// What retention removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionOutcome {
+    pub deleted_segments: usize,
+    pub deleted_bytes: u64,
+    pub log_start_offset: i64,
+}
+
+/// How an open went: what recovery did, for logs and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    pub clean_shutdown: bool,
+    pub segments: usize,
+    pub recovered_segments: usize,
+    pub recovered_bytes: u64,
+    pub truncated_bytes: u64,
+    pub deleted_segments: usize,
+}
+
+/// A partition replica's log. See the module documentation for the write path.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Invariant: never empty; the last segment is the active one and the only one written.
+    segments: BTreeMap<i64, Segment>,
+    epochs: EpochCache,
+    sync: Arc<SyncState>,
+    /// Records appended since the last flush the policy asked for.
+    unflushed_records: u64,
+    last_flush_ms: i64,
+    clock: Arc<dyn Clock>,
+    /// Holds the directory's lock while the log is open.
+    _lock: File,
+}
+
+impl Log {
+    /// Opens the log in `dir`, creating it when missing, and recovers it if the last run did
+    /// not close it cleanly.
+    ///
+    /// # Errors
+    /// `Locked` when another process has the log open; I/O variants naming the failed step.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<(Log, OpenReport), LogError> {
+        Log::open_with_clock(dir, config, Arc::new(SystemClock))
+    }
+
+    /// [`Log::open`] with a clock of the caller's choosing.
+    ///
+    /// # Errors
+    /// As [`Log::open`].
+    pub fn open_with_clock(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Log, OpenReport), LogError> {
+        let dir = dir.as_ref().to_path_buf();
+        let dir_error = |source| LogError::Directory {
+            path: dir.clone(),
+            source,
+        };
+        if !dir.exists() {
+            fs::create_dir_all(&dir).map_err(dir_error)?;
+            if let Some(parent) = dir.parent() {
+                checkpoint::sync_dir(parent).map_err(dir_error)?;
+            }
+        }
+        let lock_file = File::create(dir.join(LOCK_FILE)).map_err(dir_error)?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(LogError::Locked {
+                    path: dir.clone(),
+                    source: std::io::Error::from(std::io::ErrorKind::WouldBlock),
+                });
+            }
+            Err(TryLockError::Error(source)) => {
+                return Err(LogError::Locked {
+                    path: dir.clone(),
+                    source,
+                });
+            }
+        }
+
+        remove_temporary_files(&dir)?;
+        let clean_shutdown = dir.join(CLEAN_SHUTDOWN_FILE).exists();
+        let bases = segment_bases(&dir)?;
+        let recovery_point = match checkpoint::read(&dir, RECOVERY_POINT_FILE)? {
+            Some(text) => {
+                text.trim()
+                    .parse::<i64>()
+                    .map_err(|_| LogError::MalformedCheckpoint {
+                        path: dir.join(RECOVERY_POINT_FILE),
+                        reason: format!("{:?} is not an offset", text.trim()),
+                    })?
+            }
+            None => 0,
+        };
+        let settings = SegmentSettings {
+            index_interval: config.index_interval,
+            index_capacity: config.index_capacity,
+        };
+        let mut report = OpenReport {
+            clean_shutdown,
+            ..OpenReport::default()
+        };
+        // Without a clean shutdown, every segment that may hold bytes not yet fsynced is
+        // verified: the one holding the recovery point and all after it.
+        let first_to_recover = bases
+            .iter()
+            .rev()
+            .find(|&&b| b <= recovery_point)
+            .copied()
+            .unwrap_or(i64::MIN);
+        let mut segments = BTreeMap::new();
+        let mut cut_at: Option<i64> = None;
+        for (i, &base) in bases.iter().enumerate() {
+            if cut_at.is_some() {
+                // A segment after a cut would leave a hole in the offsets: its data is gone.
+                segment::delete_files(&dir, base)?;
+                report.deleted_segments += 1;
+                continue;
+            }
+            let is_last = i + 1 == bases.len();
+            let recover = !clean_shutdown && base >= first_to_recover;
+            let (segment, truncated) = Segment::open(&dir, base, settings, recover, is_last)?;
+            if recover {
+                report.recovered_segments += 1;
+                report.recovered_bytes += segment.size();
+            }
+            report.truncated_bytes += truncated;
+            if truncated > 0 && !is_last {
+                cut_at = Some(segment.next_offset());
+            }
+            segments.insert(base, segment);
+        }
+        if segments.is_empty() {
+            let segment = Segment::create(&dir, 0, settings)?;
+            checkpoint::sync_dir(&dir).map_err(dir_error)?;
+            segments.insert(0, segment);
+        }
+        report.segments = segments.len();
+
+        let active = segments
+            .values_mut()
+            .next_back()
+            .expect("segments is not empty");
+        active.activate()?;
+        let log_end = active.next_offset();
+        let log_start = *segments.keys().next().expect("segments is not empty");
+        let active = segments
+            .values()
+            .next_back()
+            .expect("segments is not empty");
+        if !clean_shutdown {
+            // What recovery read may be only in the page cache: make it durable before it is
+            // counted below the recovery point.
+            active.sync()?;
+        }
+        let sync = Arc::new(SyncState {
+            target: Mutex::new(SyncTarget {
+                file: Arc::clone(active.file()),
+                path: active.path().to_path_buf(),
+                written: log_end,
+            }),
+            flushed: AtomicI64::new(log_end),
+            syncing: Mutex::new(()),
+        });
+        let mut epochs = EpochCache::load(&dir)?;
+        epochs.truncate_from_end(log_end)?;
+        epochs.truncate_from_start(log_start)?;
+        let now = clock.now_ms();
+        let log = Log {
+            dir,
+            config,
+            segments,
+            epochs,
+            sync,
+            unflushed_records: 0,
+            last_flush_ms: now,
+            clock,
+            _lock: lock_file,
+        };
+        log.checkpoint_recovery_point()?;
+        if clean_shutdown {
+            fs::remove_file(log.dir.join(CLEAN_SHUTDOWN_FILE)).map_err(|source| {
+                LogError::Directory {
+                    path: log.dir.clone(),
+                    source,
+                }
+            })?;
+            checkpoint::sync_dir(&log.dir).map_err(|source| LogError::Directory {
+                path: log.dir.clone(),
+                source,
+            })?;
+        }
+        if report.truncated_bytes > 0 || report.deleted_segments > 0 {
+            tracing::warn!(dir = %log.dir.display(), ?report, "log recovered with data cut off");
+        } else {
+            tracing::debug!(dir = %log.dir.display(), ?report, "log opened");
+        }
+        Ok((log, report))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Replaces the config; it applies to the next append, roll and retention run.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        *self.segments.keys().next().expect("segments is not empty")
+    }
+
+    /// The offset the next appended record gets.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+
+    /// Every offset below this is on disk.
+    pub fn recovery_point(&self) -> i64 {
+        self.sync.flushed.load(Ordering::Acquire)
+    }
+
+    /// Bytes in all segments.
+    pub fn size(&self) -> u64 {
+        self.segments.values().map(Segment::size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<i64> {
+        self.segments.keys().copied().collect()
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("segments is not empty")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("segments is not empty")
+    }
+
+    /// Appends the batches in `batches` as leader: checks them, gives them the next offsets and
+    /// `leader_epoch`, and writes them all or none.
+    ///
+    /// # Errors
+    /// `InvalidBatch` (nothing written), or an I/O variant (nothing visible was written).
+    pub fn append(&mut self, batches: &mut [u8], leader_epoch: i32) -> Result<Appended, LogError> {
+        let mut headers = self.validate(batches, true)?;
+        let mut next = self.log_end_offset();
+        for (position, header) in &mut headers {
+            batch::stamp(&mut batches[*position..], next, leader_epoch);
+            header.base_offset = next;
+            header.partition_leader_epoch = leader_epoch;
+            next = header.next_offset();
+        }
+        let first = headers[0].1.base_offset;
+        if leader_epoch >= 0 && self.epochs.latest().is_none_or(|e| e.epoch < leader_epoch) {
+            self.epochs.assign(leader_epoch, first)?;
+        }
+        self.write(batches, &headers)
+    }
+
+    /// Appends batches copied from the leader, keeping their offsets and leader epochs.
+    ///
+    /// # Errors
+    /// `InvalidBatch`, `NonContiguousAppend` when the first batch does not start at the log
+    /// end offset or offsets do not rise, or an I/O variant.
+    pub fn append_replicated(&mut self, batches: &[u8]) -> Result<Appended, LogError> {
+        let headers = self.validate(batches, false)?;
+        let mut expected = self.log_end_offset();
+        for (_, header) in &headers {
+            if header.base_offset != expected {
+                return Err(LogError::NonContiguousAppend {
+                    expected,
+                    found: header.base_offset,
+                });
+            }
+            expected = header.next_offset();
+        }
+        for (_, header) in &headers {
+            let epoch = header.partition_leader_epoch;
+            if epoch >= 0 && self.epochs.latest().is_none_or(|e| e.epoch < epoch) {
+                self.epochs.assign(epoch, header.base_offset)?;
+            }
+        }
+        self.write(batches, &headers)
+    }
+
+    fn validate(
+        &self,
+        bytes: &[u8],
+        from_producer: bool,
+    ) -> Result<Vec<(usize, BatchHeader)>, LogError> {
+        let invalid = |position, source| LogError::InvalidBatch { position, source };
+        let mut headers = Vec::new();
+        let mut position = 0;
+        while position < bytes.len() {
+            let batch = Batch::parse(&bytes[position..]).map_err(|e| invalid(position, e))?;
+            let size = batch.header.size();
+            if size > self.config.max_batch_size {
+                return Err(invalid(
+                    position,
+                    InvalidBatch::TooLarge {
+                        size,
+                        max: self.config.max_batch_size,
+                    },
+                ));
+            }
+            if from_producer {
+                batch.validate_records().map_err(|e| invalid(position, e))?;
+            } else if batch.header.last_offset_delta < 0 {
+                return Err(invalid(
+                    position,
+                    InvalidBatch::CountMismatch {
+                        count: batch.header.record_count,
+                        last_offset_delta: batch.header.last_offset_delta,
+                    },
+                ));
+            }
+            headers.push((position, batch.header));
+            position += size;
+        }
+        if headers.is_empty() {
+            return Err(invalid(0, InvalidBatch::Empty));
+        }
+        Ok(headers)
+    }
+
+    fn write(
+        &mut self,
+        bytes: &[u8],
+        headers: &[(usize, BatchHeader)],
+    ) -> Result<Appended, LogError> {
+        let now = self.clock.now_ms();
+        let first_offset = headers[0].1.base_offset;
+        let last_offset = headers[headers.len() - 1].1.last_offset();
+        if self.should_roll(bytes.len(), last_offset, now) {
+            self.roll()?;
+        }
+        let active = self.active_mut();
+        active.append(bytes, headers)?;
+        active.rolling_base_ms.get_or_insert(now);
+        let end = last_offset + 1;
+        let active = self
+            .segments
+            .values()
+            .next_back()
+            .expect("segments is not empty");
+        self.sync.set_target(active, end);
+
+        let records: u64 = headers
+            .iter()
+            .map(|(_, h)| h.record_count.max(0) as u64)
+            .sum();
+        self.unflushed_records += records;
+        let flush = self.flush_due(now).then(|| {
+            self.unflushed_records = 0;
+            self.last_flush_ms = now;
+            FlushTicket {
+                state: Arc::clone(&self.sync),
+                offset: end,
+            }
+        });
+        Ok(Appended {
+            first_offset,
+            last_offset,
+            max_timestamp: headers
+                .iter()
+                .map(|(_, h)| h.max_timestamp)
+                .max()
+                .unwrap_or(-1),
+            records,
+            flush,
+        })
+    }
+
+    fn flush_due(&self, now: i64) -> bool {
+        self.config
+            .flush_messages
+            .is_some_and(|n| self.unflushed_records >= n)
+            || self.config.flush_interval.is_some_and(|i| {
+                self.unflushed_records > 0 && now - self.last_flush_ms >= i.as_millis() as i64
+            })
+    }
+
+    /// A ticket for the flush that `flush.ms` asks for when no append came to trigger it; the
+    /// owner calls this from a timer.
+    pub fn flush_if_due(&mut self) -> Option<FlushTicket> {
+        let now = self.clock.now_ms();
+        self.flush_due(now).then(|| {
+            self.unflushed_records = 0;
+            self.last_flush_ms = now;
+            FlushTicket {
+                state: Arc::clone(&self.sync),
+                offset: self.log_end_offset(),
+            }
+        })
+    }
+
+    /// A ticket that makes everything appended so far durable.
+    pub fn flush_ticket(&self) -> FlushTicket {
+        FlushTicket {
+            state: Arc::clone(&self.sync),
+            offset: self.log_end_offset(),
+        }
+    }
+
+    /// Fsyncs everything appended so far.
+    ///
+    /// # Errors
+    /// `SyncSegment`.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        self.unflushed_records = 0;
+        self.last_flush_ms = self.clock.now_ms();
+        self.flush_ticket().wait()
+    }
+
+    fn should_roll(&self, size: usize, last_offset: i64, now: i64) -> bool {
+        let active = self.active();
+        if active.is_empty() {
+            return false;
+        }
+        active.size() + size as u64 > self.config.segment_size
+            || active.cannot_take(size, last_offset)
+            || self
+                .config
+                .segment_age
+                .zip(active.rolling_base_ms)
+                .is_some_and(|(age, base)| now - base > age.as_millis() as i64)
+    }
+
+    /// Closes the active segment and starts a new one at the log end offset.
+    ///
+    /// # Errors
+    /// I/O variants.
+    pub fn roll(&mut self) -> Result<(), LogError> {
+        let next = self.log_end_offset();
+        if self.active().is_empty() {
+            return Ok(());
+        }
+        self.active_mut().seal()?;
+        let settings = SegmentSettings {
+            index_interval: self.config.index_interval,
+            index_capacity: self.config.index_capacity,
+        };
+        let segment = Segment::create(&self.dir, next, settings)?;
+        checkpoint::sync_dir(&self.dir).map_err(|source| LogError::Directory {
+            path: self.dir.clone(),
+            source,
+        })?;
+        self.sync.set_target(&segment, next);
+        self.sync.flushed.fetch_max(next, Ordering::AcqRel);
+        self.segments.insert(next, segment);
+        self.checkpoint_recovery_point()?;
+        tracing::debug!(dir = %self.dir.display(), base_offset = next, "rolled to a new segment");
+        Ok(())
+    }
+
+    /// Writes the recovery point, so that the next unclean open verifies only what follows.
+    ///
+    /// # Errors
+    /// `WriteCheckpoint`.
+    pub fn checkpoint_recovery_point(&self) -> Result<(), LogError> {
+        checkpoint::write(
+            &self.dir,
+            RECOVERY_POINT_FILE,
+            &format!("{}\n", self.recovery_point()),
+        )
+    }
+
+    /// Reads whole batches from `offset` on: the batch holding `offset` first, at most
+    /// `max_bytes` in all unless that first batch alone is larger, never past `upper_bound`
+    /// (a high watermark) when given, and from one segment at a time. `None` when there is
+    /// nothing yet at `offset` (it is the log end, or at the bound).
+    ///
+    /// # Errors
+    /// `OffsetOutOfRange` outside `[log_start_offset, log_end_offset]`; `Corrupt` when the
+    /// first batch fails its CRC; `ReadSegment`.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: Option<i64>,
+    ) -> Result<Option<SegmentSlice>, LogError> {
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if offset < start || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: start,
+                log_end_offset: end,
+            });
+        }
+        let bound = upper_bound.unwrap_or(end).min(end);
+        let floor = self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map_or(start, |(&b, _)| b);
+        for segment in self.segments.range(floor..).map(|(_, s)| s) {
+            if segment.base_offset >= bound {
+                break;
+            }
+            if let Some(slice) = segment.read(offset.max(segment.base_offset), max_bytes, bound)? {
+                return Ok(Some(slice));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first record whose timestamp is at least `timestamp`, as Kafka's ListOffsets by
+    /// time. Inside a compressed batch the batch's first offset stands for it.
+    ///
+    /// # Errors
+    /// `Corrupt`, `ReadSegment`.
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<TimestampOffset>, LogError> {
+        for segment in self.segments.values() {
+            let Some((position, header)) = segment.find_by_timestamp(timestamp)? else {
+                continue;
+            };
+            if header.compression() != Some(batch::Compression::None) {
+                return Ok(Some(TimestampOffset {
+                    offset: header.base_offset,
+                    timestamp: header.max_timestamp,
+                }));
+            }
+            let bytes = segment.read_batch(position, &header)?;
+            let batch = Batch::parse(&bytes).map_err(|source| LogError::Corrupt {
+                path: segment.path().to_path_buf(),
+                position,
+                source,
+            })?;
+            let records = batch.records().map_err(|source| LogError::Corrupt {
+                path: segment.path().to_path_buf(),
+                position,
+                source,
+            })?;
+            if let Some(record) = records.iter().find(|r| r.timestamp >= timestamp) {
+                return Ok(Some(TimestampOffset {
+                    offset: record.offset,
+                    timestamp: record.timestamp,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes every batch that holds an offset at or after `offset` (a follower's truncation
+    /// to the leader's epoch end). The log end may land below `offset` when `offset` falls
+    /// inside a batch. Below the log start, the log is emptied and restarts at `offset`.
+    ///
+    /// # Errors
+    /// I/O variants.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        if offset <= self.log_start_offset() {
+            return self.truncate_fully_and_start_at(offset);
+        }
+        let doomed: Vec<i64> = self.segments.range(offset..).map(|(&b, _)| b).collect();
+        for base in doomed {
+            if let Some(segment) = self.segments.remove(&base) {
+                segment.delete()?;
+            }
+        }
+        let active = self.active_mut();
+        active.truncate_to(offset)?;
+        active.activate()?;
+        active.sync()?;
+        let end = self.log_end_offset();
+        let active = self
+            .segments
+            .values()
+            .next_back()
+            .expect("segments is not empty");
+        self.sync.set_target(active, end);
+        self.sync.flushed.fetch_min(end, Ordering::AcqRel);
+        self.epochs.truncate_from_end(end)?;
+        self.checkpoint_recovery_point()?;
+        tracing::info!(dir = %self.dir.display(), offset, log_end_offset = end, "truncated");
+        Ok(())
+    }
+
+    /// Deletes every segment and starts an empty log at `offset`.
+    ///
+    /// # Errors
+    /// I/O variants.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        let settings = SegmentSettings {
+            index_interval: self.config.index_interval,
+            index_capacity: self.config.index_capacity,
+        };
+        for (_, segment) in std::mem::take(&mut self.segments) {
+            segment.delete()?;
+        }
+        let segment = Segment::create(&self.dir, offset, settings)?;
+        checkpoint::sync_dir(&self.dir).map_err(|source| LogError::Directory {
+            path: self.dir.clone(),
+            source,
+        })?;
+        self.sync.set_target(&segment, offset);
+        self.sync.flushed.store(offset, Ordering::Release);
+        self.segments.insert(offset, segment);
+        self.epochs.clear()?;
+        self.checkpoint_recovery_point()?;
+        tracing::info!(dir = %self.dir.display(), offset, "emptied and restarted");
+        Ok(())
+    }
+
+    /// The latest leader epoch and where it started.
+    pub fn latest_epoch(&self) -> Option<EpochEntry> {
+        self.epochs.latest()
+    }
+
+    pub fn epoch_entries(&self) -> &[EpochEntry] {
+        self.epochs.entries()
+    }
+
+    /// Kafka's OffsetsForLeaderEpoch answer: the largest epoch at most `epoch` and the offset
+    /// where it ended (the log end for the latest epoch). `None` when the log knows no epoch
+    /// at or after `epoch`.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// Deletes closed segments past `retention.ms` or beyond `retention.bytes`, oldest first,
+    /// and moves the log start offset up. The active segment is never deleted.
+    ///
+    /// # Errors
+    /// `DeleteSegment`, `WriteCheckpoint`.
+    pub fn apply_retention(&mut self) -> Result<RetentionOutcome, LogError> {
+        let now = self.clock.now_ms();
+        let closed: Vec<(i64, u64, i64)> = self
+            .segments
+            .values()
+            .take(self.segments.len() - 1)
+            .map(|s| (s.base_offset, s.size(), segment_time(s)))
+            .collect();
+        let mut doomed = 0;
+        if let Some(age) = self.config.retention_age {
+            doomed = closed
+                .iter()
+                .take_while(|&&(_, _, time)| now - time > age.as_millis() as i64)
+                .count();
+        }
+        if let Some(limit) = self.config.retention_size {
+            let mut excess = self.size() as i128 - i128::from(limit);
+            excess -= closed[..doomed]
+                .iter()
+                .map(|&(_, size, _)| i128::from(size))
+                .sum::<i128>();
+            for &(_, size, _) in &closed[doomed..] {
+                if excess < i128::from(size) {
+                    break;
+                }
+                excess -= i128::from(size);
+                doomed += 1;
+            }
+        }
+        let mut outcome = RetentionOutcome {
+            log_start_offset: self.log_start_offset(),
+            ..Default::default()
+        };
+        for &(base, size, _) in &closed[..doomed] {
+            if let Some(segment) = self.segments.remove(&base) {
+                segment.delete()?;
+                outcome.deleted_segments += 1;
+                outcome.deleted_bytes += size;
+            }
+        }
+        if doomed > 0 {
+            checkpoint::sync_dir(&self.dir).map_err(|source| LogError::Directory {
+                path: self.dir.clone(),
+                source,
+            })?;
+            outcome.log_start_offset = self.log_start_offset();
+            self.epochs.truncate_from_start(outcome.log_start_offset)?;
+            tracing::info!(dir = %self.dir.display(), ?outcome, "retention deleted segments");
+        }
+        Ok(outcome)
+    }
+
+    /// Closes the log cleanly: everything fsynced, indexes trimmed, the recovery point at the
+    /// log end and the clean-shutdown marker written, so the next open skips recovery.
+    ///
+    /// # Errors
+    /// I/O variants; the marker is then not written and the next open recovers.
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.active_mut().seal()?;
+        let end = self.log_end_offset();
+        self.sync.flushed.fetch_max(end, Ordering::AcqRel);
+        self.checkpoint_recovery_point()?;
+        checkpoint::write(&self.dir, CLEAN_SHUTDOWN_FILE, "")?;
+        tracing::debug!(dir = %self.dir.display(), log_end_offset = end, "closed cleanly");
+        Ok(())
+    }
+}
+
+/// The time retention judges a segment by: its newest timestamp, or its file's modification
+/// time when no batch carries one (as Kafka).
+fn segment_time(segment: &Segment) -> i64 {
+    if segment.max_timestamp() >= 0 {
+        return segment.max_timestamp();
+    }
+    fs::metadata(segment.path())
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(i64::MAX, |d| d.as_millis() as i64)
+}
+
+/// Base offsets of the `.log` files in `dir`, ascending.
+pub(crate) fn segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
+    let dir_error = |source| LogError::Directory {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut bases = Vec::new();
+    for entry in fs::read_dir(dir).map_err(dir_error)? {
+        let name = entry.map_err(dir_error)?.file_name();
+        if let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".log"))
+            && stem.len() == 20
+            && let Ok(base) = stem.parse::<i64>()
+        {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// Removes the temporary files of a checkpoint write that a crash interrupted.
+fn remove_temporary_files(dir: &Path) -> Result<(), LogError> {
+    let dir_error = |source| LogError::Directory {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for entry in fs::read_dir(dir).map_err(dir_error)? {
+        let entry = entry.map_err(dir_error)?;
+        if entry.file_name().to_string_lossy().ends_with(".tmp") {
+            fs::remove_file(entry.path()).map_err(dir_error)?;
+        }
+    }
+    Ok(())
+}
