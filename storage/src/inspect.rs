@@ -5,7 +5,9 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use crate::batch::BatchHeader;
+use std::os::unix::fs::FileExt;
+
+use crate::batch::{BatchHeader, HEADER_LEN};
 use crate::checkpoint;
 use crate::epoch;
 use crate::error::LogError;
@@ -91,20 +93,40 @@ fn inspect_segment(
     };
     let file = File::open(&path).map_err(read_error)?;
     let file_size = file.metadata().map_err(read_error)?.len();
-    let scanned = segment::scan_file(&file, file_size, 0, true).map_err(read_error)?;
     let mut problems = Vec::new();
-    match &scanned.end {
-        ScanEnd::Clean => {}
-        ScanEnd::Torn { position } => {
-            problems.push(format!(
-                "bytes {position}..{file_size} are not a whole batch (torn write or junk)"
-            ));
-        }
-        ScanEnd::Invalid { position, reason } => {
-            problems.push(format!("invalid batch at byte {position}: {reason}"))
+    let mut batches = Vec::new();
+    let mut position = 0;
+    loop {
+        let scanned = segment::scan_file(&file, file_size, position, true).map_err(read_error)?;
+        batches.extend(scanned.batches);
+        match scanned.end {
+            ScanEnd::Clean => break,
+            ScanEnd::Torn { position } => {
+                problems.push(format!(
+                    "bytes {position}..{file_size} are not a whole batch (torn write or junk)"
+                ));
+                break;
+            }
+            ScanEnd::Invalid {
+                position: at,
+                reason,
+            } => {
+                problems.push(format!("invalid batch at byte {at}: {reason}"));
+                // When only the contents are bad, the header still says where the next batch
+                // starts: keep going, so one bad batch does not hide the rest of the segment.
+                let mut header = [0u8; HEADER_LEN];
+                let readable = file.read_exact_at(&mut header, at).is_ok();
+                match BatchHeader::parse(&header) {
+                    Ok(h) if readable && at + h.size() as u64 <= file_size => {
+                        batches.push((at, h));
+                        position = at + h.size() as u64;
+                    }
+                    _ => break,
+                }
+            }
         }
     }
-    if let (Some(expected), Some((_, first))) = (expected_first, scanned.batches.first())
+    if let (Some(expected), Some((_, first))) = (expected_first, batches.first())
         && first.base_offset != expected
     {
         problems.push(format!(
@@ -113,7 +135,7 @@ fn inspect_segment(
         ));
     }
     let mut previous_next = base;
-    for (position, header) in &scanned.batches {
+    for (position, header) in &batches {
         if header.base_offset < previous_next {
             problems.push(format!(
                 "batch at byte {position} starts at offset {} before {previous_next}",
@@ -135,11 +157,8 @@ fn inspect_segment(
     );
     for (i, entry) in offset_entries.iter().enumerate() {
         let offset = base + i64::from(entry.relative_offset);
-        match scanned
-            .batches
-            .binary_search_by_key(&u64::from(entry.position), |&(p, _)| p)
-        {
-            Ok(at) if scanned.batches[at].1.last_offset() == offset => {}
+        match batches.binary_search_by_key(&u64::from(entry.position), |&(p, _)| p) {
+            Ok(at) if batches[at].1.last_offset() == offset => {}
             _ => problems.push(format!(
                 "offset index entry {i} (offset {offset} at byte {}) names no batch",
                 entry.position
@@ -148,8 +167,7 @@ fn inspect_segment(
     }
     for (i, entry) in time_entries.iter().enumerate() {
         let offset = base + i64::from(entry.relative_offset);
-        let known = scanned
-            .batches
+        let known = batches
             .iter()
             .any(|(_, h)| h.last_offset() == offset && h.max_timestamp <= entry.timestamp);
         if !known {
@@ -163,7 +181,7 @@ fn inspect_segment(
         path,
         base_offset: base,
         file_size,
-        batches: scanned.batches,
+        batches,
         offset_index_entries: offset_entries.len(),
         time_index_entries: time_entries.len(),
         preallocated_slots: offset_slots + time_slots,
