@@ -30,7 +30,7 @@ use crate::checkpoint;
 use crate::config::LogConfig;
 use crate::epoch::{EpochCache, EpochEntry};
 use crate::error::LogError;
-use crate::segment::{self, Segment, SegmentSettings, SegmentSlice};
+use crate::segment::{self, SealedFiles, Segment, SegmentSettings, SegmentSlice};
 
 /// Present while the log is closed after a clean shutdown; removed when it is opened.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
@@ -114,6 +114,10 @@ struct SyncState {
     flushed: AtomicI64,
     /// Held by the one thread running an fsync.
     syncing: Mutex<()>,
+    /// Sealed segments whose background fsync has not finished; a flush syncs them too.
+    unsynced: Mutex<Vec<SealedFiles>>,
+    /// Serializes writes of the recovery-point checkpoint.
+    checkpointing: Mutex<()>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -145,6 +149,27 @@ impl SyncState {
             .map_err(|source| LogError::SyncSegment { path, source })?;
         self.flushed.fetch_max(written, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Fsyncs a sealed segment, then moves the recovery point to `next` (the offset after
+    /// it) and checkpoints it. On failure the file stays in `unsynced` and the recovery
+    /// point stays where it was, so a later flush or close syncs it or reports the error.
+    fn sync_sealed(&self, sealed: &SealedFiles, next: i64, dir: &Path) {
+        if let Err(error) = sealed.sync() {
+            tracing::error!(segment = %sealed.log_path.display(), error = %error, "background sync of a sealed segment failed");
+            return;
+        }
+        lock(&self.unsynced).retain(|f| !Arc::ptr_eq(&f.log, &sealed.log));
+        self.flushed.fetch_max(next, Ordering::AcqRel);
+        if let Err(error) = self.write_checkpoint(dir) {
+            tracing::warn!(dir = %dir.display(), error = %error, "could not checkpoint the recovery point");
+        }
+    }
+
+    fn write_checkpoint(&self, dir: &Path) -> Result<(), LogError> {
+        let _serial = lock(&self.checkpointing);
+        let point = self.flushed.load(Ordering::Acquire);
+        checkpoint::write(dir, RECOVERY_POINT_FILE, &format!("{point}\n"))
     }
 
     fn set_target(&self, segment: &Segment, written: i64) {
@@ -196,6 +221,9 @@ pub struct Log {
     unflushed_records: u64,
     last_flush_ms: i64,
     clock: Arc<dyn Clock>,
+    /// The background fsync of the most recently sealed segment, which waits for the one
+    /// before it.
+    sealed_sync: Option<std::thread::JoinHandle<()>>,
     /// Holds the directory's lock while the log is open.
     _lock: File,
 }
@@ -330,6 +358,8 @@ impl Log {
             }),
             flushed: AtomicI64::new(log_end),
             syncing: Mutex::new(()),
+            unsynced: Mutex::new(Vec::new()),
+            checkpointing: Mutex::new(()),
         });
         let mut epochs = EpochCache::load(&dir)?;
         epochs.truncate_from_end(log_end)?;
@@ -344,6 +374,7 @@ impl Log {
             unflushed_records: 0,
             last_flush_ms: now,
             clock,
+            sealed_sync: None,
             _lock: lock_file,
         };
         log.checkpoint_recovery_point()?;
@@ -612,7 +643,10 @@ impl Log {
                 .is_some_and(|(age, base)| now - base > age.as_millis() as i64)
     }
 
-    /// Closes the active segment and starts a new one at the log end offset.
+    /// Closes the active segment and starts a new one at the log end offset. The closed
+    /// segment is fsynced on a background thread (as Kafka's scheduled flush), so an append
+    /// never waits for a whole segment to reach the disk; the recovery point moves past it
+    /// once it has.
     ///
     /// # Errors
     /// I/O variants.
@@ -622,6 +656,7 @@ impl Log {
             return Ok(());
         }
         self.active_mut().seal()?;
+        let sealed = self.active().sealed_files();
         let settings = SegmentSettings {
             index_interval: self.config.index_interval,
             index_capacity: self.config.index_capacity,
@@ -631,12 +666,40 @@ impl Log {
             path: self.dir.clone(),
             source,
         })?;
+        lock(&self.sync.unsynced).push(sealed.clone());
         self.sync.set_target(&segment, next);
-        self.sync.flushed.fetch_max(next, Ordering::AcqRel);
         self.segments.insert(next, segment);
-        self.checkpoint_recovery_point()?;
+
+        let state = Arc::clone(&self.sync);
+        let dir = self.dir.clone();
+        let previous = self.sealed_sync.take();
+        let files = sealed.clone();
+        let job = move || {
+            // In roll order: the recovery point may only pass segments that are all synced.
+            if let Some(previous) = previous {
+                let _ = previous.join();
+            }
+            state.sync_sealed(&files, next, &dir);
+        };
+        match std::thread::Builder::new()
+            .name("weir-seal-sync".into())
+            .spawn(job)
+        {
+            Ok(handle) => self.sealed_sync = Some(handle),
+            Err(error) => {
+                tracing::warn!(%error, "no thread for the background sync; syncing inline");
+                self.sync.sync_sealed(&sealed, next, &self.dir);
+            }
+        }
         tracing::debug!(dir = %self.dir.display(), base_offset = next, "rolled to a new segment");
         Ok(())
+    }
+
+    fn wait_for_sealed_sync(&mut self) {
+        if let Some(pending) = self.sealed_sync.take() {
+            // The thread only logs; a panic in it would already have been reported.
+            let _ = pending.join();
+        }
     }
 
     /// Writes the recovery point, so that the next unclean open verifies only what follows.
@@ -644,11 +707,7 @@ impl Log {
     /// # Errors
     /// `WriteCheckpoint`.
     pub fn checkpoint_recovery_point(&self) -> Result<(), LogError> {
-        checkpoint::write(
-            &self.dir,
-            RECOVERY_POINT_FILE,
-            &format!("{}\n", self.recovery_point()),
-        )
+        self.sync.write_checkpoint(&self.dir)
     }
 
     /// Reads whole batches from `offset` on: the batch holding `offset` first, at most
@@ -743,6 +802,8 @@ impl Log {
         if offset <= self.log_start_offset() {
             return self.truncate_fully_and_start_at(offset);
         }
+        // A pending background sync must not move the recovery point past the new end.
+        self.wait_for_sealed_sync();
         let doomed: Vec<i64> = self.segments.range(offset..).map(|(&b, _)| b).collect();
         for base in doomed {
             if let Some(segment) = self.segments.remove(&base) {
@@ -772,6 +833,7 @@ impl Log {
     /// # Errors
     /// I/O variants.
     pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        self.wait_for_sealed_sync();
         let settings = SegmentSettings {
             index_interval: self.config.index_interval,
             index_capacity: self.config.index_capacity,
@@ -872,13 +934,29 @@ impl Log {
     /// # Errors
     /// I/O variants; the marker is then not written and the next open recovers.
     pub fn close(mut self) -> Result<(), LogError> {
+        self.wait_for_sealed_sync();
+        // A background sync that failed left its files here: sync them now or fail the close.
+        let unsynced: Vec<SealedFiles> = lock(&self.sync.unsynced).clone();
+        for sealed in unsynced {
+            sealed.sync()?;
+        }
         self.active_mut().seal()?;
+        self.active().sync_all()?;
         let end = self.log_end_offset();
         self.sync.flushed.fetch_max(end, Ordering::AcqRel);
         self.checkpoint_recovery_point()?;
         checkpoint::write(&self.dir, CLEAN_SHUTDOWN_FILE, "")?;
         tracing::debug!(dir = %self.dir.display(), log_end_offset = end, "closed cleanly");
         Ok(())
+    }
+}
+
+impl Drop for Log {
+    /// A log dropped without [`Log::close`] is left as a crash would leave it (no clean-shutdown
+    /// marker), but its background sync finishes first, so nothing of this log still writes
+    /// into the directory once the lock is released.
+    fn drop(&mut self) {
+        self.wait_for_sealed_sync();
     }
 }
 

@@ -165,6 +165,13 @@ impl<'a> Cursor<'a> {
     }
 
     fn varlong(&mut self) -> Result<i64, RecordError> {
+        // Most fields of small records fit one byte.
+        if let Some(&byte) = self.bytes.get(self.position)
+            && byte & 0x80 == 0
+        {
+            self.position += 1;
+            return Ok(i64::from(byte >> 1) ^ -i64::from(byte & 1));
+        }
         let mut value: u64 = 0;
         for shift in (0..64).step_by(7) {
             let Some(&byte) = self.bytes.get(self.position) else {
@@ -271,11 +278,16 @@ impl<'a> Cursor<'a> {
     }
 
     /// Walks every record without collecting it: checks lengths, offset deltas and count.
-    pub(crate) fn validate_all(mut self, declared_count: i32) -> Result<(), RecordError> {
+    /// This runs on every produced batch, so it reads fields in place with a one-byte fast
+    /// path for varints instead of going through [`Cursor::next_record`].
+    pub(crate) fn validate_all(self, declared_count: i32) -> Result<(), RecordError> {
+        let bytes = &self.bytes[self.position..];
+        let mut position = 0usize;
         let mut found = 0usize;
-        while self.remaining() > 0 {
-            let index = self.index;
-            let declared = self.varlong()?;
+        while position < bytes.len() {
+            let index = found;
+            let truncated = RecordError::Truncated { index };
+            let (declared, at) = varlong_at(bytes, position, index)?;
             if declared < 0 {
                 return Err(RecordError::NegativeLength {
                     index,
@@ -283,50 +295,56 @@ impl<'a> Cursor<'a> {
                     length: declared,
                 });
             }
-            let start = self.position;
-            let end = start
+            let end = at
                 .checked_add(declared as usize)
-                .filter(|&end| end <= self.bytes.len())
-                .ok_or(RecordError::Truncated { index })?;
-            self.take(1)?;
-            self.varlong()?;
-            let offset_delta = self.varint()?;
-            if offset_delta as usize != found {
+                .filter(|&end| end <= bytes.len())
+                .ok_or(truncated.clone())?;
+            let record = &bytes[..end];
+            // attributes (1 byte), then the timestamp delta
+            let (_, at) = varlong_at(record, at + 1, index)?;
+            let (offset_delta, at) = varlong_at(record, at, index)?;
+            if offset_delta != found as i64 {
                 return Err(RecordError::OffsetDelta {
                     index,
                     expected: found as i32,
-                    found: offset_delta,
+                    found: i32::try_from(offset_delta).unwrap_or(i32::MAX),
                 });
             }
-            self.skip_bytes("key")?;
-            self.skip_bytes("value")?;
-            let header_count = self.varint()?;
+            let at = skip_nullable(record, at, index, "key")?;
+            let at = skip_nullable(record, at, index, "value")?;
+            let (header_count, mut at) = varlong_at(record, at, index)?;
             if header_count < 0 {
                 return Err(RecordError::NegativeLength {
                     index,
                     field: "headers",
-                    length: i64::from(header_count),
+                    length: header_count,
                 });
             }
             for _ in 0..header_count {
-                let key =
-                    self.nullable_bytes("header key")?
-                        .ok_or(RecordError::NegativeLength {
-                            index,
-                            field: "header key",
-                            length: -1,
-                        })?;
-                std::str::from_utf8(key).map_err(|_| RecordError::HeaderKeyNotUtf8 { index })?;
-                self.skip_bytes("header value")?;
+                let (key_length, key_at) = varlong_at(record, at, index)?;
+                if key_length < 0 {
+                    return Err(RecordError::NegativeLength {
+                        index,
+                        field: "header key",
+                        length: key_length,
+                    });
+                }
+                let key_end = key_at
+                    .checked_add(key_length as usize)
+                    .filter(|&e| e <= end)
+                    .ok_or(truncated.clone())?;
+                std::str::from_utf8(&record[key_at..key_end])
+                    .map_err(|_| RecordError::HeaderKeyNotUtf8 { index })?;
+                at = skip_nullable(record, key_end, index, "header value")?;
             }
-            if self.position != end {
+            if at != end {
                 return Err(RecordError::LengthMismatch {
                     index,
                     declared,
-                    used: self.position - start,
+                    used: at.saturating_sub(end - declared as usize),
                 });
             }
-            self.index += 1;
+            position = end;
             found += 1;
         }
         if found != declared_count as usize {
@@ -337,9 +355,53 @@ impl<'a> Cursor<'a> {
         }
         Ok(())
     }
+}
 
-    fn skip_bytes(&mut self, field: &'static str) -> Result<(), RecordError> {
-        self.nullable_bytes(field).map(|_| ())
+/// Decodes the zigzag varlong at `position`; returns it and the position after it.
+#[inline(always)]
+fn varlong_at(bytes: &[u8], position: usize, index: usize) -> Result<(i64, usize), RecordError> {
+    let Some(&first) = bytes.get(position) else {
+        return Err(RecordError::Truncated { index });
+    };
+    if first & 0x80 == 0 {
+        return Ok((i64::from(first >> 1) ^ -i64::from(first & 1), position + 1));
+    }
+    let mut value = u64::from(first & 0x7f);
+    for (i, shift) in (7..64).step_by(7).enumerate() {
+        let Some(&byte) = bytes.get(position + 1 + i) else {
+            return Err(RecordError::Truncated { index });
+        };
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok((
+                ((value >> 1) as i64) ^ -((value & 1) as i64),
+                position + 2 + i,
+            ));
+        }
+    }
+    Err(RecordError::VarintOverflow { index })
+}
+
+/// Skips a nullable byte field (varint length, -1 for null) inside `record`.
+#[inline(always)]
+fn skip_nullable(
+    record: &[u8],
+    position: usize,
+    index: usize,
+    field: &'static str,
+) -> Result<usize, RecordError> {
+    let (length, at) = varlong_at(record, position, index)?;
+    match length {
+        -1 => Ok(at),
+        l if l < 0 => Err(RecordError::NegativeLength {
+            index,
+            field,
+            length: l,
+        }),
+        l => at
+            .checked_add(l as usize)
+            .filter(|&end| end <= record.len())
+            .ok_or(RecordError::Truncated { index }),
     }
 }
 

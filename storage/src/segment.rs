@@ -676,7 +676,8 @@ impl Segment {
         Ok(self.next_offset)
     }
 
-    /// Makes the segment read-only: a final time-index entry, indexes trimmed, all synced.
+    /// Makes the segment read-only: a final time-index entry and indexes trimmed. Syncing is
+    /// the caller's: [`Segment::sync_all`] now, or [`SealedFiles::sync`] on another thread.
     pub(crate) fn seal(&mut self) -> Result<(), LogError> {
         if self.file_len()? != self.size {
             // A failed write left bytes past the last whole batch.
@@ -688,9 +689,25 @@ impl Segment {
                 })?;
         }
         self.push_time_entry();
-        self.trim_indexes()?;
+        self.trim_indexes()
+    }
+
+    /// Fsyncs the log file and both indexes.
+    pub(crate) fn sync_all(&self) -> Result<(), LogError> {
         self.sync()?;
         self.sync_indexes()
+    }
+
+    /// What another thread needs to fsync this segment once it is sealed.
+    pub(crate) fn sealed_files(&self) -> SealedFiles {
+        SealedFiles {
+            log: Arc::clone(&self.log),
+            log_path: self.log_path.clone(),
+            index_paths: [
+                self.log_path.with_extension(INDEX_SUFFIX),
+                self.log_path.with_extension(TIME_INDEX_SUFFIX),
+            ],
+        }
     }
 
     pub(crate) fn trim_indexes(&mut self) -> Result<(), LogError> {
@@ -753,6 +770,40 @@ impl Segment {
         let base = self.base_offset;
         drop(self);
         delete_files(&dir, base)
+    }
+}
+
+/// A sealed segment's files, to be fsynced away from the appending thread.
+#[derive(Debug, Clone)]
+pub(crate) struct SealedFiles {
+    pub(crate) log: Arc<File>,
+    pub(crate) log_path: PathBuf,
+    index_paths: [PathBuf; 2],
+}
+
+impl SealedFiles {
+    /// Fsyncs the log data and the indexes (whose mapped pages are in the page cache, so an
+    /// fsync through any descriptor writes them). A file deleted meanwhile needs nothing.
+    pub(crate) fn sync(&self) -> Result<(), LogError> {
+        self.log
+            .sync_data()
+            .map_err(|source| LogError::SyncSegment {
+                path: self.log_path.clone(),
+                source,
+            })?;
+        for path in &self.index_paths {
+            match File::open(path).and_then(|f| f.sync_all()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(LogError::SyncSegment {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -454,3 +454,21 @@ fn flush_every_n_messages_asks_for_a_flush_every_n() {
     assert_eq!(asked, [false, false, true, false, false, true, false]);
     assert_eq!(log.recovery_point(), 6);
 }
+
+#[test]
+fn sealed_segments_are_synced_in_the_background_so_recovery_scans_only_the_active_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open(dir.path(), small_segments());
+    append_values(&mut log, 0, 200, 1000);
+    let segments = log.segment_count();
+    assert!(segments > 3);
+    // A flush covers sealed segments whose background sync may still be running.
+    log.flush().expect("flush");
+    assert_eq!(log.recovery_point(), 200);
+    append_values(&mut log, 200, 1, 1000);
+    drop(log);
+    let (log, report) = Log::open(dir.path(), small_segments()).expect("reopen");
+    assert!(!report.clean_shutdown);
+    assert_eq!(report.recovered_segments, 1, "{report:?}");
+    assert_eq!(read_all(&log).len(), 201);
+}
