@@ -88,10 +88,11 @@ fn plain_write(c: &mut Criterion) {
     group.finish();
 }
 
-/// A log of about 256 MiB of 1 KiB records in batches of 100.
+/// A log of about 256 MiB of 1 KiB records in batches of 10 (about 10 KiB, so reads of
+/// 64 KiB and 1 MiB return close to what they ask for).
 fn filled_log(dir: &std::path::Path) -> Log {
     let (mut log, _) = Log::open(dir, LogConfig::default()).expect("open");
-    let mut batch = encoded_batch(1024, 100);
+    let mut batch = encoded_batch(1024, 10);
     while log.size() < 256 << 20 {
         let _ = log.append(&mut batch, 0).expect("append");
     }
@@ -115,6 +116,26 @@ fn read(c: &mut Criterion) {
                     };
                     offset = slice.next_offset;
                     slice.bytes.len()
+                });
+            },
+        );
+        // The page cache's own rate: plain positional reads of the same file, same sizes.
+        group.bench_function(
+            BenchmarkId::new("plain-pread", format!("max-{}KiB", max_bytes >> 10)),
+            |b| {
+                use std::os::unix::fs::FileExt;
+                let segment = std::fs::File::open(dir.path().join(format!("{:020}.log", 0)))
+                    .expect("segment");
+                let length = segment.metadata().expect("metadata").len();
+                let mut position = 0u64;
+                b.iter(|| {
+                    if position + max_bytes as u64 > length {
+                        position = 0;
+                    }
+                    let mut buffer = vec![0u8; max_bytes];
+                    segment.read_exact_at(&mut buffer, position).expect("pread");
+                    position += max_bytes as u64;
+                    buffer.len()
                 });
             },
         );

@@ -490,7 +490,9 @@ impl Segment {
             .offset_index
             .floor(offset - self.base_offset)
             .map_or(0, |e| u64::from(e.position));
-        let mut scanner = Scanner::new(&self.log, self.size, start, false);
+        // The target is at most about one index interval past its entry: read only that far.
+        let mut scanner = Scanner::new(&self.log, self.size, start, false)
+            .with_chunk(self.settings.index_interval + HEADER_LEN);
         loop {
             match scanner.next().map_err(|source| LogError::ReadSegment {
                 path: self.log_path.clone(),
@@ -838,7 +840,10 @@ struct Scanner<'a> {
     position: u64,
     buffer: Vec<u8>,
     buffer_start: u64,
+    /// Whether each batch's CRC is checked, which needs whole batches in the buffer.
     verify: bool,
+    /// Bytes read at a time.
+    chunk: usize,
 }
 
 impl<'a> Scanner<'a> {
@@ -850,7 +855,14 @@ impl<'a> Scanner<'a> {
             buffer: Vec::new(),
             buffer_start: position,
             verify,
+            chunk: if verify { VERIFY_CHUNK } else { HEADER_CHUNK },
         }
+    }
+
+    /// Reads `chunk` bytes at a time (at least a header's worth).
+    fn with_chunk(mut self, chunk: usize) -> Self {
+        self.chunk = chunk.max(HEADER_LEN);
+        self
     }
 
     /// Makes sure `[position, position + len)` is in the buffer.
@@ -859,12 +871,7 @@ impl<'a> Scanner<'a> {
         if self.position >= self.buffer_start && self.position + len as u64 <= buffered_end {
             return Ok(());
         }
-        let chunk = if self.verify {
-            VERIFY_CHUNK
-        } else {
-            HEADER_CHUNK
-        };
-        let read_len = (len.max(chunk) as u64).min(self.end - self.position) as usize;
+        let read_len = (len.max(self.chunk) as u64).min(self.end - self.position) as usize;
         self.buffer.resize(read_len, 0);
         self.file.read_exact_at(&mut self.buffer, self.position)?;
         self.buffer_start = self.position;

@@ -6,6 +6,7 @@ mod crash;
 mod damage;
 mod golden;
 mod model;
+mod tool;
 
 use std::path::Path;
 
