@@ -22,7 +22,7 @@
 //! CRC's range, the log assigns offsets to a client-encoded batch by rewriting 12 bytes,
 //! without re-encoding or recomputing anything.
 
-use crate::record::{Cursor, Record, RecordError, RecordView};
+use crate::record::{Record, RecordError, RecordView, decode_records, validate_records};
 
 /// Size of the fixed part of a batch, before its records.
 pub const HEADER_LEN: usize = 61;
@@ -263,7 +263,7 @@ impl<'a> Batch<'a> {
             }
         }
         if compression == Compression::None {
-            Cursor::new(&self.bytes[HEADER_LEN..]).validate_all(header.record_count)?;
+            validate_records(&self.bytes[HEADER_LEN..], header.record_count)?;
         }
         Ok(())
     }
@@ -280,19 +280,12 @@ impl<'a> Batch<'a> {
                 codec: header.attributes & COMPRESSION_MASK,
             });
         }
-        let mut cursor = Cursor::new(&self.bytes[HEADER_LEN..]);
-        let mut records =
-            Vec::with_capacity((header.record_count.max(0) as usize).min(cursor.remaining()));
-        while cursor.remaining() > 0 {
-            records.push(cursor.next_record(header.base_offset, header.base_timestamp)?);
-        }
-        if records.len() != header.record_count.max(0) as usize {
-            return Err(RecordError::CountMismatch {
-                declared: header.record_count,
-                found: records.len(),
-            }
-            .into());
-        }
+        let records = decode_records(
+            &self.bytes[HEADER_LEN..],
+            header.base_offset,
+            header.base_timestamp,
+            header.record_count,
+        )?;
         Ok(records)
     }
 }

@@ -144,85 +144,25 @@ impl Record<'_> {
     }
 }
 
-/// A cursor over the record section of an uncompressed batch.
-pub(crate) struct Cursor<'a> {
-    bytes: &'a [u8],
-    position: usize,
-    index: usize,
+/// One record's fields, read in place from an uncompressed batch; headers still encoded.
+struct RawRecord<'a> {
+    timestamp_delta: i64,
+    offset_delta: i64,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    header_count: i64,
+    /// From the first header to the record's declared end.
+    headers: &'a [u8],
+    /// The record's declared length, for error messages.
+    declared: i64,
 }
 
-impl<'a> Cursor<'a> {
-    pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        Cursor {
-            bytes,
-            position: 0,
-            index: 0,
-        }
-    }
-
-    pub(crate) fn remaining(&self) -> usize {
-        self.bytes.len() - self.position
-    }
-
-    fn varlong(&mut self) -> Result<i64, RecordError> {
-        // Most fields of small records fit one byte.
-        if let Some(&byte) = self.bytes.get(self.position)
-            && byte & 0x80 == 0
-        {
-            self.position += 1;
-            return Ok(i64::from(byte >> 1) ^ -i64::from(byte & 1));
-        }
-        let mut value: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let Some(&byte) = self.bytes.get(self.position) else {
-                return Err(RecordError::Truncated { index: self.index });
-            };
-            self.position += 1;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
-            }
-        }
-        Err(RecordError::VarintOverflow { index: self.index })
-    }
-
-    fn varint(&mut self) -> Result<i32, RecordError> {
-        let value = self.varlong()?;
-        i32::try_from(value).map_err(|_| RecordError::VarintOverflow { index: self.index })
-    }
-
-    fn take(&mut self, len: usize) -> Result<&'a [u8], RecordError> {
-        let end = self
-            .position
-            .checked_add(len)
-            .filter(|&end| end <= self.bytes.len())
-            .ok_or(RecordError::Truncated { index: self.index })?;
-        let slice = &self.bytes[self.position..end];
-        self.position = end;
-        Ok(slice)
-    }
-
-    fn nullable_bytes(&mut self, field: &'static str) -> Result<Option<&'a [u8]>, RecordError> {
-        let length = self.varint()?;
-        match length {
-            -1 => Ok(None),
-            l if l < 0 => Err(RecordError::NegativeLength {
-                index: self.index,
-                field,
-                length: i64::from(l),
-            }),
-            l => self.take(l as usize).map(Some),
-        }
-    }
-
-    /// Decodes the next record, checking that its declared length matches its fields.
-    pub(crate) fn next_record(
-        &mut self,
-        base_offset: i64,
-        base_timestamp: i64,
-    ) -> Result<RecordView<'a>, RecordError> {
-        let index = self.index;
-        let declared = self.varlong()?;
+impl<'a> RawRecord<'a> {
+    /// Reads the record at `position` of `bytes`; returns it and the position after it.
+    /// Every field must lie inside the record's declared length.
+    #[inline(always)]
+    fn read(bytes: &'a [u8], position: usize, index: usize) -> Result<(Self, usize), RecordError> {
+        let (declared, at) = varlong_at(bytes, position, index)?;
         if declared < 0 {
             return Err(RecordError::NegativeLength {
                 index,
@@ -230,131 +170,126 @@ impl<'a> Cursor<'a> {
                 length: declared,
             });
         }
-        let start = self.position;
-        let _attributes = self.take(1)?;
-        let timestamp_delta = self.varlong()?;
-        let offset_delta = self.varint()?;
-        let key = self.nullable_bytes("key")?;
-        let value = self.nullable_bytes("value")?;
-        let header_count = self.varint()?;
+        let end = at
+            .checked_add(declared as usize)
+            .filter(|&end| end <= bytes.len())
+            .ok_or(RecordError::Truncated { index })?;
+        let record = &bytes[..end];
+        // One attributes byte (unused), then the deltas.
+        let (timestamp_delta, at) = varlong_at(record, at + 1, index)?;
+        let (offset_delta, at) = varlong_at(record, at, index)?;
+        let (key, at) = nullable_at(record, at, index, "key")?;
+        let (value, at) = nullable_at(record, at, index, "value")?;
+        let (header_count, at) = varlong_at(record, at, index)?;
         if header_count < 0 {
             return Err(RecordError::NegativeLength {
                 index,
                 field: "headers",
-                length: i64::from(header_count),
+                length: header_count,
             });
         }
-        // Each header takes at least two bytes, which bounds the allocation by the input.
-        let mut headers = Vec::with_capacity((header_count as usize).min(self.remaining() / 2));
-        for _ in 0..header_count {
-            let key = self
-                .nullable_bytes("header key")?
-                .ok_or(RecordError::NegativeLength {
-                    index,
-                    field: "header key",
-                    length: -1,
-                })?;
-            let key =
-                std::str::from_utf8(key).map_err(|_| RecordError::HeaderKeyNotUtf8 { index })?;
-            let value = self.nullable_bytes("header value")?;
-            headers.push(Header { key, value });
-        }
-        let used = self.position - start;
-        if used as i64 != declared {
-            return Err(RecordError::LengthMismatch {
-                index,
-                declared,
-                used,
-            });
-        }
-        self.index += 1;
-        Ok(RecordView {
-            offset: base_offset + i64::from(offset_delta),
-            timestamp: base_timestamp.wrapping_add(timestamp_delta),
+        let raw = RawRecord {
+            timestamp_delta,
+            offset_delta,
             key,
             value,
-            headers,
-        })
+            header_count,
+            headers: &record[at..],
+            declared,
+        };
+        Ok((raw, end))
     }
 
-    /// Walks every record without collecting it: checks lengths, offset deltas and count.
-    /// This runs on every produced batch, so it reads fields in place with a one-byte fast
-    /// path for varints instead of going through [`Cursor::next_record`].
-    pub(crate) fn validate_all(self, declared_count: i32) -> Result<(), RecordError> {
-        let bytes = &self.bytes[self.position..];
-        let mut position = 0usize;
-        let mut found = 0usize;
-        while position < bytes.len() {
-            let index = found;
-            let truncated = RecordError::Truncated { index };
-            let (declared, at) = varlong_at(bytes, position, index)?;
-            if declared < 0 {
-                return Err(RecordError::NegativeLength {
-                    index,
-                    field: "record",
-                    length: declared,
-                });
-            }
-            let end = at
-                .checked_add(declared as usize)
-                .filter(|&end| end <= bytes.len())
-                .ok_or(truncated.clone())?;
-            let record = &bytes[..end];
-            // attributes (1 byte), then the timestamp delta
-            let (_, at) = varlong_at(record, at + 1, index)?;
-            let (offset_delta, at) = varlong_at(record, at, index)?;
-            if offset_delta != found as i64 {
-                return Err(RecordError::OffsetDelta {
-                    index,
-                    expected: found as i32,
-                    found: i32::try_from(offset_delta).unwrap_or(i32::MAX),
-                });
-            }
-            let at = skip_nullable(record, at, index, "key")?;
-            let at = skip_nullable(record, at, index, "value")?;
-            let (header_count, mut at) = varlong_at(record, at, index)?;
-            if header_count < 0 {
-                return Err(RecordError::NegativeLength {
-                    index,
-                    field: "headers",
-                    length: header_count,
-                });
-            }
-            for _ in 0..header_count {
-                let (key_length, key_at) = varlong_at(record, at, index)?;
-                if key_length < 0 {
-                    return Err(RecordError::NegativeLength {
-                        index,
-                        field: "header key",
-                        length: key_length,
-                    });
-                }
-                let key_end = key_at
-                    .checked_add(key_length as usize)
-                    .filter(|&e| e <= end)
-                    .ok_or(truncated.clone())?;
-                std::str::from_utf8(&record[key_at..key_end])
-                    .map_err(|_| RecordError::HeaderKeyNotUtf8 { index })?;
-                at = skip_nullable(record, key_end, index, "header value")?;
-            }
-            if at != end {
-                return Err(RecordError::LengthMismatch {
-                    index,
-                    declared,
-                    used: at.saturating_sub(end - declared as usize),
-                });
-            }
-            position = end;
-            found += 1;
+    /// Walks the headers, handing each to `visit`; they must fill the record exactly.
+    fn each_header(
+        &self,
+        index: usize,
+        mut visit: impl FnMut(Header<'a>),
+    ) -> Result<(), RecordError> {
+        let mut at = 0;
+        for _ in 0..self.header_count {
+            let (key, key_end) = nullable_at(self.headers, at, index, "header key")?;
+            let key = key.ok_or(RecordError::NegativeLength {
+                index,
+                field: "header key",
+                length: -1,
+            })?;
+            let key =
+                std::str::from_utf8(key).map_err(|_| RecordError::HeaderKeyNotUtf8 { index })?;
+            let (value, end) = nullable_at(self.headers, key_end, index, "header value")?;
+            visit(Header { key, value });
+            at = end;
         }
-        if found != declared_count as usize {
-            return Err(RecordError::CountMismatch {
-                declared: declared_count,
-                found,
+        if at != self.headers.len() {
+            let used = self.declared as usize - (self.headers.len() - at);
+            return Err(RecordError::LengthMismatch {
+                index,
+                declared: self.declared,
+                used,
             });
         }
         Ok(())
     }
+}
+
+/// Checks the record section of an uncompressed batch without collecting it: lengths,
+/// offset deltas 0, 1, 2… and the count. This runs on every produced batch.
+pub(crate) fn validate_records(bytes: &[u8], declared_count: i32) -> Result<(), RecordError> {
+    let mut position = 0;
+    let mut found = 0usize;
+    while position < bytes.len() {
+        let (record, next) = RawRecord::read(bytes, position, found)?;
+        if record.offset_delta != found as i64 {
+            return Err(RecordError::OffsetDelta {
+                index: found,
+                expected: found as i32,
+                found: i32::try_from(record.offset_delta).unwrap_or(i32::MAX),
+            });
+        }
+        record.each_header(found, |_| {})?;
+        position = next;
+        found += 1;
+    }
+    if found != declared_count as usize {
+        return Err(RecordError::CountMismatch {
+            declared: declared_count,
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// Decodes the record section of an uncompressed batch.
+pub(crate) fn decode_records(
+    bytes: &[u8],
+    base_offset: i64,
+    base_timestamp: i64,
+    declared_count: i32,
+) -> Result<Vec<RecordView<'_>>, RecordError> {
+    // Every record takes at least 7 bytes, which bounds the allocation by the input.
+    let mut records = Vec::with_capacity((declared_count.max(0) as usize).min(bytes.len() / 7));
+    let mut position = 0;
+    while position < bytes.len() {
+        let index = records.len();
+        let (record, next) = RawRecord::read(bytes, position, index)?;
+        let mut headers = Vec::new();
+        record.each_header(index, |h| headers.push(h))?;
+        records.push(RecordView {
+            offset: base_offset + record.offset_delta,
+            timestamp: base_timestamp.wrapping_add(record.timestamp_delta),
+            key: record.key,
+            value: record.value,
+            headers,
+        });
+        position = next;
+    }
+    if records.len() != declared_count.max(0) as usize {
+        return Err(RecordError::CountMismatch {
+            declared: declared_count,
+            found: records.len(),
+        });
+    }
+    Ok(records)
 }
 
 /// Decodes the zigzag varlong at `position`; returns it and the position after it.
@@ -382,26 +317,30 @@ fn varlong_at(bytes: &[u8], position: usize, index: usize) -> Result<(i64, usize
     Err(RecordError::VarintOverflow { index })
 }
 
-/// Skips a nullable byte field (varint length, -1 for null) inside `record`.
+/// Reads a nullable byte field (varint length, -1 for null) at `position` of `record`;
+/// returns it and the position after it.
 #[inline(always)]
-fn skip_nullable(
-    record: &[u8],
+fn nullable_at<'a>(
+    record: &'a [u8],
     position: usize,
     index: usize,
     field: &'static str,
-) -> Result<usize, RecordError> {
+) -> Result<(Option<&'a [u8]>, usize), RecordError> {
     let (length, at) = varlong_at(record, position, index)?;
     match length {
-        -1 => Ok(at),
+        -1 => Ok((None, at)),
         l if l < 0 => Err(RecordError::NegativeLength {
             index,
             field,
             length: l,
         }),
-        l => at
-            .checked_add(l as usize)
-            .filter(|&end| end <= record.len())
-            .ok_or(RecordError::Truncated { index }),
+        l => {
+            let end = at
+                .checked_add(l as usize)
+                .filter(|&end| end <= record.len())
+                .ok_or(RecordError::Truncated { index })?;
+            Ok((Some(&record[at..end]), end))
+        }
     }
 }
 
@@ -445,7 +384,7 @@ mod tests {
             put_varlong(&mut buffer, value);
             assert_eq!(buffer, bytes, "encoding {value}");
             assert_eq!(varlong_len(value), bytes.len());
-            assert_eq!(Cursor::new(&bytes).varlong(), Ok(value));
+            assert_eq!(varlong_at(&bytes, 0, 0), Ok((value, bytes.len())));
         }
     }
 
@@ -455,15 +394,12 @@ mod tests {
             let mut buffer = Vec::new();
             put_varlong(&mut buffer, value);
             prop_assert_eq!(buffer.len(), varlong_len(value));
-            let mut cursor = Cursor::new(&buffer);
-            prop_assert_eq!(cursor.varlong(), Ok(value));
-            prop_assert_eq!(cursor.remaining(), 0);
+            prop_assert_eq!(varlong_at(&buffer, 0, 0), Ok((value, buffer.len())));
         }
 
         #[test]
         fn truncated_varints_are_errors_not_panics(bytes in proptest::collection::vec(any::<u8>(), 0..12)) {
-            let mut cursor = Cursor::new(&bytes);
-            let _ = cursor.varlong();
+            let _ = varlong_at(&bytes, 0, 0);
         }
     }
 }
