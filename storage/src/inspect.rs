@@ -207,7 +207,9 @@ fn read_entries<E: Entry>(path: &Path, problems: &mut Vec<String>, what: &str) -
     }
     let mut entries: Vec<E> = bytes.chunks_exact(E::SIZE).map(E::read).collect();
     let mut slots = 0;
-    while entries.len() > 1
+    // An all-zero entry is never written: the first batch of a segment is not indexed, so
+    // relative offset 0 never gets an entry. Zeroes are preallocated space, even at the start.
+    while !entries.is_empty()
         && bytes[(entries.len() - 1) * E::SIZE..entries.len() * E::SIZE]
             .iter()
             .all(|&b| b == 0)

@@ -91,3 +91,16 @@ fn a_missing_directory_is_one_clear_line_and_exit_code_two() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_empty_segment_just_rolled_before_a_crash_is_not_a_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open(dir.path(), small_segments());
+    append_values(&mut log, 0, 10, 1000);
+    log.roll().expect("roll");
+    drop(log);
+    let output = run(&["verify"], dir.path());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("preallocated slots"), "{stdout}");
+}
