@@ -1,4 +1,148 @@
-//! weir-proto: the wire contract of Weir (gRPC services and messages, package `weir.v1`).
+//! weir-proto: the wire contract of Weir, gRPC package `weir.v1` (services `Weir` and
+//! `Admin`), generated from `proto/weir/v1/weir.proto`.
 //!
-//! Empty until the single-node broker issue: the `.proto` files and their generated code
-//! land here, and nothing else does.
+//! Also the stable error reasons that travel in the `weir-reason` metadata of a failed call's
+//! status and in per-partition results, so that brokers and clients agree on them.
+
+#[allow(
+    missing_debug_implementations,
+    clippy::all,
+    clippy::pedantic,
+    unreachable_pub
+)]
+pub mod v1 {
+    tonic::include_proto!("weir.v1");
+}
+
+pub mod partitioner;
+
+/// The metadata key of a failed call's status that holds its [`Reason`].
+pub const REASON_METADATA: &str = "weir-reason";
+
+/// Why a request failed, as a stable machine-readable name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    UnknownTopic,
+    InvalidTopic,
+    TopicExists,
+    UnknownPartition,
+    InvalidRecord,
+    RecordTooLarge,
+    CorruptRecord,
+    OffsetOutOfRange,
+    UnknownConfig,
+    InvalidConfig,
+    InvalidRequest,
+    NotEnoughReplicas,
+    StorageError,
+    ShuttingDown,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 14] = [
+        Reason::UnknownTopic,
+        Reason::InvalidTopic,
+        Reason::TopicExists,
+        Reason::UnknownPartition,
+        Reason::InvalidRecord,
+        Reason::RecordTooLarge,
+        Reason::CorruptRecord,
+        Reason::OffsetOutOfRange,
+        Reason::UnknownConfig,
+        Reason::InvalidConfig,
+        Reason::InvalidRequest,
+        Reason::NotEnoughReplicas,
+        Reason::StorageError,
+        Reason::ShuttingDown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::UnknownTopic => "UNKNOWN_TOPIC",
+            Reason::InvalidTopic => "INVALID_TOPIC",
+            Reason::TopicExists => "TOPIC_EXISTS",
+            Reason::UnknownPartition => "UNKNOWN_PARTITION",
+            Reason::InvalidRecord => "INVALID_RECORD",
+            Reason::RecordTooLarge => "RECORD_TOO_LARGE",
+            Reason::CorruptRecord => "CORRUPT_RECORD",
+            Reason::OffsetOutOfRange => "OFFSET_OUT_OF_RANGE",
+            Reason::UnknownConfig => "UNKNOWN_CONFIG",
+            Reason::InvalidConfig => "INVALID_CONFIG",
+            Reason::InvalidRequest => "INVALID_REQUEST",
+            Reason::NotEnoughReplicas => "NOT_ENOUGH_REPLICAS",
+            Reason::StorageError => "STORAGE_ERROR",
+            Reason::ShuttingDown => "SHUTTING_DOWN",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    /// The gRPC code a whole-request failure with this reason carries.
+    pub fn code(self) -> tonic::Code {
+        match self {
+            Reason::UnknownTopic | Reason::UnknownPartition => tonic::Code::NotFound,
+            Reason::TopicExists => tonic::Code::AlreadyExists,
+            Reason::OffsetOutOfRange => tonic::Code::OutOfRange,
+            Reason::NotEnoughReplicas | Reason::ShuttingDown => tonic::Code::Unavailable,
+            Reason::CorruptRecord => tonic::Code::DataLoss,
+            Reason::StorageError => tonic::Code::Internal,
+            Reason::InvalidTopic
+            | Reason::InvalidRecord
+            | Reason::RecordTooLarge
+            | Reason::UnknownConfig
+            | Reason::InvalidConfig
+            | Reason::InvalidRequest => tonic::Code::InvalidArgument,
+        }
+    }
+
+    /// A failed call's status: `message` for people, the reason in the metadata.
+    pub fn status(self, message: impl Into<String>) -> tonic::Status {
+        let mut status = tonic::Status::new(self.code(), message);
+        status.metadata_mut().insert(
+            REASON_METADATA,
+            tonic::metadata::MetadataValue::from_static(self.as_str()),
+        );
+        status
+    }
+
+    /// The reason of a failed call's status, if the broker gave one.
+    pub fn of(status: &tonic::Status) -> Option<Reason> {
+        status
+            .metadata()
+            .get(REASON_METADATA)?
+            .to_str()
+            .ok()
+            .and_then(Reason::parse)
+    }
+
+    /// A per-partition error.
+    pub fn error(self, message: impl Into<String>) -> v1::Error {
+        v1::Error {
+            reason: self.as_str().to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_survive_a_status_round_trip() {
+        for reason in Reason::ALL {
+            let status = reason.status("something went wrong");
+            assert_eq!(Reason::of(&status), Some(reason));
+            assert_eq!(status.code(), reason.code());
+            assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! `/metrics` (Prometheus text), `/healthz` (the process answers) and `/readyz` (the gRPC
+//! listener is serving).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::node::Node;
+
+#[derive(Clone)]
+struct Shared {
+    node: Arc<Node>,
+    ready: Arc<AtomicBool>,
+}
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    node: Arc<Node>,
+    ready: Arc<AtomicBool>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(Shared { node, ready });
+    let shutdown = async move {
+        let _ = stopped.changed().await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.node.metrics.encode(),
+    )
+}
+
+async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
+    if shared.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}

@@ -1,0 +1,194 @@
+//! The broker's Prometheus metrics.
+
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::partition::PartitionState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabels {
+    topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    topic: String,
+    partition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    rpc: &'static str,
+    outcome: &'static str,
+}
+
+type HistogramFamily = Family<RpcLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to about 1.6 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// Every metric the broker exports at `/metrics`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    bytes_in: Family<TopicLabels, Counter>,
+    records_in: Family<TopicLabels, Counter>,
+    bytes_out: Family<TopicLabels, Counter>,
+    records_out: Family<TopicLabels, Counter>,
+    request_duration: HistogramFamily,
+    log_size: Family<PartitionLabels, Gauge>,
+    log_end_offset: Family<PartitionLabels, Gauge>,
+    log_start_offset: Family<PartitionLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("weir");
+        let metrics = Metrics {
+            bytes_in: Family::default(),
+            records_in: Family::default(),
+            bytes_out: Family::default(),
+            records_out: Family::default(),
+            request_duration: HistogramFamily::new_with_constructor(latency_histogram),
+            log_size: Family::default(),
+            log_end_offset: Family::default(),
+            log_start_offset: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "bytes_in",
+            "Bytes of record batches produced",
+            metrics.bytes_in.clone(),
+        );
+        registry.register("records_in", "Records produced", metrics.records_in.clone());
+        registry.register(
+            "bytes_out",
+            "Bytes of record batches fetched",
+            metrics.bytes_out.clone(),
+        );
+        registry.register(
+            "records_out",
+            "Offsets fetched",
+            metrics.records_out.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to serve a request",
+            metrics.request_duration.clone(),
+        );
+        registry.register(
+            "log_size_bytes",
+            "Bytes in a partition's log",
+            metrics.log_size.clone(),
+        );
+        registry.register(
+            "log_end_offset",
+            "A partition's log end offset",
+            metrics.log_end_offset.clone(),
+        );
+        registry.register(
+            "log_start_offset",
+            "A partition's log start offset",
+            metrics.log_start_offset.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+/// Observes a request's duration when dropped.
+#[derive(Debug)]
+pub struct RequestTimer<'a> {
+    metrics: &'a Metrics,
+    rpc: &'static str,
+    started: Instant,
+    pub failed: bool,
+}
+
+impl Drop for RequestTimer<'_> {
+    fn drop(&mut self) {
+        let outcome = if self.failed { "error" } else { "ok" };
+        self.metrics
+            .request_duration
+            .get_or_create(&RpcLabels {
+                rpc: self.rpc,
+                outcome,
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Metrics {
+    pub fn time(&self, rpc: &'static str) -> RequestTimer<'_> {
+        RequestTimer {
+            metrics: self,
+            rpc,
+            started: Instant::now(),
+            failed: false,
+        }
+    }
+
+    pub fn produced(&self, topic: &str, bytes: u64, records: u64) {
+        let labels = TopicLabels {
+            topic: topic.to_string(),
+        };
+        self.bytes_in.get_or_create(&labels).inc_by(bytes);
+        self.records_in.get_or_create(&labels).inc_by(records);
+    }
+
+    pub fn fetched(&self, topic: &str, bytes: u64, offsets: i64) {
+        let labels = TopicLabels {
+            topic: topic.to_string(),
+        };
+        self.bytes_out.get_or_create(&labels).inc_by(bytes);
+        self.records_out
+            .get_or_create(&labels)
+            .inc_by(offsets.max(0) as u64);
+    }
+
+    pub fn log_state(&self, topic: &str, partition: i32, state: &PartitionState) {
+        let labels = PartitionLabels {
+            topic: topic.to_string(),
+            partition: partition.to_string(),
+        };
+        self.log_size.get_or_create(&labels).set(state.size as i64);
+        self.log_end_offset
+            .get_or_create(&labels)
+            .set(state.log_end_offset);
+        self.log_start_offset
+            .get_or_create(&labels)
+            .set(state.log_start_offset);
+    }
+
+    pub fn forget_topic(&self, topic: &str) {
+        let labels = TopicLabels {
+            topic: topic.to_string(),
+        };
+        for family in [
+            &self.bytes_in,
+            &self.records_in,
+            &self.bytes_out,
+            &self.records_out,
+        ] {
+            family.remove(&labels);
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}

@@ -1,0 +1,381 @@
+//! The gRPC services: translate requests to [`Node`] calls and results to messages.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use weir_proto::Reason;
+use weir_proto::v1::{self, Acks, OffsetSpec};
+
+use crate::node::{Failure, MAX_FETCH_BYTES, Node, Topic};
+
+/// Both services over one node.
+#[derive(Debug, Clone)]
+pub struct Service {
+    node: Arc<Node>,
+}
+
+impl Service {
+    pub fn new(node: Arc<Node>) -> Self {
+        Service { node }
+    }
+
+    fn describe(&self, topic: &Topic) -> v1::TopicDescription {
+        let broker = self.node.config.broker_id;
+        v1::TopicDescription {
+            name: topic.name.clone(),
+            partitions: topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let state = p.state();
+                    self.node.metrics.log_state(&topic.name, p.index, &state);
+                    v1::PartitionDescription {
+                        partition: p.index,
+                        leader: broker,
+                        leader_epoch: 0,
+                        replicas: vec![broker],
+                        isr: vec![broker],
+                        log_start_offset: state.log_start_offset,
+                        log_end_offset: state.log_end_offset,
+                        high_watermark: state.high_watermark,
+                        size_bytes: state.size,
+                    }
+                })
+                .collect(),
+            config: topic.config.to_properties().into_iter().collect(),
+        }
+    }
+}
+
+fn failed(timer: &mut crate::metrics::RequestTimer<'_>, failure: Failure) -> Status {
+    timer.failed = true;
+    failure.status()
+}
+
+type SubscribeStream = Pin<Box<dyn Stream<Item = Result<v1::FetchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::weir_server::Weir for Service {
+    async fn produce(
+        &self,
+        request: Request<v1::ProduceRequest>,
+    ) -> Result<Response<v1::ProduceResponse>, Status> {
+        let mut timer = self.node.metrics.time("produce");
+        let request = request.into_inner();
+        let topic = self
+            .node
+            .topic(&request.topic)
+            .map_err(|f| failed(&mut timer, f))?;
+        let acks = Acks::try_from(request.acks).map_err(|_| {
+            failed(
+                &mut timer,
+                Failure::new(
+                    Reason::InvalidRequest,
+                    format!("unknown acks value {}", request.acks),
+                ),
+            )
+        })?;
+        let mut work: Vec<(i32, bytes::Bytes)> = request
+            .batches
+            .into_iter()
+            .map(|b| (b.partition, b.record_batches))
+            .collect();
+        if !request.records.is_empty() {
+            work.extend(
+                self.node
+                    .encode_records(&topic, &request.records)
+                    .map_err(|f| failed(&mut timer, f))?,
+            );
+        }
+        if work.is_empty() {
+            return Err(failed(
+                &mut timer,
+                Failure::new(
+                    Reason::InvalidRequest,
+                    "the produce request holds no records",
+                ),
+            ));
+        }
+        let mut results = Vec::with_capacity(work.len());
+        for (partition, bytes) in work {
+            let result = match self.node.append(&topic, partition, bytes).await {
+                Ok((base, last)) if acks != Acks::None => v1::PartitionProduceResult {
+                    partition,
+                    base_offset: Some(base),
+                    last_offset: Some(last),
+                    error: None,
+                },
+                Ok(_) => v1::PartitionProduceResult {
+                    partition,
+                    ..Default::default()
+                },
+                Err(failure) => {
+                    timer.failed = true;
+                    v1::PartitionProduceResult {
+                        partition,
+                        error: Some(failure.reason.error(failure.message)),
+                        ..Default::default()
+                    }
+                }
+            };
+            results.push(result);
+        }
+        Ok(Response::new(v1::ProduceResponse { results }))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<v1::FetchRequest>,
+    ) -> Result<Response<v1::FetchResponse>, Status> {
+        let mut timer = self.node.metrics.time("fetch");
+        let r = request.into_inner();
+        let max_wait = Duration::from_millis(r.max_wait_ms.clamp(0, 60_000) as u64);
+        let (slice, partition) = self
+            .node
+            .fetch(
+                &r.topic,
+                r.partition,
+                r.offset,
+                r.max_bytes.max(1) as usize,
+                r.min_bytes.max(0) as usize,
+                max_wait,
+            )
+            .await
+            .map_err(|f| failed(&mut timer, f))?;
+        let state = partition.state();
+        Ok(Response::new(v1::FetchResponse {
+            partition: r.partition,
+            next_offset: slice.as_ref().map_or(r.offset, |s| s.next_offset),
+            record_batches: slice.map(|s| s.bytes).unwrap_or_default(),
+            high_watermark: state.high_watermark,
+            log_start_offset: state.log_start_offset,
+        }))
+    }
+
+    type SubscribeStream = SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let r = request.into_inner();
+        let partition = self
+            .node
+            .partition(&r.topic, r.partition)
+            .map_err(|f| f.status())?;
+        let max_bytes = (r.max_bytes.max(1) as usize).min(MAX_FETCH_BYTES);
+        let node = Arc::clone(&self.node);
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut offset = r.offset;
+            loop {
+                let read = partition
+                    .read(offset, max_bytes)
+                    .map_err(|e| Failure::from(e).status());
+                let message = match read {
+                    Ok(Some(slice)) => {
+                        node.metrics.fetched(
+                            &r.topic,
+                            slice.bytes.len() as u64,
+                            slice.next_offset - slice.first_offset,
+                        );
+                        offset = slice.next_offset;
+                        let state = partition.state();
+                        Ok(v1::FetchResponse {
+                            partition: r.partition,
+                            record_batches: slice.bytes,
+                            next_offset: slice.next_offset,
+                            high_watermark: state.high_watermark,
+                            log_start_offset: state.log_start_offset,
+                        })
+                    }
+                    Ok(None) => {
+                        // Wake on new records, and now and then to notice a client gone.
+                        tokio::select! {
+                            _ = partition.wait_past(offset, Duration::from_secs(5)) => {}
+                            () = sender.closed() => return,
+                        }
+                        continue;
+                    }
+                    Err(status) => Err(status),
+                };
+                let stop = message.is_err();
+                if sender.send(message).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<v1::ListOffsetsRequest>,
+    ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
+        let mut timer = self.node.metrics.time("list_offsets");
+        let r = request.into_inner();
+        let topic = self
+            .node
+            .topic(&r.topic)
+            .map_err(|f| failed(&mut timer, f))?;
+        let spec = OffsetSpec::try_from(r.spec).map_err(|_| {
+            failed(
+                &mut timer,
+                Failure::new(
+                    Reason::InvalidRequest,
+                    format!("unknown offset spec {}", r.spec),
+                ),
+            )
+        })?;
+        let wanted: Vec<i32> = if r.partitions.is_empty() {
+            (0..topic.partitions.len() as i32).collect()
+        } else {
+            r.partitions
+        };
+        let mut offsets = Vec::with_capacity(wanted.len());
+        for index in wanted {
+            let partition = self
+                .node
+                .partition(&topic.name, index)
+                .map_err(|f| failed(&mut timer, f))?;
+            let state = partition.state();
+            let (offset, timestamp) = match spec {
+                OffsetSpec::Earliest => (Some(state.log_start_offset), None),
+                OffsetSpec::Latest => (Some(state.high_watermark), None),
+                OffsetSpec::Timestamp => match partition
+                    .offset_for_timestamp(r.timestamp)
+                    .map_err(|e| failed(&mut timer, e.into()))?
+                {
+                    Some((offset, timestamp)) => (Some(offset), Some(timestamp)),
+                    None => (None, None),
+                },
+            };
+            offsets.push(v1::PartitionOffset {
+                partition: index,
+                offset,
+                timestamp,
+            });
+        }
+        Ok(Response::new(v1::ListOffsetsResponse { offsets }))
+    }
+
+    async fn metadata(
+        &self,
+        request: Request<v1::MetadataRequest>,
+    ) -> Result<Response<v1::MetadataResponse>, Status> {
+        let mut timer = self.node.metrics.time("metadata");
+        let names = match request.into_inner().topics {
+            names if names.is_empty() => self.node.topic_names(),
+            names => names,
+        };
+        let mut topics = Vec::with_capacity(names.len());
+        for name in names {
+            let topic = self.node.topic(&name).map_err(|f| failed(&mut timer, f))?;
+            topics.push(self.describe(&topic));
+        }
+        let config = &self.node.config;
+        Ok(Response::new(v1::MetadataResponse {
+            brokers: vec![v1::Broker {
+                id: config.broker_id,
+                address: config.advertised(),
+                rack: config.rack.clone(),
+            }],
+            controller_id: config.broker_id,
+            topics,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl v1::admin_server::Admin for Service {
+    async fn create_topic(
+        &self,
+        request: Request<v1::CreateTopicRequest>,
+    ) -> Result<Response<v1::TopicDescription>, Status> {
+        let mut timer = self.node.metrics.time("create_topic");
+        let r = request.into_inner();
+        let topic = self
+            .node
+            .create_topic(
+                &r.name,
+                r.partitions,
+                r.replication_factor,
+                r.config.into_iter().collect(),
+            )
+            .await
+            .map_err(|f| failed(&mut timer, f))?;
+        Ok(Response::new(self.describe(&topic)))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<v1::DeleteTopicRequest>,
+    ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
+        let mut timer = self.node.metrics.time("delete_topic");
+        self.node
+            .delete_topic(&request.into_inner().name)
+            .await
+            .map_err(|f| failed(&mut timer, f))?;
+        Ok(Response::new(v1::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<v1::ListTopicsRequest>,
+    ) -> Result<Response<v1::ListTopicsResponse>, Status> {
+        let _timer = self.node.metrics.time("list_topics");
+        let topics = self
+            .node
+            .topic_names()
+            .iter()
+            .filter_map(|name| self.node.topic(name).ok())
+            .map(|topic| self.describe(&topic))
+            .collect();
+        Ok(Response::new(v1::ListTopicsResponse { topics }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<v1::DescribeTopicRequest>,
+    ) -> Result<Response<v1::TopicDescription>, Status> {
+        let mut timer = self.node.metrics.time("describe_topic");
+        let topic = self
+            .node
+            .topic(&request.into_inner().name)
+            .map_err(|f| failed(&mut timer, f))?;
+        Ok(Response::new(self.describe(&topic)))
+    }
+
+    async fn alter_topic_config(
+        &self,
+        request: Request<v1::AlterTopicConfigRequest>,
+    ) -> Result<Response<v1::TopicDescription>, Status> {
+        let mut timer = self.node.metrics.time("alter_topic_config");
+        let r = request.into_inner();
+        let topic = self
+            .node
+            .alter_topic_config(&r.name, r.set.into_iter().collect(), r.delete)
+            .await
+            .map_err(|f| failed(&mut timer, f))?;
+        Ok(Response::new(self.describe(&topic)))
+    }
+
+    async fn add_partitions(
+        &self,
+        request: Request<v1::AddPartitionsRequest>,
+    ) -> Result<Response<v1::TopicDescription>, Status> {
+        let mut timer = self.node.metrics.time("add_partitions");
+        let r = request.into_inner();
+        let topic = self
+            .node
+            .add_partitions(&r.name, r.partitions)
+            .await
+            .map_err(|f| failed(&mut timer, f))?;
+        Ok(Response::new(self.describe(&topic)))
+    }
+}
