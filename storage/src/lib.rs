@@ -10,7 +10,7 @@
 //! its own lock and calls it from blocking threads.
 //!
 //! Main types: [`Log`] (append, read, truncate, retention, recovery), [`LogConfig`] (Kafka's
-//! topic keys), [`batch`] (the RecordBatch v2 codec) and [`LogError`].
+//! topic keys) and [`LogError`]. The RecordBatch v2 codec is `weir-record`, re-exported here.
 //!
 //! # Guarantees
 //! - An append is all or nothing: every batch of a request is validated (header, lengths,
@@ -20,7 +20,6 @@
 //! - After a crash, the log reopens at its last whole, valid batch; indexes are rebuilt when
 //!   missing or inconsistent; a damaged batch is never returned as data.
 
-pub mod batch;
 mod checkpoint;
 pub mod config;
 mod epoch;
@@ -30,10 +29,8 @@ pub mod inspect;
 mod log;
 #[allow(unsafe_code)] // The crate's only unsafe: memory maps, each block with its SAFETY note.
 mod mapped;
-pub mod record;
 mod segment;
 
-pub use batch::{Batch, BatchBuilder, BatchHeader, InvalidBatch, encode_batch};
 pub use config::{ConfigError, LogConfig};
 pub use epoch::EpochEntry;
 pub use error::LogError;
@@ -41,5 +38,8 @@ pub use log::{
     Appended, CLEAN_SHUTDOWN_FILE, Clock, FlushTicket, Log, OpenReport, RetentionOutcome,
     SystemClock, TimestampOffset,
 };
-pub use record::{Header, Record, RecordView};
 pub use segment::SegmentSlice;
+pub use weir_record::{
+    Batch, BatchBuilder, BatchHeader, InvalidBatch, batch, encode_batch, record,
+};
+pub use weir_record::{Header, Record, RecordView};

@@ -4,7 +4,6 @@
 mod behaviour;
 mod crash;
 mod damage;
-mod golden;
 mod model;
 mod tool;
 

@@ -2,7 +2,7 @@
 //! bytes produced by a real Kafka client's encoder (kafka-python 3.0.12's
 //! `DefaultRecordBatchBuilder`, recorded in `kafka_python_batches.json`).
 
-use weir_storage::{Batch, BatchBuilder, Header, Record};
+use weir_record::{Batch, BatchBuilder, Header, Record};
 
 /// CRC-32C written out bit by bit (reflected Castagnoli polynomial 0x82F63B78), independent of
 /// the `crc32c` crate the codec uses.

@@ -291,8 +291,9 @@ impl<'a> Batch<'a> {
 }
 
 /// Sets the base offset and partition leader epoch of the batch at the start of `bytes`.
-/// Neither field is covered by the CRC, so the batch stays valid.
-pub(crate) fn stamp(bytes: &mut [u8], base_offset: i64, partition_leader_epoch: i32) {
+/// Neither field is covered by the CRC, so the batch stays valid. The caller has checked that
+/// `bytes` holds at least a header.
+pub fn stamp(bytes: &mut [u8], base_offset: i64, partition_leader_epoch: i32) {
     bytes[0..8].copy_from_slice(&base_offset.to_be_bytes());
     bytes[12..16].copy_from_slice(&partition_leader_epoch.to_be_bytes());
 }
