@@ -225,7 +225,7 @@ pub struct Log {
     /// before it.
     sealed_sync: Option<std::thread::JoinHandle<()>>,
     /// Holds the directory's lock while the log is open.
-    _lock: File,
+    lock_file: File,
 }
 
 impl Log {
@@ -375,7 +375,7 @@ impl Log {
             last_flush_ms: now,
             clock,
             sealed_sync: None,
-            _lock: lock_file,
+            lock_file,
         };
         log.checkpoint_recovery_point()?;
         if clean_shutdown {
@@ -957,6 +957,9 @@ impl Drop for Log {
     /// into the directory once the lock is released.
     fn drop(&mut self) {
         self.wait_for_sealed_sync();
+        // Closing the descriptor is not enough: a child forked meanwhile holds a copy of it
+        // until it execs, and the lock belongs to the shared open file description.
+        let _ = self.lock_file.unlock();
     }
 }
 
