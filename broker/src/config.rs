@@ -101,7 +101,7 @@ impl BrokerConfig {
                 self.default_partitions
             )));
         }
-        if self.listen == self.http_listen {
+        if self.listen == self.http_listen && self.listen.port() != 0 {
             return Err(ConfigError::Invalid(format!(
                 "listen and http_listen are both {}",
                 self.listen

@@ -1,3 +1,154 @@
-//! weir-client: producer, consumer and admin clients for Weir's gRPC API.
+//! weir-client: talk to Weir brokers over gRPC.
 //!
-//! Empty until the single-node broker issue.
+//! - [`Client`]: a connection, topic metadata and the admin calls.
+//! - [`Producer`]: batches records per partition (linger, batch size), encodes them as
+//!   RecordBatch v2 on the caller's thread and sends them on the broker's fast path, with
+//!   retries; each record's [`Delivery`] resolves to its offset.
+//! - [`Consumer`]: reads assigned partitions from chosen positions.
+//!
+//! What it is not yet: consumer groups and idempotent producers come with the broker's
+//! support for them; a retried batch can be written twice until then.
+
+mod admin;
+mod consumer;
+mod error;
+mod producer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use weir_proto::v1;
+use weir_proto::v1::admin_client::AdminClient;
+use weir_proto::v1::weir_client::WeirClient;
+
+pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartAt, decode};
+pub use error::ClientError;
+pub use producer::{Acks, Delivery, Producer, ProducerConfig, ProducerRecord};
+pub use weir_proto::Reason;
+
+/// The largest gRPC message sent or accepted, as the broker's.
+pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
+
+/// A connection to a broker, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    address: String,
+    weir: WeirClient<Channel>,
+    admin: AdminClient<Channel>,
+    /// Partition counts of topics, learnt from Metadata.
+    partitions: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Client {
+    /// Connects to `address` (`host:port`, or a URL).
+    ///
+    /// # Errors
+    /// `Connect` when the broker cannot be reached within a few seconds.
+    pub async fn connect(address: &str) -> Result<Client, ClientError> {
+        let url = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("http://{address}")
+        };
+        let endpoint = Endpoint::from_shared(url)
+            .map_err(|e| {
+                ClientError::InvalidArgument(format!("bootstrap address {address:?}: {e}"))
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect {
+                address: address.to_string(),
+                source,
+            })?;
+        Ok(Client {
+            address: address.to_string(),
+            weir: WeirClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+            admin: AdminClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+            partitions: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub(crate) fn weir(&self) -> WeirClient<Channel> {
+        self.weir.clone()
+    }
+
+    /// The number of partitions of `topic`, from a cache filled by Metadata.
+    ///
+    /// # Errors
+    /// The broker's error, e.g. `UNKNOWN_TOPIC`.
+    pub async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
+        if let Some(&count) = self
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+        {
+            return Ok(count);
+        }
+        let response = self
+            .weir()
+            .metadata(v1::MetadataRequest {
+                topics: vec![topic.to_string()],
+            })
+            .await?
+            .into_inner();
+        let count = response
+            .topics
+            .iter()
+            .find(|t| t.name == topic)
+            .map(|t| t.partitions.len() as u32)
+            .ok_or_else(|| {
+                ClientError::InvalidArgument(format!("the broker did not describe topic {topic:?}"))
+            })?;
+        self.partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.to_string(), count);
+        Ok(count)
+    }
+
+    /// Forgets cached metadata of `topic` (after it changed).
+    pub fn forget(&self, topic: &str) {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(topic);
+    }
+
+    /// Offsets of every partition of `topic`.
+    ///
+    /// # Errors
+    /// The broker's error.
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        spec: v1::OffsetSpec,
+        timestamp: i64,
+    ) -> Result<Vec<v1::PartitionOffset>, ClientError> {
+        let request = v1::ListOffsetsRequest {
+            topic: topic.to_string(),
+            partitions: Vec::new(),
+            spec: spec as i32,
+            timestamp,
+        };
+        Ok(self
+            .weir()
+            .list_offsets(request)
+            .await?
+            .into_inner()
+            .offsets)
+    }
+}

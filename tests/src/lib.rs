@@ -1,4 +1,3 @@
-//! weir-tests: multi-process integration and end-to-end tests.
-//!
-//! Storage crash and damage tests live with `weir-storage` (they need only one process and
-//! the crate itself); this crate gets its tests when there are brokers to start.
+//! weir-tests: multi-process integration tests. The tests live in `tests/`; their harness
+//! starts the `weir-broker-under-test` and `weir-under-test` binaries this package builds
+//! from the broker's and the CLI's own `main.rs`.

@@ -1,0 +1,101 @@
+//! `weir`: the command-line interface to Weir. Scriptable like kcat: tables for people,
+//! `--output json` for scripts; exit code 0 on success, 1 on failure, 2 on usage errors, with
+//! one line on stderr.
+
+mod bench;
+mod consume;
+mod produce;
+mod topic;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use weir_client::Client;
+
+/// The dev broker's address, the default bootstrap.
+pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9192";
+
+#[derive(Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "Produce, consume and manage topics on a Weir cluster"
+)]
+struct Cli {
+    /// A broker to talk to.
+    #[arg(long, global = true, env = "WEIR_BOOTSTRAP", default_value = DEFAULT_BOOTSTRAP)]
+    bootstrap: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Produce one record per line of standard input.
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic.
+    Consume(consume::ConsumeArgs),
+    /// Measure throughput and latency.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("weir: start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("weir: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(&cli.bootstrap).await?;
+    match cli.command {
+        Command::Topic(command) => topic::run(&client, command).await,
+        Command::Produce(args) => produce::run(&client, args).await,
+        Command::Consume(args) => consume::run(&client, args).await,
+        Command::Bench(command) => bench::run(&client, command).await,
+    }
+}
+
+/// An error and its causes on one line.
+fn one_line(error: &anyhow::Error) -> String {
+    error
+        .chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+        .replace('\n', " ")
+}
+
+/// Parses `key=value`.
+pub fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{text:?} is not key=value"))
+}

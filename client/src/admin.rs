@@ -1,0 +1,107 @@
+//! Topic administration.
+
+use std::collections::{BTreeMap, HashMap};
+
+use weir_proto::v1;
+
+use crate::{Client, ClientError};
+
+impl Client {
+    /// # Errors
+    /// The broker's error: `TOPIC_EXISTS`, `INVALID_TOPIC`, `UNKNOWN_CONFIG`, ...
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i32,
+        config: BTreeMap<String, String>,
+    ) -> Result<v1::TopicDescription, ClientError> {
+        let request = v1::CreateTopicRequest {
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+            config: config.into_iter().collect::<HashMap<_, _>>(),
+        };
+        Ok(self.admin.clone().create_topic(request).await?.into_inner())
+    }
+
+    /// # Errors
+    /// The broker's error, e.g. `UNKNOWN_TOPIC`.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        self.admin
+            .clone()
+            .delete_topic(v1::DeleteTopicRequest {
+                name: name.to_string(),
+            })
+            .await?;
+        self.forget(name);
+        Ok(())
+    }
+
+    /// # Errors
+    /// The broker's error.
+    pub async fn list_topics(&self) -> Result<Vec<v1::TopicDescription>, ClientError> {
+        Ok(self
+            .admin
+            .clone()
+            .list_topics(v1::ListTopicsRequest {})
+            .await?
+            .into_inner()
+            .topics)
+    }
+
+    /// # Errors
+    /// The broker's error, e.g. `UNKNOWN_TOPIC`.
+    pub async fn describe_topic(&self, name: &str) -> Result<v1::TopicDescription, ClientError> {
+        Ok(self
+            .admin
+            .clone()
+            .describe_topic(v1::DescribeTopicRequest {
+                name: name.to_string(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// # Errors
+    /// The broker's error, e.g. `UNKNOWN_CONFIG`.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    ) -> Result<v1::TopicDescription, ClientError> {
+        let request = v1::AlterTopicConfigRequest {
+            name: name.to_string(),
+            set: set.into_iter().collect(),
+            delete,
+        };
+        Ok(self
+            .admin
+            .clone()
+            .alter_topic_config(request)
+            .await?
+            .into_inner())
+    }
+
+    /// # Errors
+    /// The broker's error.
+    pub async fn add_partitions(
+        &self,
+        name: &str,
+        total: i32,
+    ) -> Result<v1::TopicDescription, ClientError> {
+        let request = v1::AddPartitionsRequest {
+            name: name.to_string(),
+            partitions: total,
+        };
+        let description = self
+            .admin
+            .clone()
+            .add_partitions(request)
+            .await?
+            .into_inner();
+        self.forget(name);
+        Ok(description)
+    }
+}

@@ -1,0 +1,227 @@
+//! The consumer: reads the partitions assigned to it from chosen positions, fetching them
+//! concurrently with a long poll, and decodes records without copying their bytes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use weir_proto::v1;
+use weir_record::{Batch, batches};
+
+use crate::{Client, ClientError};
+
+/// Where a consumer starts in a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Earliest,
+    /// The high watermark: only records produced from now on.
+    Latest,
+    Offset(i64),
+    /// The first record at or after this timestamp (ms since the Unix epoch).
+    Timestamp(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Bytes asked for per partition per fetch.
+    pub max_bytes: i32,
+    /// How long a fetch waits on the broker for new records.
+    pub max_wait: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            max_bytes: 4 << 20,
+            max_wait: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A record read from a partition. Key, value and header values share the fetched bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+/// Reads assigned partitions of one topic.
+#[derive(Debug)]
+pub struct Consumer {
+    client: Client,
+    topic: String,
+    config: ConsumerConfig,
+    /// The next offset to read, per assigned partition.
+    positions: BTreeMap<i32, i64>,
+}
+
+impl Consumer {
+    /// A consumer of `partitions` of `topic` (all of them when `None`), starting at `start`.
+    ///
+    /// # Errors
+    /// The broker's error, e.g. `UNKNOWN_TOPIC`; `InvalidArgument` for a partition the topic
+    /// lacks.
+    pub async fn assign(
+        client: Client,
+        topic: &str,
+        partitions: Option<Vec<i32>>,
+        start: StartAt,
+        config: ConsumerConfig,
+    ) -> Result<Consumer, ClientError> {
+        let count = client.partition_count(topic).await? as i32;
+        let partitions = partitions.unwrap_or_else(|| (0..count).collect());
+        if let Some(bad) = partitions.iter().find(|&&p| p < 0 || p >= count) {
+            return Err(ClientError::InvalidArgument(format!(
+                "topic {topic:?} has {count} partitions; there is no partition {bad}"
+            )));
+        }
+        let spec = match start {
+            StartAt::Earliest => Some((v1::OffsetSpec::Earliest, 0)),
+            StartAt::Latest => Some((v1::OffsetSpec::Latest, 0)),
+            StartAt::Timestamp(t) => Some((v1::OffsetSpec::Timestamp, t)),
+            StartAt::Offset(_) => None,
+        };
+        let positions = match (start, spec) {
+            (StartAt::Offset(offset), _) => partitions.iter().map(|&p| (p, offset)).collect(),
+            (_, Some((spec, timestamp))) => {
+                let offsets = client.list_offsets(topic, spec, timestamp).await?;
+                let latest = if spec == v1::OffsetSpec::Timestamp {
+                    client
+                        .list_offsets(topic, v1::OffsetSpec::Latest, 0)
+                        .await?
+                } else {
+                    Vec::new()
+                };
+                partitions
+                    .iter()
+                    .map(|&p| {
+                        let found = offsets
+                            .iter()
+                            .find(|o| o.partition == p)
+                            .and_then(|o| o.offset);
+                        // No record at or after the timestamp: start at the end.
+                        let end = latest
+                            .iter()
+                            .find(|o| o.partition == p)
+                            .and_then(|o| o.offset);
+                        (p, found.or(end).unwrap_or(0))
+                    })
+                    .collect()
+            }
+            (_, None) => unreachable!("every other start has a spec"),
+        };
+        Ok(Consumer {
+            client,
+            topic: topic.to_string(),
+            config,
+            positions,
+        })
+    }
+
+    pub fn positions(&self) -> &BTreeMap<i32, i64> {
+        &self.positions
+    }
+
+    /// Fetches every assigned partition once, concurrently, each waiting up to `max_wait` for
+    /// records; returns what arrived, in offset order per partition.
+    ///
+    /// # Errors
+    /// The broker's error (e.g. `OFFSET_OUT_OF_RANGE` with the valid range in its message),
+    /// or `InvalidBatch` if the broker sent bytes that are not valid batches.
+    pub async fn poll(&mut self) -> Result<Vec<ConsumedRecord>, ClientError> {
+        let mut fetches = tokio::task::JoinSet::new();
+        for (&partition, &offset) in &self.positions {
+            let mut weir = self.client.weir();
+            let request = v1::FetchRequest {
+                topic: self.topic.clone(),
+                partition,
+                offset,
+                max_bytes: self.config.max_bytes,
+                min_bytes: 1,
+                max_wait_ms: self.config.max_wait.as_millis() as i32,
+            };
+            fetches
+                .spawn(async move { weir.fetch(request).await.map(tonic::Response::into_inner) });
+        }
+        let mut records = Vec::new();
+        let mut failure = None;
+        while let Some(joined) = fetches.join_next().await {
+            let response = match joined {
+                Ok(Ok(response)) => response,
+                Ok(Err(status)) => {
+                    failure.get_or_insert(ClientError::from(status));
+                    continue;
+                }
+                Err(e) => {
+                    failure.get_or_insert(ClientError::InvalidArgument(format!(
+                        "a fetch task failed: {e}"
+                    )));
+                    continue;
+                }
+            };
+            let from = self
+                .positions
+                .get(&response.partition)
+                .copied()
+                .unwrap_or(0);
+            decode(
+                &self.topic,
+                response.partition,
+                &response.record_batches,
+                from,
+                &mut records,
+            )?;
+            self.positions
+                .insert(response.partition, response.next_offset.max(from));
+        }
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        records.sort_by_key(|r| (r.partition, r.offset));
+        Ok(records)
+    }
+}
+
+/// Decodes every record at or after `from` in `bytes` (whole batches) into `out`.
+///
+/// # Errors
+/// `InvalidBatch` for bytes that are not valid, uncompressed batches.
+pub fn decode(
+    topic: &str,
+    partition: i32,
+    bytes: &Bytes,
+    from: i64,
+    out: &mut Vec<ConsumedRecord>,
+) -> Result<(), ClientError> {
+    for batch in batches(bytes) {
+        let (_, batch): (usize, Batch<'_>) = batch?;
+        if batch.header.last_offset() < from {
+            continue;
+        }
+        for record in batch.records()? {
+            if record.offset < from {
+                continue;
+            }
+            let share = |slice: Option<&[u8]>| slice.map(|s| bytes.slice_ref(s));
+            out.push(ConsumedRecord {
+                topic: topic.to_string(),
+                partition,
+                offset: record.offset,
+                timestamp: record.timestamp,
+                key: share(record.key),
+                value: share(record.value),
+                headers: record
+                    .headers
+                    .iter()
+                    .map(|h| (h.key.to_string(), share(h.value)))
+                    .collect(),
+            });
+        }
+    }
+    Ok(())
+}

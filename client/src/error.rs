@@ -1,0 +1,74 @@
+//! What a client call can fail with.
+
+use weir_proto::Reason;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to the broker at {address}")]
+    Connect {
+        address: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The broker refused the call, or it failed on the way.
+    #[error("{message}")]
+    Broker {
+        reason: Option<Reason>,
+        code: tonic::Code,
+        message: String,
+    },
+    #[error("the broker sent an invalid record batch")]
+    InvalidBatch(#[from] weir_record::InvalidBatch),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("the producer is closed")]
+    Closed,
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        let reason = Reason::of(&status);
+        let message = if status.message().is_empty() {
+            format!("{:?}", status.code())
+        } else {
+            status.message().to_string()
+        };
+        ClientError::Broker {
+            reason,
+            code: status.code(),
+            message,
+        }
+    }
+}
+
+impl ClientError {
+    /// The broker's reason, when it gave one.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            ClientError::Broker { reason, .. } => *reason,
+            _ => None,
+        }
+    }
+
+    /// Whether trying again may succeed: the broker was unreachable or busy, not a refusal.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Broker {
+                reason: Some(reason),
+                ..
+            } => {
+                matches!(reason, Reason::NotEnoughReplicas | Reason::ShuttingDown)
+            }
+            ClientError::Broker {
+                reason: None, code, ..
+            } => {
+                matches!(
+                    code,
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+                )
+            }
+            ClientError::Connect { .. } => true,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! The producer: records are encoded into one RecordBatch v2 per partition as they are sent,
+//! and a batch leaves when it reaches `batch_size` or has waited `linger`. Each partition has
+//! one sender that sends its batches in order, one at a time, so records of a partition are
+//! appended in the order they were sent.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use weir_proto::Reason;
+use weir_proto::partitioner::partition_for_key;
+use weir_proto::v1;
+use weir_record::{BatchBuilder, Header, Record};
+
+use crate::{Client, ClientError};
+
+/// When the broker acknowledges a produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// Not at all: deliveries resolve without offsets.
+    None,
+    /// Once the leader has appended (and flushed, if the topic's policy says so).
+    Leader,
+    /// Once every in-sync replica has the records.
+    All,
+}
+
+impl Acks {
+    fn wire(self) -> v1::Acks {
+        match self {
+            Acks::None => v1::Acks::None,
+            Acks::Leader => v1::Acks::Leader,
+            Acks::All => v1::Acks::All,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub acks: Acks,
+    /// How long a batch waits for more records before it is sent.
+    pub linger: Duration,
+    /// A batch is sent once it holds this many bytes.
+    pub batch_size: usize,
+    /// Attempts after the first for a batch that failed in a way that may pass.
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    /// Batches queued per partition before `send` waits.
+    pub queued_batches: usize,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            acks: Acks::Leader,
+            linger: Duration::from_millis(5),
+            batch_size: 256 * 1024,
+            retries: 5,
+            retry_backoff: Duration::from_millis(100),
+            queued_batches: 4,
+        }
+    }
+}
+
+/// A record to send.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerRecord {
+    pub topic: String,
+    /// The partition; by the key's murmur2 hash when absent, or sticky round-robin without a key.
+    pub partition: Option<i32>,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+    /// Milliseconds since the Unix epoch; now when absent.
+    pub timestamp: Option<i64>,
+}
+
+/// Where a sent record ended up, once its batch is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub partition: i32,
+    /// Absent with acks=0.
+    pub offset: Option<i64>,
+}
+
+/// How a batch ended: its base offset (absent with acks=0), or why it failed.
+type BatchResult = Result<Option<i64>, (Option<Reason>, tonic::Code, String)>;
+
+#[derive(Debug, Default)]
+struct Outcome {
+    result: OnceLock<BatchResult>,
+    done: Notify,
+}
+
+impl Outcome {
+    fn finish(&self, result: BatchResult) {
+        let _ = self.result.set(result);
+        self.done.notify_waiters();
+    }
+}
+
+/// A sent record's future place in the log.
+#[derive(Debug)]
+pub struct Delivery {
+    outcome: Arc<Outcome>,
+    partition: i32,
+    index: i64,
+}
+
+impl Delivery {
+    /// Waits for the record's batch to be acknowledged.
+    ///
+    /// # Errors
+    /// Why the batch was not written (after the producer's retries).
+    pub async fn wait(self) -> Result<RecordMetadata, ClientError> {
+        loop {
+            let notified = self.outcome.done.notified();
+            if let Some(result) = self.outcome.result.get() {
+                return match result {
+                    Ok(base) => Ok(RecordMetadata {
+                        partition: self.partition,
+                        offset: base.map(|b| b + self.index),
+                    }),
+                    Err((reason, code, message)) => Err(ClientError::Broker {
+                        reason: *reason,
+                        code: *code,
+                        message: message.clone(),
+                    }),
+                };
+            }
+            notified.await;
+        }
+    }
+}
+
+struct Pending {
+    builder: BatchBuilder,
+    outcome: Arc<Outcome>,
+    opened: Instant,
+}
+
+struct Ready {
+    bytes: Bytes,
+    outcome: Arc<Outcome>,
+}
+
+/// One partition's batches: the open one and those waiting for the sender, in order. Both
+/// change only under the producer's lock, so batches are sent in the order they were sealed.
+struct Lane {
+    open: Option<Pending>,
+    ready: std::collections::VecDeque<Ready>,
+    /// Wakes the partition's sender when a batch is ready.
+    wake: Arc<Notify>,
+}
+
+struct Inner {
+    client: Client,
+    config: ProducerConfig,
+    lanes: Mutex<HashMap<String, HashMap<i32, Lane>>>,
+    /// Wakes senders waiting for room in a lane's queue.
+    room: Notify,
+    /// The partition keyless records go to, per topic, until its batch leaves.
+    sticky: Mutex<HashMap<String, u32>>,
+    closed: AtomicBool,
+    senders: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Sends records in batches. Dropping it without [`Producer::close`] abandons unsent batches.
+pub struct Producer {
+    inner: Arc<Inner>,
+    linger: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("address", &self.inner.client.address())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    pub fn new(client: Client, config: ProducerConfig) -> Producer {
+        let inner = Arc::new(Inner {
+            client,
+            config,
+            lanes: Mutex::new(HashMap::new()),
+            room: Notify::new(),
+            sticky: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            senders: Mutex::new(Vec::new()),
+        });
+        let linger = tokio::spawn(linger_loop(Arc::clone(&inner)));
+        Producer { inner, linger }
+    }
+
+    /// Adds a record to its partition's batch; waits only while that partition already has
+    /// `queued_batches` batches waiting. The returned [`Delivery`] resolves once the batch is
+    /// acknowledged.
+    ///
+    /// # Errors
+    /// `Closed`, the broker's error for an unknown topic, `InvalidArgument` for a partition
+    /// the topic lacks.
+    pub async fn send(&self, record: ProducerRecord) -> Result<Delivery, ClientError> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(ClientError::Closed);
+        }
+        let count = inner.client.partition_count(&record.topic).await?;
+        let partition = match (record.partition, &record.key) {
+            (Some(p), _) if p >= 0 && (p as u32) < count => p,
+            (Some(p), _) => {
+                return Err(ClientError::InvalidArgument(format!(
+                    "topic {:?} has {count} partitions; there is no partition {p}",
+                    record.topic
+                )));
+            }
+            (None, Some(key)) => partition_for_key(key, count) as i32,
+            (None, None) => {
+                (*lock(&inner.sticky).entry(record.topic.clone()).or_insert(0) % count) as i32
+            }
+        };
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        let delivery = {
+            let mut lanes = lock(&inner.lanes);
+            let lane = inner.lane(&mut lanes, &record.topic, partition);
+            // Seal before a record that would carry the batch past batch_size, so batches
+            // stay under the broker's max.message.bytes when batch_size does.
+            if lane.open.as_ref().is_some_and(|b| {
+                !b.builder.is_empty()
+                    && b.builder.size() + record_size(&record) > inner.config.batch_size
+            }) {
+                inner.seal(lane, &record.topic, partition, count);
+            }
+            let batch = lane.open.get_or_insert_with(|| Pending {
+                builder: BatchBuilder::new(0),
+                outcome: Arc::default(),
+                opened: Instant::now(),
+            });
+            let headers = record
+                .headers
+                .iter()
+                .map(|(k, v)| Header {
+                    key: k,
+                    value: v.as_deref(),
+                })
+                .collect();
+            batch.builder.push(&Record {
+                timestamp,
+                key: record.key.as_deref(),
+                value: record.value.as_deref(),
+                headers,
+            });
+            let delivery = Delivery {
+                outcome: Arc::clone(&batch.outcome),
+                partition,
+                index: batch.builder.len() as i64 - 1,
+            };
+            if batch.builder.size() >= inner.config.batch_size {
+                inner.seal(lane, &record.topic, partition, count);
+            }
+            delivery
+        };
+        // Back-pressure: wait while this partition has too many batches waiting.
+        loop {
+            let room = inner.room.notified();
+            let queued = lock(&inner.lanes)
+                .get(&record.topic)
+                .and_then(|l| l.get(&partition))
+                .map_or(0, |l| l.ready.len());
+            if queued <= inner.config.queued_batches {
+                break;
+            }
+            room.await;
+        }
+        Ok(delivery)
+    }
+
+    /// Sends every open batch now and waits until all sent batches are answered.
+    pub async fn flush(&self) {
+        let markers: Vec<Arc<Outcome>> = {
+            let mut lanes = lock(&self.inner.lanes);
+            let mut markers = Vec::new();
+            for (topic, by_partition) in lanes.iter_mut() {
+                for (&partition, lane) in by_partition.iter_mut() {
+                    self.inner.seal(lane, topic, partition, 0);
+                    // A marker: answered only after every batch queued before it.
+                    let outcome = Arc::new(Outcome::default());
+                    lane.ready.push_back(Ready {
+                        bytes: Bytes::new(),
+                        outcome: Arc::clone(&outcome),
+                    });
+                    lane.wake.notify_one();
+                    markers.push(outcome);
+                }
+            }
+            markers
+        };
+        for outcome in markers {
+            let _ = Delivery {
+                outcome,
+                partition: 0,
+                index: 0,
+            }
+            .wait()
+            .await;
+        }
+    }
+
+    /// Flushes, then stops.
+    pub async fn close(self) {
+        self.flush().await;
+        self.inner.closed.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.linger.abort();
+        for sender in lock(&self.inner.senders).drain(..) {
+            sender.abort();
+        }
+    }
+}
+
+impl Inner {
+    /// The lane of a partition, starting its sender the first time.
+    fn lane<'a>(
+        self: &Arc<Self>,
+        lanes: &'a mut HashMap<String, HashMap<i32, Lane>>,
+        topic: &str,
+        partition: i32,
+    ) -> &'a mut Lane {
+        if !lanes.get(topic).is_some_and(|l| l.contains_key(&partition)) {
+            let wake = Arc::new(Notify::new());
+            let sender = tokio::spawn(send_loop(
+                Arc::clone(self),
+                topic.to_string(),
+                partition,
+                Arc::clone(&wake),
+            ));
+            lock(&self.senders).push(sender);
+            lanes.entry(topic.to_string()).or_default().insert(
+                partition,
+                Lane {
+                    open: None,
+                    ready: Default::default(),
+                    wake,
+                },
+            );
+        }
+        lanes
+            .get_mut(topic)
+            .and_then(|l| l.get_mut(&partition))
+            .expect("inserted above")
+    }
+
+    /// Moves a lane's open batch to its ready queue and wakes its sender. Keyless records
+    /// move on to the next partition once a batch leaves (sticky partitioning); `partitions`
+    /// 0 leaves the sticky partition alone.
+    fn seal(&self, lane: &mut Lane, topic: &str, partition: i32, partitions: u32) {
+        let Some(batch) = lane.open.take() else {
+            return;
+        };
+        lane.ready.push_back(Ready {
+            bytes: Bytes::from(batch.builder.build()),
+            outcome: batch.outcome,
+        });
+        lane.wake.notify_one();
+        if partitions > 0
+            && let Some(sticky) = lock(&self.sticky).get_mut(topic)
+            && *sticky as i32 == partition
+        {
+            *sticky = (*sticky + 1) % partitions;
+        }
+    }
+
+    fn seal_older_than(&self, age: Duration) {
+        let mut lanes = lock(&self.lanes);
+        for (topic, by_partition) in lanes.iter_mut() {
+            for (&partition, lane) in by_partition.iter_mut() {
+                if lane
+                    .open
+                    .as_ref()
+                    .is_some_and(|b| b.opened.elapsed() >= age)
+                {
+                    self.seal(lane, topic, partition, 0);
+                }
+            }
+        }
+    }
+
+    /// One produce call with the producer's retries.
+    async fn produce(&self, topic: &str, partition: i32, bytes: Bytes) -> BatchResult {
+        let request = v1::ProduceRequest {
+            topic: topic.to_string(),
+            acks: self.config.acks.wire() as i32,
+            batches: vec![v1::PartitionBatches {
+                partition,
+                record_batches: bytes,
+            }],
+            records: Vec::new(),
+        };
+        let mut attempt = 0;
+        loop {
+            let error = match self.client.weir().produce(request.clone()).await {
+                Ok(response) => {
+                    let result = response
+                        .into_inner()
+                        .results
+                        .into_iter()
+                        .find(|r| r.partition == partition);
+                    match result {
+                        Some(v1::PartitionProduceResult { error: Some(e), .. }) => {
+                            ClientError::Broker {
+                                reason: Reason::parse(&e.reason),
+                                code: tonic::Code::Aborted,
+                                message: e.message,
+                            }
+                        }
+                        Some(result) => return Ok(result.base_offset),
+                        None => ClientError::InvalidArgument(format!(
+                            "the broker did not answer for partition {partition}"
+                        )),
+                    }
+                }
+                Err(status) => ClientError::from(status),
+            };
+            if attempt < self.config.retries && error.is_retryable() {
+                attempt += 1;
+                tracing::debug!(topic, partition, attempt, error = %error, "retrying a batch");
+                tokio::time::sleep(self.config.retry_backoff).await;
+                continue;
+            }
+            let code = match &error {
+                ClientError::Broker { code, .. } => *code,
+                _ => tonic::Code::Unknown,
+            };
+            return Err((error.reason(), code, error.to_string()));
+        }
+    }
+}
+
+/// Sends one partition's ready batches in order, one at a time.
+async fn send_loop(inner: Arc<Inner>, topic: String, partition: i32, wake: Arc<Notify>) {
+    loop {
+        let next = lock(&inner.lanes)
+            .get_mut(&topic)
+            .and_then(|l| l.get_mut(&partition))
+            .and_then(|l| l.ready.pop_front());
+        let Some(ready) = next else {
+            wake.notified().await;
+            continue;
+        };
+        inner.room.notify_waiters();
+        let result = if ready.bytes.is_empty() {
+            Ok(None)
+        } else {
+            inner.produce(&topic, partition, ready.bytes).await
+        };
+        ready.outcome.finish(result);
+    }
+}
+
+async fn linger_loop(inner: Arc<Inner>) {
+    let tick = (inner.config.linger / 2).max(Duration::from_millis(1));
+    loop {
+        tokio::time::sleep(tick).await;
+        inner.seal_older_than(inner.config.linger);
+    }
+}
+
+/// An upper bound of a record's encoded size: its bytes plus the largest varints and fields.
+fn record_size(record: &ProducerRecord) -> usize {
+    let bytes = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len) + 5;
+    32 + bytes(&record.key)
+        + bytes(&record.value)
+        + record
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + 5 + bytes(v))
+            .sum::<usize>()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

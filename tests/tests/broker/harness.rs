@@ -1,0 +1,208 @@
+//! The harness for tests that start real processes on loopback.
+//!
+//! [`BrokerProcess`] starts `weir-broker` on ports the kernel picks (it prints the addresses it
+//! bound) and kills it when dropped; [`weir`] runs the CLI with a deadline. Every wait has a
+//! deadline, so a broken build fails a test instead of hanging it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a broker may take to say it is ready.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+/// How long one CLI command may take.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A `weir-broker` child process.
+#[derive(Debug)]
+pub struct BrokerProcess {
+    child: Option<Child>,
+    /// The gRPC address, `127.0.0.1:PORT`.
+    pub address: String,
+    /// The HTTP address for /metrics, /healthz and /readyz.
+    pub http_address: String,
+    stderr_log: PathBuf,
+}
+
+impl BrokerProcess {
+    /// Starts a broker on `data_dir` with `extra` arguments, and waits for it to be ready.
+    ///
+    /// # Panics
+    /// When it does not start within the deadline (with its log in the message).
+    pub fn start(data_dir: &Path, extra: &[&str]) -> BrokerProcess {
+        let stderr_log = data_dir.with_extension(format!("broker-{}.log", std::process::id()));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr_log)
+            .expect("broker log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir-broker-under-test"))
+            .args([
+                "--data-dir",
+                &data_dir.display().to_string(),
+                "--listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start weir-broker");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if line.starts_with("ready ") {
+                    let _ = sender.send(line);
+                }
+            }
+        });
+        let line = match receiver.recv_timeout(START_DEADLINE) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
+                panic!("the broker was not ready within {START_DEADLINE:?}; its log:\n{log}");
+            }
+        };
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(&format!("{name}=")))
+                .expect("the ready line names both addresses")
+                .to_string()
+        };
+        BrokerProcess {
+            address: field("grpc"),
+            http_address: field("http"),
+            child: Some(child),
+            stderr_log,
+        }
+    }
+
+    /// Kills the broker with SIGKILL and waits for it to die.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits (with a deadline) for the broker to exit; returns its exit code.
+    ///
+    /// # Panics
+    /// When it has not exited within the deadline.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the broker did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the broker has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// `GET path` on the broker's HTTP listener; returns the status line and the body.
+    ///
+    /// # Panics
+    /// When the broker does not answer.
+    pub fn http_get(&self, path: &str) -> (String, String) {
+        let mut stream =
+            TcpStream::connect(&self.http_address).expect("connect to the HTTP listener");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read response");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        (
+            head.lines().next().unwrap_or_default().to_string(),
+            body.to_string(),
+        )
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.stderr_log);
+    }
+}
+
+/// Runs `weir --bootstrap BROKER ARGS` with `stdin`, killing it past the deadline.
+///
+/// # Panics
+/// When the command cannot start or runs past the deadline.
+pub fn weir(broker: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
+        .arg("--bootstrap")
+        .arg(broker)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weir");
+    let mut input = child.stdin.take().expect("piped stdin");
+    let text = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(text.as_bytes());
+    });
+    let (sender, receiver) = mpsc::channel();
+    let id = child.id();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    let output = match receiver.recv_timeout(COMMAND_DEADLINE) {
+        Ok(output) => output.expect("wait for weir"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &id.to_string()])
+                .status();
+            panic!("weir {args:?} ran past {COMMAND_DEADLINE:?}");
+        }
+    };
+    let _ = writer.join();
+    output
+}
+
+/// Standard output of a successful command.
+///
+/// # Panics
+/// When the command failed, with its stderr.
+pub fn weir_ok(broker: &str, args: &[&str], stdin: &str) -> String {
+    let output = weir(broker, args, stdin);
+    assert!(
+        output.status.success(),
+        "weir {args:?} failed ({:?}): {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
