@@ -140,21 +140,32 @@ async fn produce(
     for index in 0..producers {
         let share = args.records / producers + u64::from(index < args.records % producers);
         let producer = Producer::new(client.clone(), config.clone());
-        let (topic, size, progress) = (args.topic.clone(), args.record_size, Arc::clone(progress));
+        let (topic, size, progress): (Arc<str>, _, _) = (
+            args.topic.as_str().into(),
+            args.record_size,
+            Arc::clone(progress),
+        );
         let rate = args.rate.map(|r| (r as f64 / producers as f64).max(1.0));
         tasks.spawn(async move {
-            let (sender, mut receiver) = tokio::sync::mpsc::channel::<(Instant, Delivery)>(1 << 16);
-            let collector = tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(share as usize);
-                while let Some((sent, delivery)) = receiver.recv().await {
-                    delivery.wait().await?;
-                    latencies.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-                    progress.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok::<_, ClientError>(latencies)
-            });
+            // One message per batch: its first delivery and the send time of each record in it.
+            let (sender, mut receiver) =
+                tokio::sync::mpsc::channel::<(Delivery, Vec<Instant>)>(1024);
+            let collector =
+                tokio::spawn(async move {
+                    let mut latencies = Vec::with_capacity(share as usize);
+                    while let Some((delivery, sent)) = receiver.recv().await {
+                        delivery.wait().await?;
+                        let acknowledged = Instant::now();
+                        latencies.extend(sent.iter().map(|s| {
+                            (acknowledged - *s).as_micros().min(u128::from(u32::MAX)) as u32
+                        }));
+                        progress.fetch_add(sent.len() as u64, Ordering::Relaxed);
+                    }
+                    Ok::<_, ClientError>(latencies)
+                });
             let shared = Bytes::from(vec![b'w'; size]);
             let begun = Instant::now();
+            let mut batch: Option<(Delivery, Vec<Instant>)> = None;
             for i in 0..share {
                 let value = if stamp {
                     let mut value = vec![b'w'; size];
@@ -164,15 +175,21 @@ async fn produce(
                 } else {
                     shared.clone()
                 };
-                let record = ProducerRecord {
-                    topic: topic.clone(),
-                    value: Some(value),
-                    ..ProducerRecord::default()
-                };
                 let sent = Instant::now();
-                let delivery = producer.send(record).await?;
-                if sender.send((sent, delivery)).await.is_err() {
-                    break;
+                let delivery = producer
+                    .send(ProducerRecord::new(Arc::clone(&topic), value))
+                    .await?;
+                match &mut batch {
+                    Some((first, sends)) if first.batch_id() == delivery.batch_id() => {
+                        sends.push(sent)
+                    }
+                    _ => {
+                        if let Some(full) = batch.replace((delivery, vec![sent]))
+                            && sender.send(full).await.is_err()
+                        {
+                            break;
+                        }
+                    }
                 }
                 if let Some(rate) = rate {
                     tokio::time::sleep_until(
@@ -180,6 +197,9 @@ async fn produce(
                     )
                     .await;
                 }
+            }
+            if let Some(last) = batch {
+                let _ = sender.send(last).await;
             }
             drop(sender);
             producer.close().await;

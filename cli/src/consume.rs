@@ -104,7 +104,7 @@ fn record_json(record: &ConsumedRecord) -> serde_json::Value {
         .map(|(k, v)| (k.as_str(), text(v.as_deref())))
         .collect();
     json!({
-        "topic": record.topic,
+        "topic": &*record.topic,
         "partition": record.partition,
         "offset": record.offset,
         "timestamp": record.timestamp,

@@ -1,6 +1,7 @@
 //! `weir produce TOPIC`: one record per line of standard input.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -76,6 +77,7 @@ pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<ExitCode>
         }
         (acknowledged, failed, first_error)
     });
+    let topic: Arc<str> = args.topic.as_str().into();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let started = Instant::now();
     let mut sent = 0u64;
@@ -88,7 +90,7 @@ pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<ExitCode>
             None => (None, line),
         };
         let record = ProducerRecord {
-            topic: args.topic.clone(),
+            topic: Arc::clone(&topic),
             partition: args.partition,
             key,
             value: Some(Bytes::from(value)),

@@ -2,6 +2,7 @@
 //! concurrently with a long poll, and decodes records without copying their bytes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,7 +42,7 @@ impl Default for ConsumerConfig {
 /// A record read from a partition. Key, value and header values share the fetched bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedRecord {
-    pub topic: String,
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub timestamp: i64,
@@ -54,7 +55,7 @@ pub struct ConsumedRecord {
 #[derive(Debug)]
 pub struct Consumer {
     client: Client,
-    topic: String,
+    topic: Arc<str>,
     config: ConsumerConfig,
     /// The next offset to read, per assigned partition.
     positions: BTreeMap<i32, i64>,
@@ -117,7 +118,7 @@ impl Consumer {
         };
         Ok(Consumer {
             client,
-            topic: topic.to_string(),
+            topic: topic.into(),
             config,
             positions,
         })
@@ -138,7 +139,7 @@ impl Consumer {
         for (&partition, &offset) in &self.positions {
             let mut weir = self.client.weir();
             let request = v1::FetchRequest {
-                topic: self.topic.clone(),
+                topic: self.topic.to_string(),
                 partition,
                 offset,
                 max_bytes: self.config.max_bytes,
@@ -192,7 +193,7 @@ impl Consumer {
 /// # Errors
 /// `InvalidBatch` for bytes that are not valid, uncompressed batches.
 pub fn decode(
-    topic: &str,
+    topic: &Arc<str>,
     partition: i32,
     bytes: &Bytes,
     from: i64,
@@ -209,7 +210,7 @@ pub fn decode(
             }
             let share = |slice: Option<&[u8]>| slice.map(|s| bytes.slice_ref(s));
             out.push(ConsumedRecord {
-                topic: topic.to_string(),
+                topic: Arc::clone(topic),
                 partition,
                 offset: record.offset,
                 timestamp: record.timestamp,

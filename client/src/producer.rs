@@ -66,9 +66,9 @@ impl Default for ProducerConfig {
 }
 
 /// A record to send.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ProducerRecord {
-    pub topic: String,
+    pub topic: Arc<str>,
     /// The partition; by the key's murmur2 hash when absent, or sticky round-robin without a key.
     pub partition: Option<i32>,
     pub key: Option<Bytes>,
@@ -76,6 +76,20 @@ pub struct ProducerRecord {
     pub headers: Vec<(String, Option<Bytes>)>,
     /// Milliseconds since the Unix epoch; now when absent.
     pub timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// A record with a value and nothing else set.
+    pub fn new(topic: impl Into<Arc<str>>, value: impl Into<Bytes>) -> Self {
+        ProducerRecord {
+            topic: topic.into(),
+            partition: None,
+            key: None,
+            value: Some(value.into()),
+            headers: Vec::new(),
+            timestamp: None,
+        }
+    }
 }
 
 /// Where a sent record ended up, once its batch is acknowledged.
@@ -111,6 +125,11 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// Identifies the record's batch: deliveries with the same id resolve together.
+    pub fn batch_id(&self) -> usize {
+        Arc::as_ptr(&self.outcome) as usize
+    }
+
     /// Waits for the record's batch to be acknowledged.
     ///
     /// # Errors
@@ -159,11 +178,11 @@ struct Lane {
 struct Inner {
     client: Client,
     config: ProducerConfig,
-    lanes: Mutex<HashMap<String, HashMap<i32, Lane>>>,
+    lanes: Mutex<HashMap<Arc<str>, HashMap<i32, Lane>>>,
     /// Wakes senders waiting for room in a lane's queue.
     room: Notify,
     /// The partition keyless records go to, per topic, until its batch leaves.
-    sticky: Mutex<HashMap<String, u32>>,
+    sticky: Mutex<HashMap<Arc<str>, u32>>,
     closed: AtomicBool,
     senders: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -230,7 +249,7 @@ impl Producer {
             }
         };
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
-        let delivery = {
+        let (delivery, must_wait) = {
             let mut lanes = lock(&inner.lanes);
             let lane = inner.lane(&mut lanes, &record.topic, partition);
             // Seal before a record that would carry the batch past batch_size, so batches
@@ -268,19 +287,21 @@ impl Producer {
             if batch.builder.size() >= inner.config.batch_size {
                 inner.seal(lane, &record.topic, partition, count);
             }
-            delivery
+            (delivery, lane.ready.len() > inner.config.queued_batches)
         };
         // Back-pressure: wait while this partition has too many batches waiting.
-        loop {
-            let room = inner.room.notified();
-            let queued = lock(&inner.lanes)
-                .get(&record.topic)
-                .and_then(|l| l.get(&partition))
-                .map_or(0, |l| l.ready.len());
-            if queued <= inner.config.queued_batches {
-                break;
+        if must_wait {
+            loop {
+                let room = inner.room.notified();
+                let queued = lock(&inner.lanes)
+                    .get(&*record.topic)
+                    .and_then(|l| l.get(&partition))
+                    .map_or(0, |l| l.ready.len());
+                if queued <= inner.config.queued_batches {
+                    break;
+                }
+                room.await;
             }
-            room.await;
         }
         Ok(delivery)
     }
@@ -336,32 +357,29 @@ impl Inner {
     /// The lane of a partition, starting its sender the first time.
     fn lane<'a>(
         self: &Arc<Self>,
-        lanes: &'a mut HashMap<String, HashMap<i32, Lane>>,
-        topic: &str,
+        lanes: &'a mut HashMap<Arc<str>, HashMap<i32, Lane>>,
+        topic: &Arc<str>,
         partition: i32,
     ) -> &'a mut Lane {
-        if !lanes.get(topic).is_some_and(|l| l.contains_key(&partition)) {
+        if !lanes.contains_key(topic) {
+            lanes.insert(Arc::clone(topic), HashMap::new());
+        }
+        let by_partition = lanes.get_mut(topic).expect("inserted above");
+        by_partition.entry(partition).or_insert_with(|| {
             let wake = Arc::new(Notify::new());
             let sender = tokio::spawn(send_loop(
                 Arc::clone(self),
-                topic.to_string(),
+                Arc::clone(topic),
                 partition,
                 Arc::clone(&wake),
             ));
             lock(&self.senders).push(sender);
-            lanes.entry(topic.to_string()).or_default().insert(
-                partition,
-                Lane {
-                    open: None,
-                    ready: Default::default(),
-                    wake,
-                },
-            );
-        }
-        lanes
-            .get_mut(topic)
-            .and_then(|l| l.get_mut(&partition))
-            .expect("inserted above")
+            Lane {
+                open: None,
+                ready: Default::default(),
+                wake,
+            }
+        })
     }
 
     /// Moves a lane's open batch to its ready queue and wakes its sender. Keyless records
@@ -451,7 +469,7 @@ impl Inner {
 }
 
 /// Sends one partition's ready batches in order, one at a time.
-async fn send_loop(inner: Arc<Inner>, topic: String, partition: i32, wake: Arc<Notify>) {
+async fn send_loop(inner: Arc<Inner>, topic: Arc<str>, partition: i32, wake: Arc<Notify>) {
     loop {
         let next = lock(&inner.lanes)
             .get_mut(&topic)

@@ -346,10 +346,8 @@ async fn acknowledged_records_survive_sigkill_with_flush_per_message() {
                 }
                 let value = format!("p{producer_id}-{i}");
                 let record = ProducerRecord {
-                    topic: "durable".into(),
                     partition: Some(producer_id),
-                    value: Some(Bytes::from(value.clone())),
-                    ..ProducerRecord::default()
+                    ..ProducerRecord::new("durable", value.clone())
                 };
                 let Ok(delivery) = producer.send(record).await else {
                     break;
@@ -565,11 +563,7 @@ async fn subscribe_pushes_batches_as_they_arrive() {
     for round in 0..3 {
         let value = format!("round-{round}");
         let delivery = producer
-            .send(ProducerRecord {
-                topic: "pushed".into(),
-                value: Some(Bytes::from(value.clone())),
-                ..ProducerRecord::default()
-            })
+            .send(ProducerRecord::new("pushed", value.clone()))
             .await
             .expect("send");
         delivery.wait().await.expect("acknowledged");
@@ -579,8 +573,14 @@ async fn subscribe_pushes_batches_as_they_arrive() {
             .expect("stream")
             .expect("a message");
         let mut records = Vec::new();
-        weir_client::decode("pushed", 0, &message.record_batches, 0, &mut records)
-            .expect("valid batches");
+        weir_client::decode(
+            &"pushed".into(),
+            0,
+            &message.record_batches,
+            0,
+            &mut records,
+        )
+        .expect("valid batches");
         received.extend(
             records.into_iter().map(|r| {
                 String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
