@@ -38,6 +38,13 @@ pub struct BrokerConfig {
     /// How long a clean shutdown may take before it gives up.
     #[serde(with = "humantime_serde_compat")]
     pub shutdown_timeout: Duration,
+    /// How often group members are asked to heartbeat.
+    #[serde(with = "humantime_serde_compat")]
+    pub group_heartbeat_interval: Duration,
+    /// A member that does not heartbeat for this long leaves its group (a member may ask for
+    /// another timeout when it joins).
+    #[serde(with = "humantime_serde_compat")]
+    pub group_session_timeout: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -53,6 +60,8 @@ impl Default for BrokerConfig {
             topic_defaults: BTreeMap::new(),
             retention_check_interval: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(30),
+            group_heartbeat_interval: Duration::from_secs(1),
+            group_session_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! weir-broker: the data plane. Partitions and their logs, the gRPC API (`weir.v1.Weir` and
-//! `weir.v1.Admin`), Prometheus metrics and health endpoints.
+//! weir-broker: the data plane. Partitions and their logs, the gRPC API (`weir.v1.Weir`,
+//! `weir.v1.Admin`, `weir.v1.Groups`), consumer groups, Prometheus metrics and health.
 //!
 //! What it is not yet: replicated (one broker holds every partition, so the high watermark is
 //! the log end) or coordinated by a controller (topic metadata is a file in the data
@@ -15,6 +15,8 @@
 //!   every log recovers on the next start.
 
 pub mod config;
+pub mod coordinator;
+pub mod group;
 mod http;
 pub mod metrics;
 pub mod node;
@@ -50,6 +52,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let node = Arc::new(tokio::task::block_in_place(|| Node::open(config.clone()))?);
+    node.start_coordinator().await?;
     let grpc = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("bind the gRPC listener {}", config.listen))?;
@@ -81,10 +84,11 @@ pub async fn run(
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
         .add_service(
-            weir_proto::v1::admin_server::AdminServer::new(service)
+            weir_proto::v1::admin_server::AdminServer::new(service.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
+        .add_service(weir_proto::v1::groups_server::GroupsServer::new(service))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc),
             shutdown,

@@ -23,6 +23,13 @@ struct PartitionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    group: String,
+    topic: String,
+    partition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
     rpc: &'static str,
     outcome: &'static str,
@@ -47,6 +54,7 @@ pub struct Metrics {
     log_size: Family<PartitionLabels, Gauge>,
     log_end_offset: Family<PartitionLabels, Gauge>,
     log_start_offset: Family<PartitionLabels, Gauge>,
+    group_lag: Family<GroupLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -61,6 +69,7 @@ impl Default for Metrics {
             log_size: Family::default(),
             log_end_offset: Family::default(),
             log_start_offset: Family::default(),
+            group_lag: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -168,6 +177,15 @@ impl Metrics {
         self.log_start_offset
             .get_or_create(&labels)
             .set(state.log_start_offset);
+    }
+
+    pub fn group_lag(&self, group: &str, topic: &str, partition: i32, lag: i64) {
+        let labels = GroupLabels {
+            group: group.to_string(),
+            topic: topic.to_string(),
+            partition: partition.to_string(),
+        };
+        self.group_lag.get_or_create(&labels).set(lag);
     }
 
     pub fn forget_topic(&self, topic: &str) {

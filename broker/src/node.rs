@@ -15,6 +15,7 @@ use weir_storage::batch::InvalidBatch;
 use weir_storage::{BatchBuilder, Header, LogError, Record, SegmentSlice};
 
 use crate::config::BrokerConfig;
+use crate::coordinator::{Coordinator, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::topic::{self, Metadata, TopicConfig, TopicRecord};
@@ -98,6 +99,7 @@ pub struct Node {
     /// The persisted metadata; held while a topic changes, so changes are one at a time.
     metadata: Mutex<Metadata>,
     pub metrics: Metrics,
+    pub coordinator: Coordinator,
     round_robin: AtomicU32,
 }
 
@@ -133,14 +135,41 @@ impl Node {
             );
         }
         tracing::info!(topics = topics.len(), data_dir = %config.data_dir.display(), "broker state loaded");
+        let coordinator = Coordinator::new(
+            config.group_heartbeat_interval,
+            config.group_session_timeout,
+        );
         Ok(Node {
             config,
             defaults,
             topics: RwLock::new(topics),
             metadata: Mutex::new(metadata),
             metrics,
+            coordinator,
             round_robin: AtomicU32::new(0),
         })
+    }
+
+    /// Creates `__consumer_offsets` if it does not exist yet (every commit fsynced, kept
+    /// forever until compaction exists), then loads the groups it holds.
+    ///
+    /// # Errors
+    /// The topic cannot be created or read.
+    pub async fn start_coordinator(&self) -> anyhow::Result<()> {
+        let topic = match self.topic(OFFSETS_TOPIC) {
+            Ok(topic) => topic,
+            Err(_) => {
+                let config = BTreeMap::from([
+                    ("flush.messages".to_string(), "1".to_string()),
+                    ("retention.ms".to_string(), "-1".to_string()),
+                ]);
+                self.create_internal_topic(OFFSETS_TOPIC, OFFSETS_PARTITIONS, config)
+                    .await
+                    .map_err(|f| anyhow::anyhow!("create {OFFSETS_TOPIC}: {}", f.message))?
+            }
+        };
+        let coordinator = &self.coordinator;
+        tokio::task::block_in_place(|| coordinator.load(&topic))
     }
 
     fn topics(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Topic>>> {
@@ -211,6 +240,33 @@ impl Node {
         overrides: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, Failure> {
         topic::validate_name(name).map_err(|m| Failure::new(Reason::InvalidTopic, m))?;
+        if is_internal(name) {
+            return Err(Failure::new(
+                Reason::InvalidTopic,
+                format!("topic names starting with \"__\" are for Weir's own topics, not {name:?}"),
+            ));
+        }
+        self.create_topic_unchecked(name, partitions, replication_factor, overrides)
+            .await
+    }
+
+    async fn create_internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, Failure> {
+        self.create_topic_unchecked(name, partitions, 1, overrides)
+            .await
+    }
+
+    async fn create_topic_unchecked(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i32,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, Failure> {
         let partitions = if partitions == 0 {
             self.config.default_partitions
         } else {
@@ -273,6 +329,12 @@ impl Node {
     /// `InvalidTopic`, `UnknownTopic`, `StorageError`.
     pub async fn delete_topic(&self, name: &str) -> Result<(), Failure> {
         let topic = self.topic(name)?;
+        if is_internal(name) {
+            return Err(Failure::new(
+                Reason::InvalidRequest,
+                format!("{name:?} is an internal topic and cannot be deleted"),
+            ));
+        }
         let mut metadata = self.metadata.lock().await;
         let record = metadata.topics.remove(name);
         if let Err(e) = metadata.save(&self.config.data_dir) {
@@ -570,6 +632,7 @@ impl Node {
     /// Runs retention, `flush.ms` flushes and recovery-point checkpoints on every partition,
     /// and refreshes the log gauges.
     pub fn maintain(&self, retention: bool) {
+        self.coordinator.expire();
         let topics: Vec<Arc<Topic>> = self.topics().values().cloned().collect();
         for topic in topics {
             for partition in &topic.partitions {
@@ -584,6 +647,11 @@ impl Node {
             }
         }
     }
+}
+
+/// Weir's own topics (`__consumer_offsets`): written by the broker, not by clients.
+pub fn is_internal(name: &str) -> bool {
+    name.starts_with("__")
 }
 
 fn topic_config(

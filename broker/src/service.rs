@@ -379,3 +379,87 @@ impl v1::admin_server::Admin for Service {
         Ok(Response::new(self.describe(&topic)))
     }
 }
+
+#[tonic::async_trait]
+impl v1::groups_server::Groups for Service {
+    async fn heartbeat(
+        &self,
+        request: Request<v1::GroupHeartbeatRequest>,
+    ) -> Result<Response<v1::GroupHeartbeatResponse>, Status> {
+        let mut timer = self.node.metrics.time("group_heartbeat");
+        let answer = self
+            .node
+            .coordinator
+            .heartbeat(&self.node, request.into_inner())
+            .await
+            .map_err(|f| failed(&mut timer, f))?;
+        Ok(Response::new(answer))
+    }
+
+    async fn commit_offsets(
+        &self,
+        request: Request<v1::CommitOffsetsRequest>,
+    ) -> Result<Response<v1::CommitOffsetsResponse>, Status> {
+        let mut timer = self.node.metrics.time("commit_offsets");
+        self.node
+            .coordinator
+            .commit(&self.node, request.into_inner())
+            .await
+            .map_err(|f| failed(&mut timer, f))?;
+        Ok(Response::new(v1::CommitOffsetsResponse {}))
+    }
+
+    async fn fetch_offsets(
+        &self,
+        request: Request<v1::FetchOffsetsRequest>,
+    ) -> Result<Response<v1::FetchOffsetsResponse>, Status> {
+        let _timer = self.node.metrics.time("fetch_offsets");
+        let r = request.into_inner();
+        Ok(Response::new(v1::FetchOffsetsResponse {
+            offsets: self.node.coordinator.fetch(&r.group_id, &r.topics),
+        }))
+    }
+
+    async fn list_groups(
+        &self,
+        _request: Request<v1::ListGroupsRequest>,
+    ) -> Result<Response<v1::ListGroupsResponse>, Status> {
+        Ok(Response::new(v1::ListGroupsResponse {
+            groups: self.node.coordinator.list(),
+        }))
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<v1::DescribeGroupRequest>,
+    ) -> Result<Response<v1::GroupDescription>, Status> {
+        let mut timer = self.node.metrics.time("describe_group");
+        let description = self
+            .node
+            .coordinator
+            .describe(&self.node, &request.into_inner().group_id)
+            .map_err(|f| failed(&mut timer, f))?;
+        for partition in &description.partitions {
+            self.node.metrics.group_lag(
+                &description.group_id,
+                &partition.topic,
+                partition.partition,
+                partition.lag,
+            );
+        }
+        Ok(Response::new(description))
+    }
+
+    async fn reset_offsets(
+        &self,
+        request: Request<v1::ResetOffsetsRequest>,
+    ) -> Result<Response<v1::CommitOffsetsResponse>, Status> {
+        let mut timer = self.node.metrics.time("reset_offsets");
+        self.node
+            .coordinator
+            .reset(&self.node, request.into_inner())
+            .await
+            .map_err(|f| failed(&mut timer, f))?;
+        Ok(Response::new(v1::CommitOffsetsResponse {}))
+    }
+}

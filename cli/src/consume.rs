@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use serde_json::json;
-use weir_client::{Client, ConsumedRecord, Consumer, ConsumerConfig, StartAt};
+use weir_client::{
+    Client, ConsumedRecord, Consumer, ConsumerConfig, GroupConfig, GroupConsumer, StartAt,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -19,6 +21,11 @@ pub enum Format {
 #[derive(Args)]
 pub struct ConsumeArgs {
     topic: String,
+    /// Read as a member of this consumer group: the group assigns partitions and the
+    /// consumer commits what it printed (then --from-beginning applies only where the group
+    /// has no offset yet).
+    #[arg(long, conflicts_with_all = ["partition", "offset"])]
+    group: Option<String>,
     /// Read only this partition [default: all].
     #[arg(long)]
     partition: Option<i32>,
@@ -47,6 +54,9 @@ pub async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<ExitCode>
     let max_wait = args.timeout.map_or(Duration::from_millis(500), |t| {
         t.min(Duration::from_millis(500))
     });
+    if let Some(group) = &args.group {
+        return run_in_group(client, &args, group, start, max_wait).await;
+    }
     let config = ConsumerConfig {
         max_wait,
         ..ConsumerConfig::default()
@@ -77,17 +87,61 @@ pub async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<ExitCode>
             if args.max_messages.is_some_and(|max| printed >= max) {
                 break;
             }
-            match args.format {
-                Format::Text => {
-                    stdout.write_all(record.value.as_deref().unwrap_or_default())?;
-                    stdout.write_all(b"\n")?;
-                }
-                Format::Json => writeln!(stdout, "{}", record_json(&record))?,
-            }
+            print(&mut stdout, &record, args.format)?;
             printed += 1;
         }
         stdout.flush()?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints one record in the chosen format.
+fn print(out: &mut impl Write, record: &ConsumedRecord, format: Format) -> std::io::Result<()> {
+    match format {
+        Format::Text => {
+            out.write_all(record.value.as_deref().unwrap_or_default())?;
+            out.write_all(b"\n")
+        }
+        Format::Json => writeln!(out, "{}", record_json(record)),
+    }
+}
+
+async fn run_in_group(
+    client: &Client,
+    args: &ConsumeArgs,
+    group: &str,
+    start: StartAt,
+    max_wait: Duration,
+) -> anyhow::Result<ExitCode> {
+    let config = GroupConfig {
+        reset: start,
+        max_wait,
+        ..GroupConfig::default()
+    };
+    let mut consumer = GroupConsumer::join(client.clone(), group, &[&args.topic], config).await?;
+    let (mut printed, mut last_record) = (0u64, Instant::now());
+    let mut stdout = std::io::stdout().lock();
+    while args.max_messages.is_none_or(|max| printed < max)
+        && args.timeout.is_none_or(|t| last_record.elapsed() < t)
+    {
+        // Only what is printed is consumed, so only that is committed.
+        let left = args
+            .max_messages
+            .map_or(usize::MAX, |max| (max - printed) as usize);
+        let records = consumer.poll_up_to(left).await?;
+        if !records.is_empty() {
+            last_record = Instant::now();
+        }
+        for record in records {
+            if args.max_messages.is_some_and(|max| printed >= max) {
+                break;
+            }
+            print(&mut stdout, &record, args.format)?;
+            printed += 1;
+        }
+        stdout.flush()?;
+    }
+    consumer.close().await?;
     Ok(ExitCode::SUCCESS)
 }
 

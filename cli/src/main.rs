@@ -4,6 +4,7 @@
 
 mod bench;
 mod consume;
+mod group;
 mod produce;
 mod topic;
 
@@ -38,6 +39,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic.
     Consume(consume::ConsumeArgs),
+    /// List and describe consumer groups, and reset their offsets.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -78,6 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Topic(command) => topic::run(&client, command).await,
         Command::Produce(args) => produce::run(&client, args).await,
         Command::Consume(args) => consume::run(&client, args).await,
+        Command::Group(command) => group::run(&client, command).await,
         Command::Bench(command) => bench::run(&client, command).await,
     }
 }

@@ -105,3 +105,51 @@ impl Client {
         Ok(description)
     }
 }
+
+impl Client {
+    /// # Errors
+    /// The broker's error.
+    pub async fn list_groups(&self) -> Result<Vec<v1::GroupSummary>, ClientError> {
+        Ok(self
+            .groups()
+            .list_groups(v1::ListGroupsRequest {})
+            .await?
+            .into_inner()
+            .groups)
+    }
+
+    /// # Errors
+    /// The broker's error, e.g. `UNKNOWN_GROUP`.
+    pub async fn describe_group(&self, group: &str) -> Result<v1::GroupDescription, ClientError> {
+        Ok(self
+            .groups()
+            .describe_group(v1::DescribeGroupRequest {
+                group_id: group.to_string(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Moves a group's committed offsets of `topic`; the group must have no members.
+    ///
+    /// # Errors
+    /// The broker's error, e.g. `GROUP_NOT_EMPTY`.
+    pub async fn reset_group_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        spec: v1::OffsetSpec,
+        timestamp: i64,
+        offset: Option<i64>,
+    ) -> Result<(), ClientError> {
+        let request = v1::ResetOffsetsRequest {
+            group_id: group.to_string(),
+            topic: topic.to_string(),
+            spec: spec as i32,
+            timestamp,
+            offset,
+        };
+        self.groups().reset_offsets(request).await?;
+        Ok(())
+    }
+}

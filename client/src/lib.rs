@@ -4,14 +4,15 @@
 //! - [`Producer`]: batches records per partition (linger, batch size), encodes them as
 //!   RecordBatch v2 on the caller's thread and sends them on the broker's fast path, with
 //!   retries; each record's [`Delivery`] resolves to its offset.
-//! - [`Consumer`]: reads assigned partitions from chosen positions.
+//! - [`Consumer`]: reads partitions it is given from chosen positions.
+//! - [`GroupConsumer`]: a member of a consumer group; the broker assigns its partitions.
 //!
-//! What it is not yet: consumer groups and idempotent producers come with the broker's
-//! support for them; a retried batch can be written twice until then.
+//! What it is not yet: idempotent; a retried batch can be written twice.
 
 mod admin;
 mod consumer;
 mod error;
+mod group;
 mod producer;
 
 use std::collections::HashMap;
@@ -21,10 +22,12 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use weir_proto::v1;
 use weir_proto::v1::admin_client::AdminClient;
+use weir_proto::v1::groups_client::GroupsClient;
 use weir_proto::v1::weir_client::WeirClient;
 
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartAt, decode};
 pub use error::ClientError;
+pub use group::{GroupConfig, GroupConsumer};
 pub use producer::{Acks, Delivery, Producer, ProducerConfig, ProducerRecord};
 pub use weir_proto::Reason;
 
@@ -37,6 +40,7 @@ pub struct Client {
     address: String,
     weir: WeirClient<Channel>,
     admin: AdminClient<Channel>,
+    groups: GroupsClient<Channel>,
     /// Partition counts of topics, learnt from Metadata.
     partitions: Arc<Mutex<HashMap<String, u32>>>,
 }
@@ -70,9 +74,10 @@ impl Client {
             weir: WeirClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
-            admin: AdminClient::new(channel)
+            admin: AdminClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
+            groups: GroupsClient::new(channel),
             partitions: Arc::new(Mutex::new(HashMap::new())),
         })
     }
@@ -83,6 +88,10 @@ impl Client {
 
     pub(crate) fn weir(&self) -> WeirClient<Channel> {
         self.weir.clone()
+    }
+
+    pub(crate) fn groups(&self) -> GroupsClient<Channel> {
+        self.groups.clone()
     }
 
     /// The number of partitions of `topic`, from a cache filled by Metadata.

@@ -36,10 +36,14 @@ pub enum Reason {
     NotEnoughReplicas,
     StorageError,
     ShuttingDown,
+    UnknownMemberId,
+    StaleMemberEpoch,
+    GroupNotEmpty,
+    UnknownGroup,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 18] = [
         Reason::UnknownTopic,
         Reason::InvalidTopic,
         Reason::TopicExists,
@@ -54,6 +58,10 @@ impl Reason {
         Reason::NotEnoughReplicas,
         Reason::StorageError,
         Reason::ShuttingDown,
+        Reason::UnknownMemberId,
+        Reason::StaleMemberEpoch,
+        Reason::GroupNotEmpty,
+        Reason::UnknownGroup,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +80,10 @@ impl Reason {
             Reason::NotEnoughReplicas => "NOT_ENOUGH_REPLICAS",
             Reason::StorageError => "STORAGE_ERROR",
             Reason::ShuttingDown => "SHUTTING_DOWN",
+            Reason::UnknownMemberId => "UNKNOWN_MEMBER_ID",
+            Reason::StaleMemberEpoch => "STALE_MEMBER_EPOCH",
+            Reason::GroupNotEmpty => "GROUP_NOT_EMPTY",
+            Reason::UnknownGroup => "UNKNOWN_GROUP",
         }
     }
 
@@ -82,7 +94,12 @@ impl Reason {
     /// The gRPC code a whole-request failure with this reason carries.
     pub fn code(self) -> tonic::Code {
         match self {
-            Reason::UnknownTopic | Reason::UnknownPartition => tonic::Code::NotFound,
+            Reason::UnknownTopic | Reason::UnknownPartition | Reason::UnknownGroup => {
+                tonic::Code::NotFound
+            }
+            Reason::UnknownMemberId | Reason::StaleMemberEpoch | Reason::GroupNotEmpty => {
+                tonic::Code::FailedPrecondition
+            }
             Reason::TopicExists => tonic::Code::AlreadyExists,
             Reason::OffsetOutOfRange => tonic::Code::OutOfRange,
             Reason::NotEnoughReplicas | Reason::ShuttingDown => tonic::Code::Unavailable,

@@ -1,0 +1,458 @@
+//! The group coordinator: groups in memory ([`Group`]), persisted as records of the internal
+//! topic `__consumer_offsets` and replayed from it on start.
+//!
+//! Records (text, so a dump of the topic reads plainly):
+//! - key `o/{group}/{topic}/{partition}`, value: the committed offset;
+//! - key `g/{group}`, value: the group's epoch, so member epochs keep rising across restarts.
+//!
+//! A group lives in the partition of `__consumer_offsets` its id hashes to (Kafka's murmur2),
+//! so with replication its offsets move with that partition's leader.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use weir_proto::Reason;
+use weir_proto::partitioner::partition_for_key;
+use weir_proto::v1;
+use weir_storage::{BatchBuilder, Record, batch};
+
+use crate::group::{Group, Heartbeat, TopicPartition};
+use crate::node::{Failure, Node, Topic};
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Partitions of `__consumer_offsets` when the broker creates it.
+pub const OFFSETS_PARTITIONS: i32 = 4;
+
+#[derive(Debug)]
+pub struct Coordinator {
+    groups: Mutex<BTreeMap<String, Group>>,
+    pub heartbeat_interval: Duration,
+    pub default_session_timeout: Duration,
+}
+
+fn lock(groups: &Mutex<BTreeMap<String, Group>>) -> MutexGuard<'_, BTreeMap<String, Group>> {
+    groups
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn failure((reason, message): (Reason, String)) -> Failure {
+    Failure::new(reason, message)
+}
+
+impl Coordinator {
+    pub fn new(heartbeat_interval: Duration, default_session_timeout: Duration) -> Self {
+        Coordinator {
+            groups: Mutex::new(BTreeMap::new()),
+            heartbeat_interval,
+            default_session_timeout,
+        }
+    }
+
+    /// Replays every record of `__consumer_offsets`.
+    ///
+    /// # Errors
+    /// A log that cannot be read.
+    pub fn load(&self, offsets_topic: &Topic) -> anyhow::Result<()> {
+        let mut groups = lock(&self.groups);
+        let mut records = 0;
+        for partition in &offsets_topic.partitions {
+            let mut offset = partition.state().log_start_offset;
+            while let Some(slice) = partition.read(offset, 1 << 20)? {
+                for batch in batch::batches(&slice.bytes) {
+                    let (_, batch) = batch?;
+                    for record in batch.records()? {
+                        let (Some(key), Some(value)) = (record.key, record.value) else {
+                            continue;
+                        };
+                        apply(&mut groups, key, value);
+                        records += 1;
+                    }
+                }
+                offset = slice.next_offset;
+            }
+        }
+        tracing::info!(
+            groups = groups.len(),
+            records,
+            "consumer groups loaded from {OFFSETS_TOPIC}"
+        );
+        Ok(())
+    }
+
+    /// Removes members whose session expired.
+    pub fn expire(&self) -> Vec<(String, String)> {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        for group in lock(&self.groups).values_mut() {
+            for member in group.expire(now) {
+                tracing::info!(group = %group.id, member, "member session expired");
+                expired.push((group.id.clone(), member));
+            }
+        }
+        expired
+    }
+
+    /// Handles a member's heartbeat.
+    ///
+    /// # Errors
+    /// `UnknownMemberId`, `StaleMemberEpoch`, `InvalidRequest`, `StorageError`.
+    pub async fn heartbeat(
+        &self,
+        node: &Node,
+        request: v1::GroupHeartbeatRequest,
+    ) -> Result<v1::GroupHeartbeatResponse, Failure> {
+        if request.group_id.is_empty() {
+            return Err(Failure::new(
+                Reason::InvalidRequest,
+                "a group id is required",
+            ));
+        }
+        if request.member_epoch == 0 && request.topics.is_empty() {
+            return Err(Failure::new(
+                Reason::InvalidRequest,
+                "a member joins with the topics it subscribes to",
+            ));
+        }
+        for topic in &request.topics {
+            node.topic(topic)?;
+        }
+        let session_timeout = match request.session_timeout_ms {
+            ms if ms > 0 => Duration::from_millis(ms as u64),
+            _ => self.default_session_timeout,
+        };
+        let heartbeat = Heartbeat {
+            member_id: request.member_id,
+            member_epoch: request.member_epoch,
+            topics: request.topics,
+            owned: flatten(&request.owned),
+            session_timeout,
+        };
+        let partitions = |topic: &str| node.topic(topic).ok().map(|t| t.partitions.len() as i32);
+        let (answer, new_epoch) = {
+            let mut groups = lock(&self.groups);
+            let group = groups
+                .entry(request.group_id.clone())
+                .or_insert_with(|| Group::new(&request.group_id, 0));
+            let before = group.epoch;
+            let answer = group
+                .heartbeat(heartbeat, Instant::now(), partitions)
+                .map_err(failure)?;
+            (answer, (group.epoch != before).then_some(group.epoch))
+        };
+        if let Some(epoch) = new_epoch {
+            self.persist(
+                node,
+                &request.group_id,
+                vec![(format!("g/{}", request.group_id), epoch.to_string())],
+            )
+            .await?;
+        }
+        Ok(v1::GroupHeartbeatResponse {
+            member_id: answer.member_id,
+            member_epoch: answer.member_epoch,
+            heartbeat_interval_ms: self.heartbeat_interval.as_millis() as i32,
+            assignment: group_by_topic(&answer.assignment),
+        })
+    }
+
+    /// Commits a member's offsets, fenced by its epoch.
+    ///
+    /// # Errors
+    /// `UnknownGroup`, `UnknownMemberId`, `StaleMemberEpoch`, `UnknownTopic`, `StorageError`.
+    pub async fn commit(
+        &self,
+        node: &Node,
+        request: v1::CommitOffsetsRequest,
+    ) -> Result<(), Failure> {
+        {
+            let groups = lock(&self.groups);
+            let group = groups.get(&request.group_id).ok_or_else(|| {
+                Failure::new(
+                    Reason::UnknownGroup,
+                    format!("group {:?} does not exist", request.group_id),
+                )
+            })?;
+            group
+                .check_commit(&request.member_id, request.member_epoch)
+                .map_err(failure)?;
+        }
+        self.write_offsets(node, &request.group_id, &request.offsets)
+            .await
+    }
+
+    async fn write_offsets(
+        &self,
+        node: &Node,
+        group_id: &str,
+        offsets: &[v1::PartitionCommit],
+    ) -> Result<(), Failure> {
+        for commit in offsets {
+            node.partition(&commit.topic, commit.partition)?;
+            if commit.offset < 0 {
+                return Err(Failure::new(
+                    Reason::InvalidRequest,
+                    format!("offset {} is negative", commit.offset),
+                ));
+            }
+        }
+        let records = offsets
+            .iter()
+            .map(|c| {
+                (
+                    format!("o/{group_id}/{}/{}", c.topic, c.partition),
+                    c.offset.to_string(),
+                )
+            })
+            .collect();
+        self.persist(node, group_id, records).await?;
+        let mut groups = lock(&self.groups);
+        let group = groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id, 0));
+        for commit in offsets {
+            group
+                .offsets
+                .insert((commit.topic.clone(), commit.partition), commit.offset);
+        }
+        Ok(())
+    }
+
+    /// Committed offsets of a group (of `topics`, or all).
+    pub fn fetch(&self, group_id: &str, topics: &[String]) -> Vec<v1::PartitionCommit> {
+        let groups = lock(&self.groups);
+        let Some(group) = groups.get(group_id) else {
+            return Vec::new();
+        };
+        group
+            .offsets
+            .iter()
+            .filter(|((topic, _), _)| topics.is_empty() || topics.contains(topic))
+            .map(|((topic, partition), &offset)| v1::PartitionCommit {
+                topic: topic.clone(),
+                partition: *partition,
+                offset,
+            })
+            .collect()
+    }
+
+    pub fn list(&self) -> Vec<v1::GroupSummary> {
+        lock(&self.groups)
+            .values()
+            .map(|g| v1::GroupSummary {
+                group_id: g.id.clone(),
+                state: g.state().to_string(),
+                members: g.members.len() as i32,
+            })
+            .collect()
+    }
+
+    /// A group's members, assignment, committed offsets and lag.
+    ///
+    /// # Errors
+    /// `UnknownGroup`.
+    pub fn describe(&self, node: &Node, group_id: &str) -> Result<v1::GroupDescription, Failure> {
+        let groups = lock(&self.groups);
+        let group = groups.get(group_id).ok_or_else(|| {
+            Failure::new(
+                Reason::UnknownGroup,
+                format!("group {group_id:?} does not exist"),
+            )
+        })?;
+        let mut topics: BTreeSet<String> = group
+            .members
+            .values()
+            .flat_map(|m| m.topics.iter().cloned())
+            .collect();
+        topics.extend(group.offsets.keys().map(|(t, _)| t.clone()));
+        let mut partitions = Vec::new();
+        for topic in topics {
+            let Ok(described) = node.topic(&topic) else {
+                continue;
+            };
+            for partition in &described.partitions {
+                let state = partition.state();
+                let committed = group
+                    .offsets
+                    .get(&(topic.clone(), partition.index))
+                    .copied();
+                let position = committed.unwrap_or(state.log_start_offset);
+                partitions.push(v1::GroupPartition {
+                    topic: topic.clone(),
+                    partition: partition.index,
+                    committed_offset: committed,
+                    log_end_offset: state.high_watermark,
+                    lag: (state.high_watermark - position).max(0),
+                });
+            }
+        }
+        let members = group
+            .members
+            .values()
+            .map(|m| v1::GroupMember {
+                member_id: m.id.clone(),
+                member_epoch: m.epoch,
+                topics: m.topics.iter().cloned().collect(),
+                assignment: group_by_topic(&m.assigned),
+            })
+            .collect();
+        Ok(v1::GroupDescription {
+            group_id: group.id.clone(),
+            state: group.state().to_string(),
+            group_epoch: group.epoch,
+            members,
+            partitions,
+        })
+    }
+
+    /// Moves a group's offsets of `topic` (only while the group has no members).
+    ///
+    /// # Errors
+    /// `GroupNotEmpty`, `UnknownTopic`, `StorageError`.
+    pub async fn reset(
+        &self,
+        node: &Node,
+        request: v1::ResetOffsetsRequest,
+    ) -> Result<(), Failure> {
+        if let Some(group) = lock(&self.groups).get(&request.group_id)
+            && !group.members.is_empty()
+        {
+            return Err(Failure::new(
+                Reason::GroupNotEmpty,
+                format!(
+                    "group {:?} has {} members; stop them before resetting its offsets",
+                    request.group_id,
+                    group.members.len()
+                ),
+            ));
+        }
+        let topic = node.topic(&request.topic)?;
+        let spec = v1::OffsetSpec::try_from(request.spec)
+            .map_err(|_| Failure::new(Reason::InvalidRequest, "unknown offset spec"))?;
+        let mut offsets = Vec::new();
+        for partition in &topic.partitions {
+            let state = partition.state();
+            let offset = match (request.offset, spec) {
+                (Some(offset), _) => offset.clamp(state.log_start_offset, state.high_watermark),
+                (None, v1::OffsetSpec::Earliest) => state.log_start_offset,
+                (None, v1::OffsetSpec::Latest) => state.high_watermark,
+                (None, v1::OffsetSpec::Timestamp) => partition
+                    .offset_for_timestamp(request.timestamp)?
+                    .map_or(state.high_watermark, |(offset, _)| offset),
+            };
+            offsets.push(v1::PartitionCommit {
+                topic: topic.name.clone(),
+                partition: partition.index,
+                offset,
+            });
+        }
+        self.write_offsets(node, &request.group_id, &offsets)
+            .await?;
+        tracing::info!(group = %request.group_id, topic = %request.topic, "offsets reset");
+        Ok(())
+    }
+
+    /// Appends records to the group's partition of `__consumer_offsets`.
+    async fn persist(
+        &self,
+        node: &Node,
+        group_id: &str,
+        records: Vec<(String, String)>,
+    ) -> Result<(), Failure> {
+        let topic = node.topic(OFFSETS_TOPIC)?;
+        let partition =
+            partition_for_key(group_id.as_bytes(), topic.partitions.len() as u32) as i32;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut builder = BatchBuilder::new(0);
+        for (key, value) in &records {
+            builder.push(&Record {
+                timestamp: now,
+                key: Some(key.as_bytes()),
+                value: Some(value.as_bytes()),
+                headers: Vec::new(),
+            });
+        }
+        node.append(&topic, partition, Bytes::from(builder.build()))
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Applies one `__consumer_offsets` record.
+fn apply(groups: &mut BTreeMap<String, Group>, key: &[u8], value: &[u8]) {
+    let (Ok(key), Ok(value)) = (std::str::from_utf8(key), std::str::from_utf8(value)) else {
+        return;
+    };
+    let mut parts = key.splitn(2, '/');
+    match (parts.next(), parts.next()) {
+        (Some("g"), Some(group)) => {
+            if let Ok(epoch) = value.parse::<i32>() {
+                let entry = groups
+                    .entry(group.to_string())
+                    .or_insert_with(|| Group::new(group, epoch));
+                entry.epoch = entry.epoch.max(epoch);
+                entry.target_epoch = entry.epoch;
+            }
+        }
+        (Some("o"), Some(rest)) => {
+            // The group id may hold '/', topic names cannot: split from the right.
+            let mut fields = rest.rsplitn(3, '/');
+            let (Some(partition), Some(topic), Some(group)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return;
+            };
+            if let (Ok(partition), Ok(offset)) = (partition.parse::<i32>(), value.parse::<i64>()) {
+                groups
+                    .entry(group.to_string())
+                    .or_insert_with(|| Group::new(group, 0))
+                    .offsets
+                    .insert((topic.to_string(), partition), offset);
+            }
+        }
+        _ => tracing::warn!(key, "unknown record in {OFFSETS_TOPIC}"),
+    }
+}
+
+fn flatten(partitions: &[v1::TopicPartitions]) -> Vec<TopicPartition> {
+    partitions
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|&p| (t.topic.clone(), p)))
+        .collect()
+}
+
+fn group_by_topic(partitions: &BTreeSet<TopicPartition>) -> Vec<v1::TopicPartitions> {
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, partition) in partitions {
+        by_topic.entry(topic).or_default().push(*partition);
+    }
+    by_topic
+        .into_iter()
+        .map(|(topic, partitions)| v1::TopicPartitions {
+            topic: topic.to_string(),
+            partitions,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_replay_into_offsets_and_epochs() {
+        let mut groups = BTreeMap::new();
+        apply(&mut groups, b"g/billing", b"7");
+        apply(&mut groups, b"o/billing/orders/3", b"42");
+        apply(&mut groups, b"o/a/b/c/orders/0", b"5");
+        apply(&mut groups, b"o/billing/orders/3", b"43");
+        apply(&mut groups, b"junk", b"1");
+        assert_eq!(groups["billing"].epoch, 7);
+        assert_eq!(groups["billing"].offsets[&("orders".to_string(), 3)], 43);
+        assert_eq!(groups["a/b/c"].offsets[&("orders".to_string(), 0)], 5);
+    }
+}
