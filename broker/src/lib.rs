@@ -21,6 +21,7 @@ mod http;
 pub mod metrics;
 pub mod node;
 pub mod partition;
+pub mod producer;
 pub mod service;
 pub mod topic;
 

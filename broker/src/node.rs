@@ -474,6 +474,22 @@ impl Node {
         Ok(topic)
     }
 
+    /// A new producer id (and epoch 0) for an idempotent producer; never given twice, even
+    /// across restarts.
+    ///
+    /// # Errors
+    /// `StorageError` when the metadata cannot be saved.
+    pub async fn init_producer_id(&self) -> Result<(i64, i16), Failure> {
+        let mut metadata = self.metadata.lock().await;
+        let id = metadata.next_producer_id;
+        metadata.next_producer_id += 1;
+        if let Err(e) = metadata.save(&self.config.data_dir) {
+            metadata.next_producer_id -= 1;
+            return Err(Failure::new(Reason::StorageError, error_chain(&e)));
+        }
+        Ok((id, 0))
+    }
+
     /// Appends to one partition; returns its first and last offsets.
     ///
     /// # Errors

@@ -1,11 +1,15 @@
 //! One partition replica: its log, and a watch on its end for fetches that wait.
 
 use std::path::Path;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use weir_storage::{Appended, Log, LogConfig, LogError, OpenReport, SegmentSlice};
+use weir_proto::Reason;
+use weir_storage::{Appended, BatchHeader, Log, LogConfig, LogError, OpenReport, SegmentSlice};
+
+use crate::node::Failure;
+use crate::producer::{Check, Producers};
 
 /// A partition and its log. On a single broker the high watermark is the log end offset.
 #[derive(Debug)]
@@ -13,6 +17,8 @@ pub struct Partition {
     pub topic: String,
     pub index: i32,
     log: RwLock<Log>,
+    /// Idempotent producers' last batches; changed only while the log's write lock is held.
+    producers: Mutex<Producers>,
     /// The high watermark, published after every append so that waiting fetches wake.
     high_watermark: watch::Sender<i64>,
 }
@@ -38,16 +44,17 @@ impl Partition {
         config: LogConfig,
     ) -> Result<(Partition, OpenReport), LogError> {
         let (log, report) = Log::open(dir, config)?;
+        let mut producers = Producers::default();
+        log.for_each_batch_header(|header| producers.record(header))?;
         let (high_watermark, _) = watch::channel(log.log_end_offset());
-        Ok((
-            Partition {
-                topic: topic.to_string(),
-                index,
-                log: RwLock::new(log),
-                high_watermark,
-            },
-            report,
-        ))
+        let partition = Partition {
+            topic: topic.to_string(),
+            index,
+            log: RwLock::new(log),
+            producers: Mutex::new(producers),
+            high_watermark,
+        };
+        Ok((partition, report))
     }
 
     fn read_log(&self) -> RwLockReadGuard<'_, Log> {
@@ -65,21 +72,68 @@ impl Partition {
     }
 
     /// Appends client batches, then waits for the fsync the topic's flush policy asks for
-    /// (on a blocking thread, so concurrent producers share it).
+    /// (on a blocking thread, so concurrent producers share it). A batch an idempotent
+    /// producer already wrote is not written again: the answer carries its first offsets.
     ///
     /// # Errors
-    /// As [`Log::append`], or `SyncSegment`.
-    pub async fn append(
-        &self,
-        batches: &mut [u8],
-        leader_epoch: i32,
-    ) -> Result<Appended, LogError> {
-        let appended = self.write_log().append(batches, leader_epoch)?;
+    /// The log's refusal (`InvalidRecord`, `RecordTooLarge`, `StorageError`), or
+    /// `OutOfOrderSequence` / `InvalidProducerEpoch` for an idempotent producer.
+    pub async fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<Appended, Failure> {
+        let appended = {
+            let mut log = self.write_log();
+            let headers = headers_of(batches);
+            let mut producers = self
+                .producers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut duplicate = None;
+            for header in &headers {
+                match producers
+                    .check(header)
+                    .map_err(|(reason, message)| Failure::new(reason, message))?
+                {
+                    Check::Duplicate {
+                        first_offset,
+                        last_offset,
+                    } => duplicate = Some((first_offset, last_offset)),
+                    Check::Append => {}
+                }
+            }
+            if let Some((first_offset, last_offset)) = duplicate {
+                if headers.len() != 1 {
+                    return Err(Failure::new(
+                        Reason::InvalidRequest,
+                        "a retried request must hold its one batch alone",
+                    ));
+                }
+                // The first attempt may still be waiting for its fsync: this answer waits too.
+                let flush = log
+                    .config()
+                    .flushes_every_append()
+                    .then(|| log.flush_ticket());
+                Appended {
+                    first_offset,
+                    last_offset,
+                    max_timestamp: -1,
+                    records: 0,
+                    flush,
+                }
+            } else {
+                let appended = log.append(batches, leader_epoch)?;
+                let mut next = appended.first_offset;
+                for mut header in headers {
+                    header.base_offset = next;
+                    next = header.next_offset();
+                    producers.record(&header);
+                }
+                appended
+            }
+        };
         let appended = match appended.flush {
             None => appended,
             Some(_) => tokio::task::spawn_blocking(move || appended.durable())
                 .await
-                .map_err(|_| LogError::Failed)??,
+                .map_err(|_| Failure::new(Reason::StorageError, "the flush thread failed"))??,
         };
         // Only once durable (as the topic's policy defines it) does a record become visible.
         self.high_watermark.send_if_modified(|hw| {
@@ -168,4 +222,20 @@ impl Partition {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .close()
     }
+}
+
+/// The headers of the batches laid end to end in `bytes`, as far as they parse (the log
+/// refuses the rest with a precise error).
+fn headers_of(bytes: &[u8]) -> Vec<BatchHeader> {
+    let mut headers = Vec::new();
+    let mut position = 0;
+    while let Some(Ok(header)) = bytes.get(position..).map(BatchHeader::parse) {
+        let size = header.size();
+        if size == 0 || position + size > bytes.len() {
+            break;
+        }
+        headers.push(header);
+        position += size;
+    }
+    headers
 }

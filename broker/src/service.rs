@@ -264,6 +264,22 @@ impl v1::weir_server::Weir for Service {
         Ok(Response::new(v1::ListOffsetsResponse { offsets }))
     }
 
+    async fn init_producer_id(
+        &self,
+        _request: Request<v1::InitProducerIdRequest>,
+    ) -> Result<Response<v1::InitProducerIdResponse>, Status> {
+        let mut timer = self.node.metrics.time("init_producer_id");
+        let (producer_id, epoch) = self
+            .node
+            .init_producer_id()
+            .await
+            .map_err(|f| failed(&mut timer, f))?;
+        Ok(Response::new(v1::InitProducerIdResponse {
+            producer_id,
+            producer_epoch: i32::from(epoch),
+        }))
+    }
+
     async fn metadata(
         &self,
         request: Request<v1::MetadataRequest>,

@@ -138,6 +138,9 @@ pub struct TopicRecord {
 #[serde(deny_unknown_fields)]
 pub struct Metadata {
     pub topics: BTreeMap<String, TopicRecord>,
+    /// The next producer id to give an idempotent producer.
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 const METADATA_FILE: &str = "metadata.json";

@@ -7,7 +7,7 @@
 //! - [`Consumer`]: reads partitions it is given from chosen positions.
 //! - [`GroupConsumer`]: a member of a consumer group; the broker assigns its partitions.
 //!
-//! What it is not yet: idempotent; a retried batch can be written twice.
+//! Producers are idempotent by default: a batch retried after a lost answer is written once.
 
 mod admin;
 mod consumer;
@@ -127,6 +127,19 @@ impl Client {
             .unwrap_or_else(|p| p.into_inner())
             .insert(topic.to_string(), count);
         Ok(count)
+    }
+
+    /// A producer id and epoch for an idempotent producer.
+    ///
+    /// # Errors
+    /// The broker's error.
+    pub async fn init_producer_id(&self) -> Result<(i64, i16), ClientError> {
+        let answer = self
+            .weir()
+            .init_producer_id(v1::InitProducerIdRequest {})
+            .await?
+            .into_inner();
+        Ok((answer.producer_id, answer.producer_epoch as i16))
     }
 
     /// Forgets cached metadata of `topic` (after it changed).

@@ -50,6 +50,9 @@ pub struct ProducerConfig {
     pub retry_backoff: Duration,
     /// Batches queued per partition before `send` waits.
     pub queued_batches: usize,
+    /// Stamp batches with a producer id and per-partition sequences, so that a batch retried
+    /// after a lost answer is written once (Kafka's `enable.idempotence`).
+    pub idempotent: bool,
 }
 
 impl Default for ProducerConfig {
@@ -61,6 +64,7 @@ impl Default for ProducerConfig {
             retries: 5,
             retry_backoff: Duration::from_millis(100),
             queued_batches: 4,
+            idempotent: true,
         }
     }
 }
@@ -170,6 +174,8 @@ struct Ready {
 /// change only under the producer's lock, so batches are sent in the order they were sealed.
 struct Lane {
     open: Option<Pending>,
+    /// The sequence the next batch starts at (idempotent producers).
+    next_sequence: i32,
     ready: std::collections::VecDeque<Ready>,
     /// Wakes the partition's sender when a batch is ready.
     wake: Arc<Notify>,
@@ -185,6 +191,8 @@ struct Inner {
     sticky: Mutex<HashMap<Arc<str>, u32>>,
     closed: AtomicBool,
     senders: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The producer id and epoch of an idempotent producer, asked for at the first send.
+    identity: tokio::sync::OnceCell<(i64, i16)>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -217,6 +225,7 @@ impl Producer {
             sticky: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             senders: Mutex::new(Vec::new()),
+            identity: tokio::sync::OnceCell::new(),
         });
         let linger = tokio::spawn(linger_loop(Arc::clone(&inner)));
         Producer { inner, linger }
@@ -248,6 +257,17 @@ impl Producer {
                 (*lock(&inner.sticky).entry(record.topic.clone()).or_insert(0) % count) as i32
             }
         };
+        let identity = if inner.config.idempotent {
+            let client = &inner.client;
+            Some(
+                *inner
+                    .identity
+                    .get_or_try_init(|| client.init_producer_id())
+                    .await?,
+            )
+        } else {
+            None
+        };
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let (delivery, must_wait) = {
             let mut lanes = lock(&inner.lanes);
@@ -260,8 +280,12 @@ impl Producer {
             }) {
                 inner.seal(lane, &record.topic, partition, count);
             }
+            let next_sequence = lane.next_sequence;
             let batch = lane.open.get_or_insert_with(|| Pending {
-                builder: BatchBuilder::new(0),
+                builder: match identity {
+                    Some((id, epoch)) => BatchBuilder::new(0).producer(id, epoch, next_sequence),
+                    None => BatchBuilder::new(0),
+                },
                 outcome: Arc::default(),
                 opened: Instant::now(),
             });
@@ -376,6 +400,7 @@ impl Inner {
             lock(&self.senders).push(sender);
             Lane {
                 open: None,
+                next_sequence: 0,
                 ready: Default::default(),
                 wake,
             }
@@ -389,6 +414,9 @@ impl Inner {
         let Some(batch) = lane.open.take() else {
             return;
         };
+        // Sequences wrap to 0 after i32::MAX, as Kafka's.
+        lane.next_sequence = ((i64::from(lane.next_sequence) + batch.builder.len() as i64)
+            % (i64::from(i32::MAX) + 1)) as i32;
         lane.ready.push_back(Ready {
             bytes: Bytes::from(batch.builder.build()),
             outcome: batch.outcome,

@@ -40,10 +40,12 @@ pub enum Reason {
     StaleMemberEpoch,
     GroupNotEmpty,
     UnknownGroup,
+    OutOfOrderSequence,
+    InvalidProducerEpoch,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 20] = [
         Reason::UnknownTopic,
         Reason::InvalidTopic,
         Reason::TopicExists,
@@ -62,6 +64,8 @@ impl Reason {
         Reason::StaleMemberEpoch,
         Reason::GroupNotEmpty,
         Reason::UnknownGroup,
+        Reason::OutOfOrderSequence,
+        Reason::InvalidProducerEpoch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +88,8 @@ impl Reason {
             Reason::StaleMemberEpoch => "STALE_MEMBER_EPOCH",
             Reason::GroupNotEmpty => "GROUP_NOT_EMPTY",
             Reason::UnknownGroup => "UNKNOWN_GROUP",
+            Reason::OutOfOrderSequence => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+            Reason::InvalidProducerEpoch => "INVALID_PRODUCER_EPOCH",
         }
     }
 
@@ -97,9 +103,11 @@ impl Reason {
             Reason::UnknownTopic | Reason::UnknownPartition | Reason::UnknownGroup => {
                 tonic::Code::NotFound
             }
-            Reason::UnknownMemberId | Reason::StaleMemberEpoch | Reason::GroupNotEmpty => {
-                tonic::Code::FailedPrecondition
-            }
+            Reason::UnknownMemberId
+            | Reason::StaleMemberEpoch
+            | Reason::GroupNotEmpty
+            | Reason::OutOfOrderSequence
+            | Reason::InvalidProducerEpoch => tonic::Code::FailedPrecondition,
             Reason::TopicExists => tonic::Code::AlreadyExists,
             Reason::OffsetOutOfRange => tonic::Code::OutOfRange,
             Reason::NotEnoughReplicas | Reason::ShuttingDown => tonic::Code::Unavailable,

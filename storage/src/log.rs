@@ -855,6 +855,23 @@ impl Log {
         Ok(())
     }
 
+    /// Calls `visit` with the header of every batch from the log start on, reading headers
+    /// only (no CRC check): how a broker rebuilds per-producer state when it opens a log.
+    ///
+    /// # Errors
+    /// `ReadSegment`.
+    pub fn for_each_batch_header(
+        &self,
+        mut visit: impl FnMut(&BatchHeader),
+    ) -> Result<(), LogError> {
+        for segment in self.segments.values() {
+            for (_, header) in segment.scan(0, false)?.batches {
+                visit(&header);
+            }
+        }
+        Ok(())
+    }
+
     /// The latest leader epoch and where it started.
     pub fn latest_epoch(&self) -> Option<EpochEntry> {
         self.epochs.latest()

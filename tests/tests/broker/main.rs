@@ -599,3 +599,129 @@ async fn subscribe_pushes_batches_as_they_arrive() {
     }
     assert_eq!(received, ["round-0", "round-1", "round-2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_batch_is_written_once_and_a_sequence_gap_is_refused() {
+    use weir_record::{BatchBuilder, Record};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut broker = BrokerProcess::start(&data, &[]);
+    let client = Client::connect(&broker.address).await.expect("connect");
+    client
+        .create_topic("once", 1, 1, BTreeMap::new())
+        .await
+        .expect("create");
+    let (producer_id, epoch) = client.init_producer_id().await.expect("producer id");
+
+    let batch = |sequence: i32, values: &[&str]| {
+        let mut builder = BatchBuilder::new(0).producer(producer_id, epoch, sequence);
+        for v in values {
+            builder.push(&Record {
+                timestamp: 1,
+                value: Some(v.as_bytes()),
+                ..Record::default()
+            });
+        }
+        Bytes::from(builder.build())
+    };
+    let produce = |address: String, bytes: Bytes| async move {
+        let mut raw = weir_proto::v1::weir_client::WeirClient::connect(format!("http://{address}"))
+            .await
+            .expect("connect");
+        let request = v1::ProduceRequest {
+            topic: "once".into(),
+            acks: v1::Acks::Leader as i32,
+            batches: vec![v1::PartitionBatches {
+                partition: 0,
+                record_batches: bytes,
+            }],
+            records: Vec::new(),
+        };
+        raw.produce(request)
+            .await
+            .expect("answered")
+            .into_inner()
+            .results
+            .remove(0)
+    };
+    let first = produce(broker.address.clone(), batch(0, &["a", "b", "c"])).await;
+    assert_eq!((first.base_offset, first.last_offset), (Some(0), Some(2)));
+    // The answer was "lost" and the producer sends the same batch again.
+    let retried = produce(broker.address.clone(), batch(0, &["a", "b", "c"])).await;
+    assert_eq!(
+        (retried.base_offset, retried.last_offset, retried.error),
+        (Some(0), Some(2), None)
+    );
+    let gap = produce(broker.address.clone(), batch(10, &["x"])).await;
+    assert_eq!(
+        gap.error.expect("refused").reason,
+        "OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
+    let next = produce(broker.address.clone(), batch(3, &["d"])).await;
+    assert_eq!(next.base_offset, Some(3));
+
+    // After a crash the broker rebuilds what it knows of producers from the log.
+    broker.kill();
+    let broker = BrokerProcess::start(&data, &[]);
+    let again = produce(broker.address.clone(), batch(3, &["d"])).await;
+    assert_eq!((again.base_offset, again.error), (Some(3), None));
+    let client = Client::connect(&broker.address).await.expect("reconnect");
+    let ends = client
+        .list_offsets("once", v1::OffsetSpec::Latest, 0)
+        .await
+        .expect("offsets");
+    assert_eq!(ends[0].offset, Some(4), "nothing was written twice");
+    let (next_id, _) = client.init_producer_id().await.expect("producer id");
+    assert!(next_id > producer_id, "producer ids are never given twice");
+
+    // The client's producer is idempotent by default: its batches carry an id and sequences.
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            batch_size: 200,
+            ..ProducerConfig::default()
+        },
+    );
+    let mut deliveries = Vec::new();
+    for i in 0..20 {
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new("once", format!("value-{i:03}")))
+                .await
+                .expect("send"),
+        );
+    }
+    for delivery in deliveries {
+        delivery.wait().await.expect("acknowledged");
+    }
+    let mut raw =
+        weir_proto::v1::weir_client::WeirClient::connect(format!("http://{}", broker.address))
+            .await
+            .expect("connect");
+    let fetched = raw
+        .fetch(v1::FetchRequest {
+            topic: "once".into(),
+            partition: 0,
+            offset: 4,
+            max_bytes: 1 << 20,
+            min_bytes: 0,
+            max_wait_ms: 0,
+        })
+        .await
+        .expect("fetch")
+        .into_inner();
+    let headers: Vec<weir_record::BatchHeader> = weir_record::batches(&fetched.record_batches)
+        .map(|b| b.expect("valid").1.header)
+        .collect();
+    assert!(headers.len() > 1, "several batches");
+    let mut sequence = 0;
+    for header in &headers {
+        assert!(header.producer_id > producer_id);
+        assert_eq!(
+            header.base_sequence, sequence,
+            "sequences follow each other"
+        );
+        sequence += header.record_count;
+    }
+    assert_eq!(sequence, 20);
+}
