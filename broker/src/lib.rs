@@ -79,6 +79,10 @@ pub async fn run(
 
     let service = Service::new(Arc::clone(&node));
     let server = tonic::transport::Server::builder()
+        // Batches of a MiB and more: HTTP/2's default 64 KiB windows would stall them.
+        .initial_stream_window_size(Some(16 << 20))
+        .initial_connection_window_size(Some(64 << 20))
+        .tcp_nodelay(true)
         .add_service(
             weir_proto::v1::weir_server::WeirServer::new(service.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)

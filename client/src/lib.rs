@@ -15,7 +15,7 @@ mod error;
 mod group;
 mod producer;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +30,10 @@ pub use error::ClientError;
 pub use group::{GroupConfig, GroupConsumer};
 pub use producer::{Acks, Delivery, Producer, ProducerConfig, ProducerRecord};
 pub use weir_proto::Reason;
+
+/// HTTP/2 flow-control windows, large enough for a batch or a fetch to cross in one go.
+const STREAM_WINDOW: u32 = 16 << 20;
+const CONNECTION_WINDOW: u32 = 64 << 20;
 
 /// The largest gRPC message sent or accepted, as the broker's.
 pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
@@ -61,7 +65,10 @@ impl Client {
                 ClientError::InvalidArgument(format!("bootstrap address {address:?}: {e}"))
             })?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // Batches of a MiB and more: HTTP/2's default 64 KiB windows would stall them.
+            .initial_stream_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(CONNECTION_WINDOW));
         let channel = endpoint
             .connect()
             .await
@@ -78,7 +85,7 @@ impl Client {
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
             groups: GroupsClient::new(channel),
-            partitions: Arc::new(Mutex::new(HashMap::new())),
+            partitions: Arc::new(Mutex::new(HashMap::default())),
         })
     }
 

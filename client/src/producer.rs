@@ -3,7 +3,7 @@
 //! one sender that sends its batches in order, one at a time, so records of a partition are
 //! appended in the order they were sent.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -220,9 +220,9 @@ impl Producer {
         let inner = Arc::new(Inner {
             client,
             config,
-            lanes: Mutex::new(HashMap::new()),
+            lanes: Mutex::new(HashMap::default()),
             room: Notify::new(),
-            sticky: Mutex::new(HashMap::new()),
+            sticky: Mutex::new(HashMap::default()),
             closed: AtomicBool::new(false),
             senders: Mutex::new(Vec::new()),
             identity: tokio::sync::OnceCell::new(),
@@ -269,50 +269,54 @@ impl Producer {
             None
         };
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
-        let (delivery, must_wait) = {
-            let mut lanes = lock(&inner.lanes);
-            let lane = inner.lane(&mut lanes, &record.topic, partition);
-            // Seal before a record that would carry the batch past batch_size, so batches
-            // stay under the broker's max.message.bytes when batch_size does.
-            if lane.open.as_ref().is_some_and(|b| {
-                !b.builder.is_empty()
-                    && b.builder.size() + record_size(&record) > inner.config.batch_size
-            }) {
-                inner.seal(lane, &record.topic, partition, count);
-            }
-            let next_sequence = lane.next_sequence;
-            let batch = lane.open.get_or_insert_with(|| Pending {
-                builder: match identity {
-                    Some((id, epoch)) => BatchBuilder::new(0).producer(id, epoch, next_sequence),
-                    None => BatchBuilder::new(0),
-                },
-                outcome: Arc::default(),
-                opened: Instant::now(),
-            });
-            let headers = record
-                .headers
-                .iter()
-                .map(|(k, v)| Header {
-                    key: k,
-                    value: v.as_deref(),
-                })
-                .collect();
-            batch.builder.push(&Record {
-                timestamp,
-                key: record.key.as_deref(),
-                value: record.value.as_deref(),
-                headers,
-            });
-            let delivery = Delivery {
-                outcome: Arc::clone(&batch.outcome),
-                partition,
-                index: batch.builder.len() as i64 - 1,
+        let (delivery, must_wait) =
+            {
+                let mut lanes = lock(&inner.lanes);
+                let lane = inner.lane(&mut lanes, &record.topic, partition);
+                // Seal before a record that would carry the batch past batch_size, so batches
+                // stay under the broker's max.message.bytes when batch_size does.
+                if lane.open.as_ref().is_some_and(|b| {
+                    !b.builder.is_empty()
+                        && b.builder.size() + record_size(&record) > inner.config.batch_size
+                }) {
+                    inner.seal(lane, &record.topic, partition, count);
+                }
+                let next_sequence = lane.next_sequence;
+                let batch_size = inner.config.batch_size;
+                let batch =
+                    lane.open.get_or_insert_with(|| Pending {
+                        builder: match identity {
+                            Some((id, epoch)) => BatchBuilder::with_capacity(0, batch_size)
+                                .producer(id, epoch, next_sequence),
+                            None => BatchBuilder::with_capacity(0, batch_size),
+                        },
+                        outcome: Arc::default(),
+                        opened: Instant::now(),
+                    });
+                let headers = record
+                    .headers
+                    .iter()
+                    .map(|(k, v)| Header {
+                        key: k,
+                        value: v.as_deref(),
+                    })
+                    .collect();
+                batch.builder.push(&Record {
+                    timestamp,
+                    key: record.key.as_deref(),
+                    value: record.value.as_deref(),
+                    headers,
+                });
+                let delivery = Delivery {
+                    outcome: Arc::clone(&batch.outcome),
+                    partition,
+                    index: batch.builder.len() as i64 - 1,
+                };
+                if batch.builder.size() >= inner.config.batch_size {
+                    inner.seal(lane, &record.topic, partition, count);
+                }
+                (delivery, lane.ready.len() > inner.config.queued_batches)
             };
-            if batch.builder.size() >= inner.config.batch_size {
-                inner.seal(lane, &record.topic, partition, count);
-            }
-            (delivery, lane.ready.len() > inner.config.queued_batches)
-        };
         // Back-pressure: wait while this partition has too many batches waiting.
         if must_wait {
             loop {
@@ -386,7 +390,7 @@ impl Inner {
         partition: i32,
     ) -> &'a mut Lane {
         if !lanes.contains_key(topic) {
-            lanes.insert(Arc::clone(topic), HashMap::new());
+            lanes.insert(Arc::clone(topic), HashMap::default());
         }
         let by_partition = lanes.get_mut(topic).expect("inserted above");
         by_partition.entry(partition).or_insert_with(|| {

@@ -343,7 +343,8 @@ pub struct BatchBuilder {
     partition_leader_epoch: i32,
     transactional: bool,
     count: i32,
-    records: Vec<u8>,
+    /// The whole batch: `HEADER_LEN` bytes that `build` fills in, then the records.
+    buffer: Vec<u8>,
 }
 
 impl Default for BatchBuilder {
@@ -354,6 +355,13 @@ impl Default for BatchBuilder {
 
 impl BatchBuilder {
     pub fn new(base_offset: i64) -> Self {
+        BatchBuilder::with_capacity(base_offset, 0)
+    }
+
+    /// A builder whose buffer is allocated for `capacity` bytes of batch at once.
+    pub fn with_capacity(base_offset: i64, capacity: usize) -> Self {
+        let mut buffer = Vec::with_capacity(capacity.max(HEADER_LEN));
+        buffer.resize(HEADER_LEN, 0);
         BatchBuilder {
             base_offset,
             base_timestamp: None,
@@ -364,7 +372,7 @@ impl BatchBuilder {
             partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
             transactional: false,
             count: 0,
-            records: Vec::new(),
+            buffer,
         }
     }
 
@@ -389,7 +397,7 @@ impl BatchBuilder {
     pub fn push(&mut self, record: &Record<'_>) {
         let base_timestamp = *self.base_timestamp.get_or_insert(record.timestamp);
         record.encode(
-            &mut self.records,
+            &mut self.buffer,
             self.count,
             record.timestamp.wrapping_sub(base_timestamp),
         );
@@ -407,40 +415,35 @@ impl BatchBuilder {
 
     /// The size the batch will have once built.
     pub fn size(&self) -> usize {
-        HEADER_LEN + self.records.len()
+        self.buffer.len()
     }
 
-    /// Encodes the batch. A batch with no record is legal but a log refuses it.
+    /// Encodes the batch: fills in the header before the records already written, in place.
+    /// A batch with no record is legal but a log refuses it.
     pub fn build(self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.size());
-        self.write_into(&mut out);
+        let mut out = self.buffer;
+        let batch_length = (out.len() - LOG_OVERHEAD) as i32;
+        let attributes: u16 = if self.transactional {
+            TRANSACTIONAL_MASK
+        } else {
+            0
+        };
+        let header = &mut out[..HEADER_LEN];
+        header[0..8].copy_from_slice(&self.base_offset.to_be_bytes());
+        header[8..12].copy_from_slice(&batch_length.to_be_bytes());
+        header[12..16].copy_from_slice(&self.partition_leader_epoch.to_be_bytes());
+        header[16] = MAGIC;
+        header[21..23].copy_from_slice(&attributes.to_be_bytes());
+        header[23..27].copy_from_slice(&(self.count - 1).max(-1).to_be_bytes());
+        header[27..35].copy_from_slice(&self.base_timestamp.unwrap_or(-1).to_be_bytes());
+        header[35..43].copy_from_slice(&self.max_timestamp.to_be_bytes());
+        header[43..51].copy_from_slice(&self.producer_id.to_be_bytes());
+        header[51..53].copy_from_slice(&self.producer_epoch.to_be_bytes());
+        header[53..57].copy_from_slice(&self.base_sequence.to_be_bytes());
+        header[57..61].copy_from_slice(&self.count.to_be_bytes());
+        let crc = crc32c::crc32c(&out[CRC_START..]);
+        out[17..21].copy_from_slice(&crc.to_be_bytes());
         out
-    }
-
-    /// Appends the encoded batch to `out`.
-    pub fn write_into(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        let batch_length = (HEADER_LEN - LOG_OVERHEAD + self.records.len()) as i32;
-        let mut attributes: u16 = 0;
-        if self.transactional {
-            attributes |= TRANSACTIONAL_MASK;
-        }
-        out.extend_from_slice(&self.base_offset.to_be_bytes());
-        out.extend_from_slice(&batch_length.to_be_bytes());
-        out.extend_from_slice(&self.partition_leader_epoch.to_be_bytes());
-        out.push(MAGIC);
-        out.extend_from_slice(&[0; 4]);
-        out.extend_from_slice(&attributes.to_be_bytes());
-        out.extend_from_slice(&(self.count - 1).max(-1).to_be_bytes());
-        out.extend_from_slice(&self.base_timestamp.unwrap_or(-1).to_be_bytes());
-        out.extend_from_slice(&self.max_timestamp.to_be_bytes());
-        out.extend_from_slice(&self.producer_id.to_be_bytes());
-        out.extend_from_slice(&self.producer_epoch.to_be_bytes());
-        out.extend_from_slice(&self.base_sequence.to_be_bytes());
-        out.extend_from_slice(&self.count.to_be_bytes());
-        out.extend_from_slice(&self.records);
-        let crc = crc32c::crc32c(&out[start + CRC_START..]);
-        out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
     }
 }
 
