@@ -59,6 +59,8 @@ pub struct Consumer {
     config: ConsumerConfig,
     /// The next offset to read, per assigned partition.
     positions: BTreeMap<i32, i64>,
+    /// The next round of fetches, sent when the last poll returned.
+    prefetched: Option<tokio::task::JoinSet<Result<v1::FetchResponse, tonic::Status>>>,
 }
 
 impl Consumer {
@@ -121,6 +123,7 @@ impl Consumer {
             topic: topic.into(),
             config,
             positions,
+            prefetched: None,
         })
     }
 
@@ -128,43 +131,39 @@ impl Consumer {
         &self.positions
     }
 
-    /// Fetches every assigned partition once, concurrently, each waiting up to `max_wait` for
-    /// records; returns what arrived, in offset order per partition.
+    /// Returns what the last round of fetches brought (each partition fetched concurrently,
+    /// waiting up to `max_wait` for records), in offset order per partition, and sends the next
+    /// round at once, so the broker works while the caller handles these records.
     ///
     /// # Errors
     /// The broker's error (e.g. `OFFSET_OUT_OF_RANGE` with the valid range in its message),
     /// or `InvalidBatch` if the broker sent bytes that are not valid batches.
     pub async fn poll(&mut self) -> Result<Vec<ConsumedRecord>, ClientError> {
-        let mut fetches = tokio::task::JoinSet::new();
-        for (&partition, &offset) in &self.positions {
-            let mut weir = self.client.weir();
-            let request = v1::FetchRequest {
-                topic: self.topic.to_string(),
-                partition,
-                offset,
-                max_bytes: self.config.max_bytes,
-                min_bytes: 1,
-                max_wait_ms: self.config.max_wait.as_millis() as i32,
-            };
-            fetches
-                .spawn(async move { weir.fetch(request).await.map(tonic::Response::into_inner) });
-        }
-        let mut records = Vec::new();
+        let mut fetches = match self.prefetched.take() {
+            Some(fetches) => fetches,
+            None => self.fetch_all(),
+        };
+        let mut responses = Vec::with_capacity(self.positions.len());
         let mut failure = None;
         while let Some(joined) = fetches.join_next().await {
-            let response = match joined {
-                Ok(Ok(response)) => response,
+            match joined {
+                Ok(Ok(response)) => responses.push(response),
                 Ok(Err(status)) => {
                     failure.get_or_insert(ClientError::from(status));
-                    continue;
                 }
                 Err(e) => {
                     failure.get_or_insert(ClientError::InvalidArgument(format!(
                         "a fetch task failed: {e}"
                     )));
-                    continue;
                 }
-            };
+            }
+        }
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        responses.sort_by_key(|r| r.partition);
+        let mut records = Vec::new();
+        for response in responses {
             let from = self
                 .positions
                 .get(&response.partition)
@@ -180,11 +179,27 @@ impl Consumer {
             self.positions
                 .insert(response.partition, response.next_offset.max(from));
         }
-        if let Some(failure) = failure {
-            return Err(failure);
-        }
-        records.sort_by_key(|r| (r.partition, r.offset));
+        self.prefetched = Some(self.fetch_all());
         Ok(records)
+    }
+
+    /// Sends one fetch per assigned partition from its position.
+    fn fetch_all(&self) -> tokio::task::JoinSet<Result<v1::FetchResponse, tonic::Status>> {
+        let mut fetches = tokio::task::JoinSet::new();
+        for (&partition, &offset) in &self.positions {
+            let mut weir = self.client.weir();
+            let request = v1::FetchRequest {
+                topic: self.topic.to_string(),
+                partition,
+                offset,
+                max_bytes: self.config.max_bytes,
+                min_bytes: 1,
+                max_wait_ms: self.config.max_wait.as_millis() as i32,
+            };
+            fetches
+                .spawn(async move { weir.fetch(request).await.map(tonic::Response::into_inner) });
+        }
+        fetches
     }
 }
 
@@ -204,7 +219,8 @@ pub fn decode(
         if batch.header.last_offset() < from {
             continue;
         }
-        for record in batch.records()? {
+        for record in batch.iter_records()? {
+            let record = record.map_err(weir_record::InvalidBatch::from)?;
             if record.offset < from {
                 continue;
             }

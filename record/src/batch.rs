@@ -22,7 +22,7 @@
 //! CRC's range, the log assigns offsets to a client-encoded batch by rewriting 12 bytes,
 //! without re-encoding or recomputing anything.
 
-use crate::record::{Record, RecordError, RecordView, decode_records, validate_records};
+use crate::record::{Record, RecordError, RecordView, Records, validate_records};
 
 /// Size of the fixed part of a batch, before its records.
 pub const HEADER_LEN: usize = 61;
@@ -274,19 +274,27 @@ impl<'a> Batch<'a> {
     /// `UnknownCompression` for a compressed batch (the storage layer never decompresses),
     /// `Record` for malformed records.
     pub fn records(&self) -> Result<Vec<RecordView<'a>>, InvalidBatch> {
+        Ok(self.iter_records()?.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The records of an uncompressed batch, one at a time, with no collection in between.
+    ///
+    /// # Errors
+    /// `UnknownCompression` for a compressed batch; each item is an error for a malformed
+    /// record.
+    pub fn iter_records(&self) -> Result<Records<'a>, InvalidBatch> {
         let header = &self.header;
         if header.compression() != Some(Compression::None) {
             return Err(InvalidBatch::UnknownCompression {
                 codec: header.attributes & COMPRESSION_MASK,
             });
         }
-        let records = decode_records(
+        Ok(Records::new(
             &self.bytes[HEADER_LEN..],
             header.base_offset,
             header.base_timestamp,
             header.record_count,
-        )?;
-        Ok(records)
+        ))
     }
 }
 

@@ -14,4 +14,4 @@ pub mod batch;
 pub mod record;
 
 pub use batch::{Batch, BatchBuilder, BatchHeader, InvalidBatch, batches, encode_batch};
-pub use record::{Header, Record, RecordError, RecordView};
+pub use record::{Header, Record, RecordError, RecordView, Records};

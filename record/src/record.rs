@@ -259,37 +259,73 @@ pub(crate) fn validate_records(bytes: &[u8], declared_count: i32) -> Result<(), 
     Ok(())
 }
 
-/// Decodes the record section of an uncompressed batch.
-pub(crate) fn decode_records(
-    bytes: &[u8],
+/// The records of an uncompressed batch, decoded one at a time; ends with a `CountMismatch`
+/// error when the batch holds another number of records than it declares.
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    bytes: &'a [u8],
+    position: usize,
+    index: usize,
     base_offset: i64,
     base_timestamp: i64,
     declared_count: i32,
-) -> Result<Vec<RecordView<'_>>, RecordError> {
-    // Every record takes at least 7 bytes, which bounds the allocation by the input.
-    let mut records = Vec::with_capacity((declared_count.max(0) as usize).min(bytes.len() / 7));
-    let mut position = 0;
-    while position < bytes.len() {
-        let index = records.len();
-        let (record, next) = RawRecord::read(bytes, position, index)?;
+    done: bool,
+}
+
+impl<'a> Records<'a> {
+    pub(crate) fn new(
+        bytes: &'a [u8],
+        base_offset: i64,
+        base_timestamp: i64,
+        declared_count: i32,
+    ) -> Self {
+        Records {
+            bytes,
+            position: 0,
+            index: 0,
+            base_offset,
+            base_timestamp,
+            declared_count,
+            done: false,
+        }
+    }
+
+    fn decode_next(&mut self) -> Result<RecordView<'a>, RecordError> {
+        let index = self.index;
+        let (record, next) = RawRecord::read(self.bytes, self.position, index)?;
         let mut headers = Vec::new();
         record.each_header(index, |h| headers.push(h))?;
-        records.push(RecordView {
-            offset: base_offset + record.offset_delta,
-            timestamp: base_timestamp.wrapping_add(record.timestamp_delta),
+        self.position = next;
+        self.index += 1;
+        Ok(RecordView {
+            offset: self.base_offset + record.offset_delta,
+            timestamp: self.base_timestamp.wrapping_add(record.timestamp_delta),
             key: record.key,
             value: record.value,
             headers,
-        });
-        position = next;
+        })
     }
-    if records.len() != declared_count.max(0) as usize {
-        return Err(RecordError::CountMismatch {
-            declared: declared_count,
-            found: records.len(),
-        });
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<RecordView<'a>, RecordError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.position >= self.bytes.len() {
+            self.done = true;
+            let declared = self.declared_count.max(0) as usize;
+            return (self.index != declared).then_some(Err(RecordError::CountMismatch {
+                declared: self.declared_count,
+                found: self.index,
+            }));
+        }
+        let record = self.decode_next();
+        self.done = record.is_err();
+        Some(record)
     }
-    Ok(records)
 }
 
 /// Decodes the zigzag varlong at `position`; returns it and the position after it.
