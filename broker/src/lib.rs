@@ -82,6 +82,8 @@ pub async fn run(
         // Batches of a MiB and more: HTTP/2's default 64 KiB windows would stall them.
         .initial_stream_window_size(Some(16 << 20))
         .initial_connection_window_size(Some(64 << 20))
+        // Produce requests arrive in frames of this size (HTTP/2's default is 16 KiB).
+        .max_frame_size(Some((1 << 24) - 1))
         .tcp_nodelay(true)
         .add_service(
             weir_proto::v1::weir_server::WeirServer::new(service.clone())

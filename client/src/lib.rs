@@ -34,6 +34,8 @@ pub use weir_proto::Reason;
 /// HTTP/2 flow-control windows, large enough for a batch or a fetch to cross in one go.
 const STREAM_WINDOW: u32 = 16 << 20;
 const CONNECTION_WINDOW: u32 = 64 << 20;
+/// The largest HTTP/2 frame: small frames cost a write and a parse each.
+const MAX_FRAME_SIZE: u32 = (1 << 24) - 1;
 
 /// The largest gRPC message sent or accepted, as the broker's.
 pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
@@ -68,7 +70,9 @@ impl Client {
             .tcp_nodelay(true)
             // Batches of a MiB and more: HTTP/2's default 64 KiB windows would stall them.
             .initial_stream_window_size(Some(STREAM_WINDOW))
-            .initial_connection_window_size(Some(CONNECTION_WINDOW));
+            .initial_connection_window_size(Some(CONNECTION_WINDOW))
+            // Fetch answers arrive in frames of this size (HTTP/2's default is 16 KiB).
+            .max_frame_size(MAX_FRAME_SIZE);
         let channel = endpoint
             .connect()
             .await
