@@ -200,10 +200,7 @@ async fn produce(
                     }
                 }
                 if let Some(rate) = rate {
-                    tokio::time::sleep_until(
-                        (begun + Duration::from_secs_f64((i + 1) as f64 / rate)).into(),
-                    )
-                    .await;
+                    crate::pace(begun, i + 1, rate).await;
                 }
             }
             if let Some(last) = batch {

@@ -104,3 +104,13 @@ pub fn key_value(text: &str) -> Result<(String, String), String> {
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| format!("{text:?} is not key=value"))
 }
+
+/// Keeps `done` items since `started` at `rate` a second: sleeps only once a millisecond or
+/// more ahead, since the timer cannot sleep for less (sleeping per item would cap the rate
+/// near a thousand a second).
+pub async fn pace(started: std::time::Instant, done: u64, rate: f64) {
+    let due = started + std::time::Duration::from_secs_f64(done as f64 / rate);
+    if due > std::time::Instant::now() + std::time::Duration::from_millis(1) {
+        tokio::time::sleep_until(due.into()).await;
+    }
+}

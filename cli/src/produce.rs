@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
@@ -103,8 +103,7 @@ pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<ExitCode>
         }
         sent += 1;
         if let Some(rate) = args.rate.filter(|&r| r > 0) {
-            let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
-            tokio::time::sleep_until(due.into()).await;
+            crate::pace(started, sent, rate as f64).await;
         }
     }
     drop(deliveries);
