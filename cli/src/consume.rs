@@ -54,45 +54,70 @@ pub async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<ExitCode>
     let max_wait = args.timeout.map_or(Duration::from_millis(500), |t| {
         t.min(Duration::from_millis(500))
     });
-    if let Some(group) = &args.group {
-        return run_in_group(client, &args, group, start, max_wait).await;
-    }
-    let config = ConsumerConfig {
-        max_wait,
-        ..ConsumerConfig::default()
+    let mut source = match &args.group {
+        Some(group) => {
+            let config = GroupConfig {
+                reset: start,
+                max_wait,
+                ..GroupConfig::default()
+            };
+            Source::Group(Box::new(
+                GroupConsumer::join(client.clone(), group, &[&args.topic], config).await?,
+            ))
+        }
+        None => {
+            let config = ConsumerConfig {
+                max_wait,
+                ..ConsumerConfig::default()
+            };
+            let partitions = args.partition.map(|p| vec![p]);
+            Source::Alone(Box::new(
+                Consumer::assign(client.clone(), &args.topic, partitions, start, config).await?,
+            ))
+        }
     };
-    let mut consumer = Consumer::assign(
-        client.clone(),
-        &args.topic,
-        args.partition.map(|p| vec![p]),
-        start,
-        config,
-    )
-    .await?;
-    let mut printed = 0u64;
-    let mut last_record = Instant::now();
+    let (mut printed, mut last_record) = (0u64, Instant::now());
     let mut stdout = std::io::stdout().lock();
-    loop {
-        if args.max_messages.is_some_and(|max| printed >= max) {
-            break;
-        }
-        if args.timeout.is_some_and(|t| last_record.elapsed() >= t) {
-            break;
-        }
-        let records = consumer.poll().await?;
+    while args.max_messages.is_none_or(|max| printed < max)
+        && args.timeout.is_none_or(|t| last_record.elapsed() < t)
+    {
+        let left = args
+            .max_messages
+            .map_or(usize::MAX, |max| (max - printed) as usize);
+        let records = source.poll(left).await?;
         if !records.is_empty() {
             last_record = Instant::now();
         }
-        for record in records {
-            if args.max_messages.is_some_and(|max| printed >= max) {
-                break;
-            }
-            print(&mut stdout, &record, args.format)?;
+        for record in records.iter().take(left) {
+            print(&mut stdout, record, args.format)?;
             printed += 1;
         }
         stdout.flush()?;
     }
+    if let Source::Group(consumer) = source {
+        (*consumer).close().await?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where records come from: partitions read alone, or a group's assignment.
+enum Source {
+    Alone(Box<Consumer>),
+    Group(Box<GroupConsumer>),
+}
+
+impl Source {
+    /// Up to `limit` records: a group member's position (and so its commit) moves only past
+    /// what it returns, so only what is printed is committed.
+    async fn poll(
+        &mut self,
+        limit: usize,
+    ) -> Result<Vec<ConsumedRecord>, weir_client::ClientError> {
+        match self {
+            Source::Alone(consumer) => consumer.poll().await,
+            Source::Group(consumer) => consumer.poll_up_to(limit).await,
+        }
+    }
 }
 
 /// Prints one record in the chosen format.
@@ -104,45 +129,6 @@ fn print(out: &mut impl Write, record: &ConsumedRecord, format: Format) -> std::
         }
         Format::Json => writeln!(out, "{}", record_json(record)),
     }
-}
-
-async fn run_in_group(
-    client: &Client,
-    args: &ConsumeArgs,
-    group: &str,
-    start: StartAt,
-    max_wait: Duration,
-) -> anyhow::Result<ExitCode> {
-    let config = GroupConfig {
-        reset: start,
-        max_wait,
-        ..GroupConfig::default()
-    };
-    let mut consumer = GroupConsumer::join(client.clone(), group, &[&args.topic], config).await?;
-    let (mut printed, mut last_record) = (0u64, Instant::now());
-    let mut stdout = std::io::stdout().lock();
-    while args.max_messages.is_none_or(|max| printed < max)
-        && args.timeout.is_none_or(|t| last_record.elapsed() < t)
-    {
-        // Only what is printed is consumed, so only that is committed.
-        let left = args
-            .max_messages
-            .map_or(usize::MAX, |max| (max - printed) as usize);
-        let records = consumer.poll_up_to(left).await?;
-        if !records.is_empty() {
-            last_record = Instant::now();
-        }
-        for record in records {
-            if args.max_messages.is_some_and(|max| printed >= max) {
-                break;
-            }
-            print(&mut stdout, &record, args.format)?;
-            printed += 1;
-        }
-        stdout.flush()?;
-    }
-    consumer.close().await?;
-    Ok(ExitCode::SUCCESS)
 }
 
 fn text(bytes: Option<&[u8]>) -> serde_json::Value {

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
     let report = match inspect::inspect(dir) {
         Ok(report) => report,
         Err(e) => {
-            eprintln!("weir-storage: {}", error_chain(&e));
+            eprintln!("weir-storage: {:#}", anyhow::Error::new(e));
             return ExitCode::from(2);
         }
     };
@@ -59,17 +59,6 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 fn print_dump(report: &DirReport, records: bool) {
