@@ -108,6 +108,11 @@ impl Default for Metrics {
             "A partition's log start offset",
             metrics.log_start_offset.clone(),
         );
+        registry.register(
+            "group_lag",
+            "Records between a group's committed offset and the high watermark",
+            metrics.group_lag.clone(),
+        );
         Metrics {
             registry,
             ..metrics

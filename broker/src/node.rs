@@ -649,6 +649,14 @@ impl Node {
     /// and refreshes the log gauges.
     pub fn maintain(&self, retention: bool) {
         self.coordinator.expire();
+        for group in self.coordinator.list() {
+            if let Ok(description) = self.coordinator.describe(self, &group.group_id) {
+                for p in &description.partitions {
+                    self.metrics
+                        .group_lag(&description.group_id, &p.topic, p.partition, p.lag);
+                }
+            }
+        }
         let topics: Vec<Arc<Topic>> = self.topics().values().cloned().collect();
         for topic in topics {
             for partition in &topic.partitions {

@@ -455,14 +455,6 @@ impl v1::groups_server::Groups for Service {
             .coordinator
             .describe(&self.node, &request.into_inner().group_id)
             .map_err(|f| failed(&mut timer, f))?;
-        for partition in &description.partitions {
-            self.node.metrics.group_lag(
-                &description.group_id,
-                &partition.topic,
-                partition.partition,
-                partition.lag,
-            );
-        }
         Ok(Response::new(description))
     }
 

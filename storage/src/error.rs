@@ -102,6 +102,4 @@ pub enum LogError {
         #[source]
         source: io::Error,
     },
-    #[error("the log stopped accepting writes after a failed write; reopen it to recover")]
-    Failed,
 }

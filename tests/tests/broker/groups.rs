@@ -196,6 +196,15 @@ async fn committed_offsets_and_lag_survive_a_restart_and_a_second_group_reads_ev
     };
     assert_eq!(lag(&b), (120, 80));
     assert!(weir_ok(&b, &["group", "list"], "").contains("billing"));
+    // The lag is exported for Prometheus, refreshed by the broker's timer.
+    std::thread::sleep(Duration::from_millis(600));
+    let (_, metrics) = broker.http_get("/metrics");
+    let exported: i64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("weir_group_lag{group=\"billing\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        .sum();
+    assert_eq!(exported, 80, "{metrics}");
 
     assert_eq!(broker.terminate(), Some(0));
     let broker = fast_group_broker(dir.path());
