@@ -11,6 +11,9 @@ use weir_storage::{Appended, BatchHeader, Log, LogConfig, LogError, OpenReport, 
 use crate::node::Failure;
 use crate::producer::{Check, Producers};
 
+/// How long an idempotent producer's batch waits for the batches before it.
+const SEQUENCE_WAIT: Duration = Duration::from_secs(1);
+
 /// A partition and its log. On a single broker the high watermark is the log end offset.
 #[derive(Debug)]
 pub struct Partition {
@@ -19,6 +22,8 @@ pub struct Partition {
     log: RwLock<Log>,
     /// Idempotent producers' last batches; changed only while the log's write lock is held.
     producers: Mutex<Producers>,
+    /// Woken after every append, for early batches waiting for their turn.
+    appended: tokio::sync::Notify,
     /// The high watermark, published after every append so that waiting fetches wake.
     high_watermark: watch::Sender<i64>,
 }
@@ -52,6 +57,7 @@ impl Partition {
             index,
             log: RwLock::new(log),
             producers: Mutex::new(producers),
+            appended: tokio::sync::Notify::new(),
             high_watermark,
         };
         Ok((partition, report))
@@ -79,56 +85,31 @@ impl Partition {
     /// The log's refusal (`InvalidRecord`, `RecordTooLarge`, `StorageError`), or
     /// `OutOfOrderSequence` / `InvalidProducerEpoch` for an idempotent producer.
     pub async fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<Appended, Failure> {
-        let appended = {
-            let mut log = self.write_log();
-            let headers = headers_of(batches);
-            let mut producers = self
-                .producers
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let mut duplicate = None;
-            for header in &headers {
-                match producers
-                    .check(header)
-                    .map_err(|(reason, message)| Failure::new(reason, message))?
-                {
-                    Check::Duplicate {
-                        first_offset,
-                        last_offset,
-                    } => duplicate = Some((first_offset, last_offset)),
-                    Check::Append => {}
+        // A pipelining idempotent producer's batch may arrive before its predecessor: it waits
+        // for its turn, and only a gap that does not fill in time is refused.
+        let deadline = tokio::time::Instant::now() + SEQUENCE_WAIT;
+        let appended = loop {
+            let turn = self.appended.notified();
+            tokio::pin!(turn);
+            turn.as_mut().enable();
+            match self.try_append(batches, leader_epoch)? {
+                Some(appended) => break appended,
+                None if tokio::time::Instant::now() < deadline => {
+                    let _ = tokio::time::timeout_at(deadline, turn).await;
                 }
-            }
-            if let Some((first_offset, last_offset)) = duplicate {
-                if headers.len() != 1 {
+                None => {
+                    let header = headers_of(batches).first().copied();
+                    let sequence = header.map_or(-1, |h| h.base_sequence);
                     return Err(Failure::new(
-                        Reason::InvalidRequest,
-                        "a retried request must hold its one batch alone",
+                        Reason::OutOfOrderSequence,
+                        format!(
+                            "sequence {sequence} came, but the batches before it did not within {SEQUENCE_WAIT:?}"
+                        ),
                     ));
                 }
-                // The first attempt may still be waiting for its fsync: this answer waits too.
-                let flush = log
-                    .config()
-                    .flushes_every_append()
-                    .then(|| log.flush_ticket());
-                Appended {
-                    first_offset,
-                    last_offset,
-                    max_timestamp: -1,
-                    records: 0,
-                    flush,
-                }
-            } else {
-                let appended = log.append(batches, leader_epoch)?;
-                let mut next = appended.first_offset;
-                for mut header in headers {
-                    header.base_offset = next;
-                    next = header.next_offset();
-                    producers.record(&header);
-                }
-                appended
             }
         };
+        self.appended.notify_waiters();
         let appended = match appended.flush {
             None => appended,
             Some(_) => tokio::task::spawn_blocking(move || appended.durable())
@@ -142,6 +123,62 @@ impl Partition {
             changed
         });
         Ok(appended)
+    }
+
+    /// Appends unless an idempotent producer's batch is early (`None`: wait for its turn).
+    fn try_append(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+    ) -> Result<Option<Appended>, Failure> {
+        let mut log = self.write_log();
+        let headers = headers_of(batches);
+        let mut producers = self
+            .producers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut duplicate = None;
+        for header in &headers {
+            match producers
+                .check(header)
+                .map_err(|(reason, message)| Failure::new(reason, message))?
+            {
+                Check::Duplicate {
+                    first_offset,
+                    last_offset,
+                } => duplicate = Some((first_offset, last_offset)),
+                Check::Early => return Ok(None),
+                Check::Append => {}
+            }
+        }
+        if let Some((first_offset, last_offset)) = duplicate {
+            if headers.len() != 1 {
+                return Err(Failure::new(
+                    Reason::InvalidRequest,
+                    "a retried request must hold its one batch alone",
+                ));
+            }
+            // The first attempt may still be waiting for its fsync: this answer waits too.
+            let flush = log
+                .config()
+                .flushes_every_append()
+                .then(|| log.flush_ticket());
+            return Ok(Some(Appended {
+                first_offset,
+                last_offset,
+                max_timestamp: -1,
+                records: 0,
+                flush,
+            }));
+        }
+        let appended = log.append(batches, leader_epoch)?;
+        let mut next = appended.first_offset;
+        for mut header in headers {
+            header.base_offset = next;
+            next = header.next_offset();
+            producers.record(&header);
+        }
+        Ok(Some(appended))
     }
 
     /// Whole batches from `offset`, at most `max_bytes` (at least one batch), below the high

@@ -32,6 +32,8 @@ pub enum Check {
     Append,
     /// Already written at these offsets: answer with them and write nothing.
     Duplicate { first_offset: i64, last_offset: i64 },
+    /// Its sequence is ahead of the producer's next one: earlier batches are still to come.
+    Early,
 }
 
 /// The producers a partition has seen.
@@ -65,8 +67,13 @@ impl Producers {
             return Ok(Check::Append);
         }
         let Some(entry) = self.entries.get(&header.producer_id) else {
-            // A producer this partition has not seen (or whose batches retention removed).
-            return Ok(Check::Append);
+            // A producer's first batch starts at sequence 0; a later one waits for it (a
+            // pipelining producer's batches can arrive out of order).
+            return Ok(if header.base_sequence == 0 {
+                Check::Append
+            } else {
+                Check::Early
+            });
         };
         if header.producer_epoch < entry.epoch {
             return Err((
@@ -105,6 +112,12 @@ impl Producers {
             .batches
             .back()
             .map_or(0, |b| next_sequence(b.last_sequence));
+        // A batch sent while its predecessors are still on the way (a pipelining producer):
+        // its turn may come.
+        let ahead = i64::from(header.base_sequence) - i64::from(expected);
+        if (1..i64::from(i32::MAX) / 2).contains(&ahead) {
+            return Ok(Check::Early);
+        }
         if header.base_sequence != expected {
             return Err((
                 Reason::OutOfOrderSequence,
@@ -184,14 +197,21 @@ mod tests {
         );
         assert_eq!(producers.check(&header(7, 0, 9, 1, 99)), Ok(Check::Append));
         assert_eq!(
-            producers.check(&header(7, 0, 12, 1, 99)).map_err(|e| e.0),
-            Err(Reason::OutOfOrderSequence)
+            producers.check(&header(7, 0, 12, 1, 99)),
+            Ok(Check::Early),
+            "ahead: may wait for its turn"
+        );
+        assert_eq!(
+            producers.check(&header(7, 0, 4, 1, 99)).map_err(|e| e.0),
+            Err(Reason::OutOfOrderSequence),
+            "behind and not a retry"
         );
         assert_eq!(
             producers.check(&header(8, 0, 40, 1, 99)),
-            Ok(Check::Append),
-            "an unknown producer starts anywhere"
+            Ok(Check::Early),
+            "an unknown producer's later batch waits for its first"
         );
+        assert_eq!(producers.check(&header(8, 0, 0, 1, 99)), Ok(Check::Append));
         assert_eq!(
             producers.check(&header(-1, -1, -1, 1, 99)),
             Ok(Check::Append)

@@ -57,6 +57,9 @@ pub struct BenchArgs {
     /// Producer batch size in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     batch_size: usize,
+    /// Produce requests in flight per partition.
+    #[arg(long, default_value_t = ProducerConfig::default().max_in_flight)]
+    max_in_flight: usize,
     /// How long a producer batch waits for more records.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5ms")]
     linger: Duration,
@@ -137,6 +140,7 @@ async fn produce(
         acks: args.acks.into(),
         batch_size: args.batch_size,
         linger: args.linger,
+        max_in_flight: args.max_in_flight,
         ..ProducerConfig::default()
     };
     let producers = args.producers.max(1);

@@ -1,7 +1,8 @@
 //! The producer: records are encoded into one RecordBatch v2 per partition as they are sent,
 //! and a batch leaves when it reaches `batch_size` or has waited `linger`. Each partition has
 //! one sender that sends its batches in order, one at a time, so records of a partition are
-//! appended in the order they were sent.
+//! appended in the order they were sent: one request at a time, or up to `max_in_flight` for
+//! an idempotent producer, whose sequence numbers let the broker restore the order.
 
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +54,9 @@ pub struct ProducerConfig {
     /// Stamp batches with a producer id and per-partition sequences, so that a batch retried
     /// after a lost answer is written once (Kafka's `enable.idempotence`).
     pub idempotent: bool,
+    /// Requests in flight per partition for an idempotent producer (Kafka's
+    /// `max.in.flight.requests.per.connection`); 1 without idempotence, to keep order.
+    pub max_in_flight: usize,
 }
 
 impl Default for ProducerConfig {
@@ -65,6 +69,7 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             queued_batches: 4,
             idempotent: true,
+            max_in_flight: 5,
         }
     }
 }
@@ -502,6 +507,14 @@ impl Inner {
 
 /// Sends one partition's ready batches in order, one at a time.
 async fn send_loop(inner: Arc<Inner>, topic: Arc<str>, partition: i32, wake: Arc<Notify>) {
+    // An idempotent producer may pipeline: the broker appends its batches in sequence order
+    // whatever order they arrive in. Without sequences, order needs one request at a time.
+    let in_flight = if inner.config.idempotent {
+        inner.config.max_in_flight.max(1)
+    } else {
+        1
+    };
+    let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
     loop {
         let next = lock(&inner.lanes)
             .get_mut(&topic)
@@ -512,12 +525,23 @@ async fn send_loop(inner: Arc<Inner>, topic: Arc<str>, partition: i32, wake: Arc
             continue;
         };
         inner.room.notify_waiters();
-        let result = if ready.bytes.is_empty() {
-            Ok(None)
-        } else {
-            inner.produce(&topic, partition, ready.bytes).await
+        if ready.bytes.is_empty() {
+            // A flush marker: answered once every batch before it is.
+            let Ok(_all) = permits.acquire_many(in_flight as u32).await else {
+                return;
+            };
+            ready.outcome.finish(Ok(None));
+            continue;
+        }
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
         };
-        ready.outcome.finish(result);
+        let (inner, topic) = (Arc::clone(&inner), Arc::clone(&topic));
+        tokio::spawn(async move {
+            let result = inner.produce(&topic, partition, ready.bytes).await;
+            ready.outcome.finish(result);
+            drop(permit);
+        });
     }
 }
 
