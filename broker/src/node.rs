@@ -163,7 +163,7 @@ impl Node {
                     ("flush.messages".to_string(), "1".to_string()),
                     ("retention.ms".to_string(), "-1".to_string()),
                 ]);
-                self.create_internal_topic(OFFSETS_TOPIC, OFFSETS_PARTITIONS, config)
+                self.create_topic_unchecked(OFFSETS_TOPIC, OFFSETS_PARTITIONS, 1, config)
                     .await
                     .map_err(|f| anyhow::anyhow!("create {OFFSETS_TOPIC}: {}", f.message))?
             }
@@ -247,16 +247,6 @@ impl Node {
             ));
         }
         self.create_topic_unchecked(name, partitions, replication_factor, overrides)
-            .await
-    }
-
-    async fn create_internal_topic(
-        &self,
-        name: &str,
-        partitions: i32,
-        overrides: BTreeMap<String, String>,
-    ) -> Result<Arc<Topic>, Failure> {
-        self.create_topic_unchecked(name, partitions, 1, overrides)
             .await
     }
 

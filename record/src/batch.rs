@@ -95,6 +95,10 @@ pub enum InvalidBatch {
     Record(#[from] RecordError),
     #[error("the request holds no batch")]
     Empty,
+    #[error("control batches are written by the broker, not by producers")]
+    ControlBatch,
+    #[error("the batch says its largest timestamp is {declared}, its records say {found}")]
+    MaxTimestampMismatch { declared: i64, found: i64 },
 }
 
 /// A parsed, length-checked view of one batch's header. Copy-cheap; borrows nothing.
@@ -253,17 +257,29 @@ impl<'a> Batch<'a> {
             .ok_or(InvalidBatch::UnknownCompression {
                 codec: header.attributes & COMPRESSION_MASK,
             })?;
-        if header.record_count < 0 || header.last_offset_delta != header.record_count - 1 {
-            // Only a compacted log may have fewer records than offsets, and ours are not.
-            if !(header.is_control() && header.record_count >= 0) {
-                return Err(InvalidBatch::CountMismatch {
-                    count: header.record_count,
-                    last_offset_delta: header.last_offset_delta,
-                });
-            }
+        if header.is_control() {
+            return Err(InvalidBatch::ControlBatch);
+        }
+        // A producer's batch holds at least one record, at consecutive offsets (only a
+        // compacted log has fewer records than offsets, and only the broker writes one).
+        if header.record_count < 1 || header.last_offset_delta != header.record_count - 1 {
+            return Err(InvalidBatch::CountMismatch {
+                count: header.record_count,
+                last_offset_delta: header.last_offset_delta,
+            });
         }
         if compression == Compression::None {
-            validate_records(&self.bytes[HEADER_LEN..], header.record_count)?;
+            let max_delta = validate_records(&self.bytes[HEADER_LEN..], header.record_count)?;
+            let max_timestamp = header.base_timestamp.wrapping_add(max_delta);
+            // Lookups by time trust a batch's max timestamp, so it must be its records' own.
+            if header.timestamp_type() == TimestampType::CreateTime
+                && max_timestamp != header.max_timestamp
+            {
+                return Err(InvalidBatch::MaxTimestampMismatch {
+                    declared: header.max_timestamp,
+                    found: max_timestamp,
+                });
+            }
         }
         Ok(())
     }
@@ -560,10 +576,26 @@ mod tests {
         }
 
         #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            for (_, batch) in batches(&bytes).flatten() {
-                let _ = batch.validate_records();
-                let _ = batch.records();
+        fn arbitrary_record_bytes_behind_a_valid_header_never_panic(
+            records in proptest::collection::vec(any::<u8>(), 0..200),
+            count in -2i32..8,
+        ) {
+            // A real header with a CRC that matches, so decoding reaches the records.
+            let mut bytes = BatchBuilder::new(0).build();
+            bytes.extend_from_slice(&records);
+            let length = (bytes.len() - LOG_OVERHEAD) as i32;
+            bytes[8..12].copy_from_slice(&length.to_be_bytes());
+            bytes[57..61].copy_from_slice(&count.to_be_bytes());
+            bytes[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+            let crc = crc32c::crc32c(&bytes[CRC_START..]);
+            bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+            let batch = Batch::parse(&bytes).expect("a valid header and CRC");
+            let _ = batch.validate_records();
+            let _ = batch.records();
+            if let Ok(records) = batch.iter_records() {
+                for record in records {
+                    let _ = record;
+                }
             }
         }
     }

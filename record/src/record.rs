@@ -178,6 +178,10 @@ impl<'a> RawRecord<'a> {
         // One attributes byte (unused), then the deltas.
         let (timestamp_delta, at) = varlong_at(record, at + 1, index)?;
         let (offset_delta, at) = varlong_at(record, at, index)?;
+        // Kafka's offset delta is a 32-bit varint.
+        if i32::try_from(offset_delta).is_err() {
+            return Err(RecordError::VarintOverflow { index });
+        }
         let (key, at) = nullable_at(record, at, index, "key")?;
         let (value, at) = nullable_at(record, at, index, "value")?;
         let (header_count, at) = varlong_at(record, at, index)?;
@@ -233,10 +237,12 @@ impl<'a> RawRecord<'a> {
 }
 
 /// Checks the record section of an uncompressed batch without collecting it: lengths,
-/// offset deltas 0, 1, 2… and the count. This runs on every produced batch.
-pub(crate) fn validate_records(bytes: &[u8], declared_count: i32) -> Result<(), RecordError> {
+/// offset deltas 0, 1, 2… and the count. This runs on every produced batch. Returns the
+/// largest timestamp delta.
+pub(crate) fn validate_records(bytes: &[u8], declared_count: i32) -> Result<i64, RecordError> {
     let mut position = 0;
     let mut found = 0usize;
+    let mut max_timestamp_delta = i64::MIN;
     while position < bytes.len() {
         let (record, next) = RawRecord::read(bytes, position, found)?;
         if record.offset_delta != found as i64 {
@@ -247,6 +253,7 @@ pub(crate) fn validate_records(bytes: &[u8], declared_count: i32) -> Result<(), 
             });
         }
         record.each_header(found, |_| {})?;
+        max_timestamp_delta = max_timestamp_delta.max(record.timestamp_delta);
         position = next;
         found += 1;
     }
@@ -256,7 +263,7 @@ pub(crate) fn validate_records(bytes: &[u8], declared_count: i32) -> Result<(), 
             found,
         });
     }
-    Ok(())
+    Ok(max_timestamp_delta)
 }
 
 /// The records of an uncompressed batch, decoded one at a time; ends with a `CountMismatch`
@@ -298,7 +305,7 @@ impl<'a> Records<'a> {
         self.position = next;
         self.index += 1;
         Ok(RecordView {
-            offset: self.base_offset + record.offset_delta,
+            offset: self.base_offset.saturating_add(record.offset_delta),
             timestamp: self.base_timestamp.wrapping_add(record.timestamp_delta),
             key: record.key,
             value: record.value,

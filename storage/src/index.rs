@@ -175,10 +175,6 @@ impl<E: Entry> Index<E> {
         self.mapped.resize(capacity)
     }
 
-    pub(crate) fn sync(&self) -> io::Result<()> {
-        self.mapped.sync()
-    }
-
     /// Checks the entries' order; returns a description of the first problem found.
     pub(crate) fn check_order(&self) -> Result<(), String> {
         for i in 1..self.entries {

@@ -115,7 +115,10 @@ struct SyncState {
     /// Held by the one thread running an fsync.
     syncing: Mutex<()>,
     /// Sealed segments whose background fsync has not finished; a flush syncs them too.
-    unsynced: Mutex<Vec<SealedFiles>>,
+    /// With the offset after each: sealed segments not yet known to be on disk.
+    unsynced: Mutex<Vec<(SealedFiles, i64)>>,
+    /// The recovery point last written to the checkpoint file.
+    checkpointed: AtomicI64,
     /// Serializes writes of the recovery-point checkpoint.
     checkpointing: Mutex<()>,
 }
@@ -145,6 +148,13 @@ impl SyncState {
                 target.written,
             )
         };
+        // Offsets below `written` may sit in sealed segments whose background fsync has not
+        // finished (or failed): they are synced here first, or the flush fails.
+        let pending: Vec<(SealedFiles, i64)> = lock(&self.unsynced).clone();
+        for (sealed, _) in pending {
+            sealed.sync()?;
+            lock(&self.unsynced).retain(|(f, _)| !Arc::ptr_eq(&f.log, &sealed.log));
+        }
         file.sync_data()
             .map_err(|source| LogError::SyncSegment { path, source })?;
         self.flushed.fetch_max(written, Ordering::AcqRel);
@@ -159,17 +169,31 @@ impl SyncState {
             tracing::error!(segment = %sealed.log_path.display(), error = %error, "background sync of a sealed segment failed");
             return;
         }
-        lock(&self.unsynced).retain(|f| !Arc::ptr_eq(&f.log, &sealed.log));
-        self.flushed.fetch_max(next, Ordering::AcqRel);
+        let older_pending = {
+            let mut unsynced = lock(&self.unsynced);
+            unsynced.retain(|(f, _)| !Arc::ptr_eq(&f.log, &sealed.log));
+            unsynced.iter().any(|(_, end)| *end < next)
+        };
+        // An older segment whose sync failed holds the recovery point below it.
+        if !older_pending {
+            self.flushed.fetch_max(next, Ordering::AcqRel);
+        }
         if let Err(error) = self.write_checkpoint(dir) {
             tracing::warn!(dir = %dir.display(), error = %error, "could not checkpoint the recovery point");
         }
     }
 
+    /// Writes the recovery point when it moved since the last write (two fsyncs saved on
+    /// every call of an idle log).
     fn write_checkpoint(&self, dir: &Path) -> Result<(), LogError> {
         let _serial = lock(&self.checkpointing);
         let point = self.flushed.load(Ordering::Acquire);
-        checkpoint::write(dir, RECOVERY_POINT_FILE, &format!("{point}\n"))
+        if self.checkpointed.load(Ordering::Acquire) == point {
+            return Ok(());
+        }
+        checkpoint::write(dir, RECOVERY_POINT_FILE, &format!("{point}\n"))?;
+        self.checkpointed.store(point, Ordering::Release);
+        Ok(())
     }
 
     fn set_target(&self, segment: &Segment, written: i64) {
@@ -318,6 +342,9 @@ impl Log {
             let recover = !clean_shutdown && base >= first_to_recover;
             let (segment, truncated) = Segment::open(&dir, base, settings, recover, is_last)?;
             if recover {
+                // What recovery read may be only in the page cache: make it durable before
+                // it is counted below the recovery point.
+                segment.sealed_files().sync()?;
                 report.recovered_segments += 1;
                 report.recovered_bytes += segment.size();
             }
@@ -331,6 +358,8 @@ impl Log {
             let segment = Segment::create(&dir, 0, settings)?;
             checkpoint::sync_dir(&dir).map_err(dir_error)?;
             segments.insert(0, segment);
+        } else if report.deleted_segments > 0 {
+            checkpoint::sync_dir(&dir).map_err(dir_error)?;
         }
         report.segments = segments.len();
 
@@ -345,11 +374,6 @@ impl Log {
             .values()
             .next_back()
             .expect("segments is not empty");
-        if !clean_shutdown {
-            // What recovery read may be only in the page cache: make it durable before it is
-            // counted below the recovery point.
-            active.sync()?;
-        }
         let sync = Arc::new(SyncState {
             target: Mutex::new(SyncTarget {
                 file: Arc::clone(active.file()),
@@ -359,6 +383,7 @@ impl Log {
             flushed: AtomicI64::new(log_end),
             syncing: Mutex::new(()),
             unsynced: Mutex::new(Vec::new()),
+            checkpointed: AtomicI64::new(-1),
             checkpointing: Mutex::new(()),
         });
         let mut epochs = EpochCache::load(&dir)?;
@@ -509,8 +534,10 @@ impl Log {
         let mut headers = Vec::new();
         let mut position = 0;
         while position < bytes.len() {
-            let batch = Batch::parse(&bytes[position..]).map_err(|e| invalid(position, e))?;
-            let size = batch.header.size();
+            // The size limit first: a batch too large is refused before its CRC is computed.
+            let header =
+                BatchHeader::parse(&bytes[position..]).map_err(|e| invalid(position, e))?;
+            let size = header.size();
             if size > self.config.max_batch_size {
                 return Err(invalid(
                     position,
@@ -520,6 +547,7 @@ impl Log {
                     },
                 ));
             }
+            let batch = Batch::parse(&bytes[position..]).map_err(|e| invalid(position, e))?;
             if from_producer {
                 batch.validate_records().map_err(|e| invalid(position, e))?;
             } else if batch.header.last_offset_delta < 0 {
@@ -666,7 +694,7 @@ impl Log {
             path: self.dir.clone(),
             source,
         })?;
-        lock(&self.sync.unsynced).push(sealed.clone());
+        lock(&self.sync.unsynced).push((sealed.clone(), next));
         self.sync.set_target(&segment, next);
         self.segments.insert(next, segment);
 
@@ -810,6 +838,13 @@ impl Log {
                 segment.delete()?;
             }
         }
+        checkpoint::sync_dir(&self.dir).map_err(|source| LogError::Directory {
+            path: self.dir.clone(),
+            source,
+        })?;
+        // An fsync running now must not move the recovery point back above the new end.
+        let sync = Arc::clone(&self.sync);
+        let _syncing = lock(&sync.syncing);
         let active = self.active_mut();
         active.truncate_to(offset)?;
         active.activate()?;
@@ -838,6 +873,9 @@ impl Log {
             index_interval: self.config.index_interval,
             index_capacity: self.config.index_capacity,
         };
+        // An fsync running now must not move the recovery point back above the new start.
+        let sync = Arc::clone(&self.sync);
+        let _syncing = lock(&sync.syncing);
         for (_, segment) in std::mem::take(&mut self.segments) {
             segment.delete()?;
         }
@@ -953,12 +991,12 @@ impl Log {
     pub fn close(mut self) -> Result<(), LogError> {
         self.wait_for_sealed_sync();
         // A background sync that failed left its files here: sync them now or fail the close.
-        let unsynced: Vec<SealedFiles> = lock(&self.sync.unsynced).clone();
-        for sealed in unsynced {
+        let unsynced: Vec<(SealedFiles, i64)> = lock(&self.sync.unsynced).clone();
+        for (sealed, _) in unsynced {
             sealed.sync()?;
         }
         self.active_mut().seal()?;
-        self.active().sync_all()?;
+        self.active().sealed_files().sync()?;
         let end = self.log_end_offset();
         self.sync.flushed.fetch_max(end, Ordering::AcqRel);
         self.checkpoint_recovery_point()?;

@@ -76,12 +76,4 @@ impl MappedFile {
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         self.map.as_deref_mut().unwrap_or(&mut [])
     }
-
-    /// Writes dirty pages back and waits for them (msync), then fsyncs the file's metadata.
-    pub(crate) fn sync(&self) -> io::Result<()> {
-        if let Some(map) = &self.map {
-            map.flush()?;
-        }
-        self.file.sync_all()
-    }
 }

@@ -66,6 +66,9 @@ pub(crate) struct Segment {
     bytes_since_last_index_entry: usize,
     /// The time a roll by `segment.ms` is measured from.
     pub(crate) rolling_base_ms: Option<i64>,
+    /// Where bytes that are not whole batches begin in a segment below the recovery point,
+    /// and why: reads that reach them fail as corrupt.
+    damaged: Option<(u64, InvalidBatch)>,
     settings: SegmentSettings,
 }
 
@@ -142,6 +145,7 @@ impl Segment {
             offset_of_max_timestamp: base_offset,
             bytes_since_last_index_entry: 0,
             rolling_base_ms: None,
+            damaged: None,
             settings,
         })
     }
@@ -210,6 +214,7 @@ impl Segment {
             offset_of_max_timestamp: base_offset,
             bytes_since_last_index_entry: 0,
             rolling_base_ms: None,
+            damaged: None,
             settings,
         };
         let mut truncated = 0;
@@ -218,6 +223,9 @@ impl Segment {
                 tracing::warn!(segment = %segment.log_path.display(), "index missing or inconsistent; rebuilding it");
             }
             truncated = segment.rebuild(recover || is_active)?;
+            // A rebuilt index is written preallocated; trimmed, the next open can trust it
+            // (the log grows the active segment's again).
+            segment.trim_indexes()?;
         }
         segment.rolling_base_ms = segment.first_batch_timestamp()?;
         Ok((segment, truncated))
@@ -314,6 +322,13 @@ impl Segment {
                 // Without verification this is an index rebuild below the recovery point: the
                 // bytes stay on disk, and a read that reaches them reports them as corrupt.
                 tracing::warn!(segment = %self.log_path.display(), position, "unreadable batch while rebuilding the index");
+                let reason = match end {
+                    ScanEnd::Invalid { reason, .. } => reason,
+                    _ => InvalidBatch::TooShort {
+                        len: (file_size - position) as usize,
+                    },
+                };
+                self.damaged = Some((position, reason));
                 self.size = file_size;
                 return Ok(0);
             }
@@ -484,7 +499,11 @@ impl Segment {
     /// The position of the first batch whose last offset is at least `offset`, and that batch.
     fn find(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
         if offset >= self.next_offset {
-            return Ok(None);
+            // Past the last readable batch of a damaged segment: report, do not skip ahead.
+            return match &self.damaged {
+                Some((position, reason)) => Err(self.corrupt(*position, reason.clone())),
+                None => Ok(None),
+            };
         }
         let start = self
             .offset_index
@@ -592,7 +611,7 @@ impl Segment {
         }
         let from_offset = self
             .time_index
-            .floor(timestamp - 1)
+            .floor(timestamp.saturating_sub(1))
             .map_or(self.base_offset, |e| {
                 self.base_offset + i64::from(e.relative_offset)
             });
@@ -610,7 +629,18 @@ impl Segment {
                     return Ok(Some((position, header)));
                 }
                 Step::Batch(..) => {}
-                Step::End(_) => return Ok(None),
+                Step::End(ScanEnd::Clean) => return Ok(None),
+                Step::End(ScanEnd::Torn { position }) => {
+                    return Err(self.corrupt(
+                        position,
+                        InvalidBatch::TooShort {
+                            len: (self.size - position) as usize,
+                        },
+                    ));
+                }
+                Step::End(ScanEnd::Invalid { position, reason }) => {
+                    return Err(self.corrupt(position, reason));
+                }
             }
         }
     }
@@ -679,7 +709,7 @@ impl Segment {
     }
 
     /// Makes the segment read-only: a final time-index entry and indexes trimmed. Syncing is
-    /// the caller's: [`Segment::sync_all`] now, or [`SealedFiles::sync`] on another thread.
+    /// the caller's, through [`Segment::sealed_files`].
     pub(crate) fn seal(&mut self) -> Result<(), LogError> {
         if self.file_len()? != self.size {
             // A failed write left bytes past the last whole batch.
@@ -692,12 +722,6 @@ impl Segment {
         }
         self.push_time_entry();
         self.trim_indexes()
-    }
-
-    /// Fsyncs the log file and both indexes.
-    pub(crate) fn sync_all(&self) -> Result<(), LogError> {
-        self.sync()?;
-        self.sync_indexes()
     }
 
     /// What another thread needs to fsync this segment once it is sealed.
@@ -747,19 +771,6 @@ impl Segment {
                 path: self.log_path.clone(),
                 source,
             })
-    }
-
-    fn sync_indexes(&self) -> Result<(), LogError> {
-        let path = self.log_path.clone();
-        self.offset_index
-            .sync()
-            .map_err(|source| LogError::SyncSegment {
-                path: path.clone(),
-                source,
-            })?;
-        self.time_index
-            .sync()
-            .map_err(|source| LogError::SyncSegment { path, source })
     }
 
     /// Deletes the segment's files.

@@ -184,6 +184,11 @@ fn offset_for_timestamp_finds_the_first_record_at_or_after_it() {
     assert_eq!(found(12_345), Some((235, 12_350)));
     assert_eq!(found(20_001), Some((301, 20_005)));
     assert_eq!(found(20_006), None);
+    assert_eq!(
+        found(i64::MIN),
+        Some((0, 10_000)),
+        "the smallest timestamp does not overflow"
+    );
 }
 
 #[test]
@@ -389,6 +394,34 @@ fn bad_batches_are_refused_and_nothing_is_appended() {
     ));
 
     assert!(matches!(refuse(&mut log, Vec::new()), InvalidBatch::Empty));
+
+    // A batch with no record would take no offset and share the next batch's.
+    let no_records = weir_storage::BatchBuilder::new(0).build();
+    assert!(matches!(
+        refuse(&mut log, no_records),
+        InvalidBatch::CountMismatch { count: 0, .. }
+    ));
+    // Control batches are the broker's to write.
+    let mut control = good.clone();
+    control[22] |= 0x20;
+    let crc = crc32c::crc32c(&control[21..]);
+    control[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert!(matches!(
+        refuse(&mut log, control),
+        InvalidBatch::ControlBatch
+    ));
+    // A max timestamp its records do not have would mislead lookups by time.
+    let mut lying = good.clone();
+    lying[35..43].copy_from_slice(&99_999i64.to_be_bytes());
+    let crc = crc32c::crc32c(&lying[21..]);
+    lying[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert!(matches!(
+        refuse(&mut log, lying),
+        InvalidBatch::MaxTimestampMismatch {
+            declared: 99_999,
+            found: 1000
+        }
+    ));
     assert_eq!(log.log_end_offset(), 2);
     assert_eq!(read_all(&log).len(), 2);
     drop(log);

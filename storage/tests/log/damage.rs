@@ -209,3 +209,54 @@ fn a_flipped_byte_in_the_active_segment_cuts_the_log_there_after_a_crash() {
     assert_eq!(log.log_end_offset(), header.base_offset);
     assert_eq!(read_all(&log), all[..header.base_offset as usize]);
 }
+
+#[test]
+fn a_rebuilt_index_is_trimmed_so_the_next_open_trusts_it() {
+    let (dir, all) = written_log(true);
+    let index = segment_files(dir.path(), "index")[1].clone();
+    let length = std::fs::metadata(&index).expect("metadata").len();
+    std::fs::remove_file(&index).expect("delete");
+    let log = open(dir.path(), small_segments());
+    drop(log);
+    assert_eq!(
+        std::fs::metadata(&index).expect("rebuilt").len(),
+        length,
+        "rebuilt to its trimmed length"
+    );
+    let (log, report) = Log::open(dir.path(), small_segments()).expect("reopen");
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(read_all(&log), all);
+}
+
+#[test]
+fn damage_below_the_recovery_point_is_reported_not_skipped() {
+    let (dir, _) = written_log(true);
+    let second = segment_files(dir.path(), "log")[1].clone();
+    let report = inspect(dir.path()).expect("inspect");
+    let segment = report
+        .segments
+        .iter()
+        .find(|s| s.path == second)
+        .expect("segment report");
+    // The length field of a batch in the middle is garbage, and the index is gone, so the
+    // rebuild cannot walk past it.
+    let (position, header) = segment.batches[5];
+    let mut bytes = std::fs::read(&second).expect("read");
+    bytes[position as usize + 8..position as usize + 12].copy_from_slice(&(-7i32).to_be_bytes());
+    std::fs::write(&second, &bytes).expect("write");
+    std::fs::remove_file(second.with_extension("index")).expect("delete index");
+
+    let (log, report) = Log::open(dir.path(), small_segments()).expect("reopen");
+    assert!(report.clean_shutdown);
+    assert!(
+        log.read(header.base_offset - 1, 100, None)
+            .expect("before the damage")
+            .is_some()
+    );
+    for offset in [header.base_offset, header.base_offset + 3] {
+        assert!(
+            matches!(log.read(offset, 100, None), Err(LogError::Corrupt { .. })),
+            "offset {offset} must be reported as corrupt, not skipped"
+        );
+    }
+}
