@@ -28,6 +28,8 @@ pub const OFFSETS_PARTITIONS: i32 = 4;
 #[derive(Debug)]
 pub struct Coordinator {
     groups: Mutex<BTreeMap<String, Group>>,
+    /// Held by heartbeats, commits and resets from their checks to their writes.
+    serial: tokio::sync::Mutex<()>,
     pub heartbeat_interval: Duration,
     pub default_session_timeout: Duration,
 }
@@ -46,6 +48,7 @@ impl Coordinator {
     pub fn new(heartbeat_interval: Duration, default_session_timeout: Duration) -> Self {
         Coordinator {
             groups: Mutex::new(BTreeMap::new()),
+            serial: tokio::sync::Mutex::new(()),
             heartbeat_interval,
             default_session_timeout,
         }
@@ -131,24 +134,37 @@ impl Coordinator {
             session_timeout,
         };
         let partitions = |topic: &str| node.topic(topic).ok().map(|t| t.partitions.len() as i32);
-        let (answer, new_epoch) = {
+        let _one_at_a_time = self.serial.lock().await;
+        let (answer, new_epoch, before) = {
             let mut groups = lock(&self.groups);
+            // Only a join creates a group: a heartbeat for a group that is not there comes
+            // from a member the broker forgot.
+            if request.member_epoch != 0 && !groups.contains_key(&request.group_id) {
+                return Err(Failure::new(
+                    Reason::UnknownMemberId,
+                    format!(
+                        "group {:?} has no member {:?}; join again",
+                        request.group_id, heartbeat.member_id
+                    ),
+                ));
+            }
             let group = groups
                 .entry(request.group_id.clone())
                 .or_insert_with(|| Group::new(&request.group_id, 0));
-            let before = group.epoch;
+            let before = group.clone();
             let answer = group
                 .heartbeat(heartbeat, Instant::now(), partitions)
                 .map_err(failure)?;
-            (answer, (group.epoch != before).then_some(group.epoch))
+            let changed = (group.epoch != before.epoch).then_some(group.epoch);
+            (answer, changed, before)
         };
         if let Some(epoch) = new_epoch {
-            self.persist(
-                node,
-                &request.group_id,
-                vec![(format!("g/{}", request.group_id), epoch.to_string())],
-            )
-            .await?;
+            let record = vec![(format!("g/{}", request.group_id), epoch.to_string())];
+            if let Err(failure) = self.persist(node, &request.group_id, record).await {
+                // The member was told nothing: the group goes back to what it was.
+                lock(&self.groups).insert(request.group_id.clone(), before);
+                return Err(failure);
+            }
         }
         Ok(v1::GroupHeartbeatResponse {
             member_id: answer.member_id,
@@ -167,6 +183,9 @@ impl Coordinator {
         node: &Node,
         request: v1::CommitOffsetsRequest,
     ) -> Result<(), Failure> {
+        // From the epoch check to the offsets in memory: a member fenced meanwhile cannot
+        // write after its successor, and memory follows the log's order.
+        let _one_at_a_time = self.serial.lock().await;
         {
             let groups = lock(&self.groups);
             let group = groups.get(&request.group_id).ok_or_else(|| {
@@ -316,6 +335,7 @@ impl Coordinator {
         node: &Node,
         request: v1::ResetOffsetsRequest,
     ) -> Result<(), Failure> {
+        let _one_at_a_time = self.serial.lock().await;
         if let Some(group) = lock(&self.groups).get(&request.group_id)
             && !group.members.is_empty()
         {

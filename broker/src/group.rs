@@ -120,13 +120,12 @@ impl Group {
             }
             0 => {
                 let id = if request.member_id.is_empty() {
+                    // The wall clock and a counter: unique across restarts of the broker too.
                     self.next_member += 1;
-                    format!(
-                        "{}-{}-{:x}",
-                        self.id,
-                        self.next_member,
-                        now.elapsed().as_nanos() ^ u128::from(std::process::id())
-                    )
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos());
+                    format!("{}-{nanos:x}-{}", self.id, self.next_member)
                 } else {
                     request.member_id.clone()
                 };

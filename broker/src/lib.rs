@@ -9,10 +9,11 @@
 //! [`BrokerConfig`]. [`run`] serves a node until told to stop.
 //!
 //! # Guarantees
-//! - A produce is acknowledged only after the topic's flush policy is met, and a record is
-//!   visible to fetches only from then on.
-//! - A clean stop (SIGTERM) closes every log with its clean-shutdown marker; after SIGKILL,
-//!   every log recovers on the next start.
+//! - With `flush.messages=1`, a produce is acknowledged, and its records become visible to
+//!   fetches, only once they are on disk (concurrent appends share fsyncs). With other flush
+//!   policies a record is visible once appended, as in Kafka.
+//! - A clean stop (SIGTERM) ends open Subscribe streams and closes every log with its
+//!   clean-shutdown marker; after SIGKILL, every log recovers on the next start.
 
 pub mod config;
 pub mod coordinator;
@@ -77,7 +78,13 @@ pub async fn run(
         stopped.clone(),
     ));
 
-    let service = Service::new(Arc::clone(&node));
+    let service = Service::new(Arc::clone(&node), stopped.clone());
+    // The signal stops everything at once, so that open Subscribe streams end and the server
+    // can finish.
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
     let server = tonic::transport::Server::builder()
         // Batches of a MiB and more: HTTP/2's default 64 KiB windows would stall them.
         .initial_stream_window_size(Some(16 << 20))
@@ -107,7 +114,6 @@ pub async fn run(
     let served = server.await;
     ready.store(false, Ordering::Release);
     tracing::info!("shutting down: closing logs");
-    let _ = stop.send(true);
     let _ = maintenance.await;
     let _ = http_server.await;
     close(node, config.shutdown_timeout).await;

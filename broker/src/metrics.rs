@@ -184,16 +184,21 @@ impl Metrics {
             .set(state.log_start_offset);
     }
 
-    pub fn group_lag(&self, group: &str, topic: &str, partition: i32, lag: i64) {
-        let labels = GroupLabels {
-            group: group.to_string(),
-            topic: topic.to_string(),
-            partition: partition.to_string(),
-        };
-        self.group_lag.get_or_create(&labels).set(lag);
+    /// Replaces every group-lag series: groups and topics that are gone disappear.
+    pub fn set_group_lags<'a>(&self, lags: impl IntoIterator<Item = (&'a str, &'a str, i32, i64)>) {
+        self.group_lag.clear();
+        for (group, topic, partition, lag) in lags {
+            let labels = GroupLabels {
+                group: group.to_string(),
+                topic: topic.to_string(),
+                partition: partition.to_string(),
+            };
+            self.group_lag.get_or_create(&labels).set(lag);
+        }
     }
 
-    pub fn forget_topic(&self, topic: &str) {
+    /// Drops every series of a deleted topic.
+    pub fn forget_topic(&self, topic: &str, partitions: i32) {
         let labels = TopicLabels {
             topic: topic.to_string(),
         };
@@ -204,6 +209,15 @@ impl Metrics {
             &self.records_out,
         ] {
             family.remove(&labels);
+        }
+        for partition in 0..partitions {
+            let labels = PartitionLabels {
+                topic: topic.to_string(),
+                partition: partition.to_string(),
+            };
+            for family in [&self.log_size, &self.log_end_offset, &self.log_start_offset] {
+                family.remove(&labels);
+            }
         }
     }
 

@@ -100,6 +100,9 @@ pub struct Node {
     metadata: Mutex<Metadata>,
     pub metrics: Metrics,
     pub coordinator: Coordinator,
+    /// Held by a topic change from reading the topic to publishing it, so that concurrent
+    /// changes do not undo each other.
+    admin: Mutex<()>,
     round_robin: AtomicU32,
 }
 
@@ -146,6 +149,7 @@ impl Node {
             metadata: Mutex::new(metadata),
             metrics,
             coordinator,
+            admin: Mutex::new(()),
             round_robin: AtomicU32::new(0),
         })
     }
@@ -201,6 +205,21 @@ impl Node {
                 format!("topic {name:?} does not exist"),
             )
         })
+    }
+
+    /// A topic clients may change: not one of Weir's own.
+    ///
+    /// # Errors
+    /// As [`Node::topic`], or `InvalidRequest` for an internal topic.
+    pub fn client_topic(&self, name: &str) -> Result<Arc<Topic>, Failure> {
+        let topic = self.topic(name)?;
+        if is_internal(name) {
+            return Err(Failure::new(
+                Reason::InvalidRequest,
+                format!("{name:?} is an internal topic; only the broker changes it"),
+            ));
+        }
+        Ok(topic)
     }
 
     pub fn topic_names(&self) -> Vec<String> {
@@ -318,13 +337,8 @@ impl Node {
     /// # Errors
     /// `InvalidTopic`, `UnknownTopic`, `StorageError`.
     pub async fn delete_topic(&self, name: &str) -> Result<(), Failure> {
-        let topic = self.topic(name)?;
-        if is_internal(name) {
-            return Err(Failure::new(
-                Reason::InvalidRequest,
-                format!("{name:?} is an internal topic and cannot be deleted"),
-            ));
-        }
+        let _one_at_a_time = self.admin.lock().await;
+        let topic = self.client_topic(name)?;
         let mut metadata = self.metadata.lock().await;
         let record = metadata.topics.remove(name);
         if let Err(e) = metadata.save(&self.config.data_dir) {
@@ -351,7 +365,8 @@ impl Node {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted partition's directory");
             }
         }
-        self.metrics.forget_topic(name);
+        self.metrics
+            .forget_topic(name, topic.partitions.len() as i32);
         tracing::info!(topic = name, "topic deleted");
         Ok(())
     }
@@ -366,7 +381,8 @@ impl Node {
         set: BTreeMap<String, String>,
         delete: Vec<String>,
     ) -> Result<Arc<Topic>, Failure> {
-        let current = self.topic(name)?;
+        let _one_at_a_time = self.admin.lock().await;
+        let current = self.client_topic(name)?;
         let mut overrides = current.overrides.clone();
         for key in &delete {
             if !TopicConfig::default().to_properties().contains_key(key) {
@@ -402,7 +418,8 @@ impl Node {
     /// # Errors
     /// `UnknownTopic`, `InvalidRequest` when `total` is not more than now, `StorageError`.
     pub async fn add_partitions(&self, name: &str, total: i32) -> Result<Arc<Topic>, Failure> {
-        let current = self.topic(name)?;
+        let _one_at_a_time = self.admin.lock().await;
+        let current = self.client_topic(name)?;
         let have = current.partitions.len() as i32;
         if total <= have || total > 10_000 {
             return Err(Failure::new(
@@ -507,8 +524,11 @@ impl Node {
         // Unique bytes are reused in place; shared ones are copied once.
         let mut bytes = BytesMut::from(batches);
         let appended = target.append(&mut bytes, SINGLE_NODE_EPOCH).await?;
-        self.metrics
-            .produced(&topic.name, size as u64, appended.records);
+        // The broker's own writes (group offsets) are not client traffic.
+        if !is_internal(&topic.name) {
+            self.metrics
+                .produced(&topic.name, size as u64, appended.records);
+        }
         Ok((appended.first_offset, appended.last_offset))
     }
 
@@ -639,14 +659,17 @@ impl Node {
     /// and refreshes the log gauges.
     pub fn maintain(&self, retention: bool) {
         self.coordinator.expire();
-        for group in self.coordinator.list() {
-            if let Ok(description) = self.coordinator.describe(self, &group.group_id) {
-                for p in &description.partitions {
-                    self.metrics
-                        .group_lag(&description.group_id, &p.topic, p.partition, p.lag);
-                }
-            }
-        }
+        let described: Vec<v1::GroupDescription> = self
+            .coordinator
+            .list()
+            .iter()
+            .filter_map(|g| self.coordinator.describe(self, &g.group_id).ok())
+            .collect();
+        self.metrics.set_group_lags(described.iter().flat_map(|d| {
+            d.partitions
+                .iter()
+                .map(move |p| (d.group_id.as_str(), p.topic.as_str(), p.partition, p.lag))
+        }));
         let topics: Vec<Arc<Topic>> = self.topics().values().cloned().collect();
         for topic in topics {
             for partition in &topic.partitions {

@@ -133,6 +133,14 @@ impl Partition {
     ) -> Result<Option<Appended>, Failure> {
         let mut log = self.write_log();
         let headers = headers_of(batches);
+        // Sequences are checked against the state before the request: one idempotent batch
+        // per request (as Kafka's producers send), or its later batches would look early.
+        if headers.len() > 1 && headers.iter().any(|h| h.producer_id >= 0) {
+            return Err(Failure::new(
+                Reason::InvalidRequest,
+                "an idempotent producer sends one batch per partition per request",
+            ));
+        }
         let mut producers = self
             .producers
             .lock()

@@ -15,11 +15,13 @@ use crate::node::{Failure, MAX_FETCH_BYTES, Node, Topic};
 #[derive(Debug, Clone)]
 pub struct Service {
     node: Arc<Node>,
+    /// Becomes true when the broker stops: open Subscribe streams end.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Service {
-    pub fn new(node: Arc<Node>) -> Self {
-        Service { node }
+    pub fn new(node: Arc<Node>, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        Service { node, stopping }
     }
 
     fn describe(&self, topic: &Topic) -> v1::TopicDescription {
@@ -67,7 +69,7 @@ impl v1::weir_server::Weir for Service {
         let request = request.into_inner();
         let topic = self
             .node
-            .topic(&request.topic)
+            .client_topic(&request.topic)
             .map_err(|f| failed(&mut timer, f))?;
         let acks = Acks::try_from(request.acks).map_err(|_| {
             failed(
@@ -168,6 +170,7 @@ impl v1::weir_server::Weir for Service {
             .map_err(|f| f.status())?;
         let max_bytes = (r.max_bytes.max(1) as usize).min(MAX_FETCH_BYTES);
         let node = Arc::clone(&self.node);
+        let mut stopping = self.stopping.clone();
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let mut offset = r.offset;
@@ -197,6 +200,15 @@ impl v1::weir_server::Weir for Service {
                         tokio::select! {
                             _ = partition.wait_past(offset, Duration::from_secs(5)) => {}
                             () = sender.closed() => return,
+                            _ = stopping.changed() => {}
+                        }
+                        if *stopping.borrow() {
+                            let _ = sender
+                                .send(Err(
+                                    Reason::ShuttingDown.status("the broker is shutting down")
+                                ))
+                                .await;
+                            return;
                         }
                         continue;
                     }

@@ -725,3 +725,143 @@ async fn a_retried_batch_is_written_once_and_a_sequence_gap_is_refused() {
     }
     assert_eq!(sequence, 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_topics_cannot_be_written_changed_or_deleted_by_clients() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let b = broker.address.as_str();
+    for args in [
+        &[
+            "topic",
+            "alter",
+            "__consumer_offsets",
+            "--config",
+            "retention.ms=1",
+        ][..],
+        &["topic", "alter", "__consumer_offsets", "--partitions", "9"][..],
+        &["topic", "delete", "__consumer_offsets"][..],
+        &["topic", "create", "__mine"][..],
+    ] {
+        let output = weir(b, args, "");
+        assert_eq!(output.status.code(), Some(1), "weir {args:?}");
+    }
+    let refused = weir(b, &["produce", "__consumer_offsets"], "o/g/t/0\n");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("internal topic"));
+    let client = Client::connect(b).await.expect("connect");
+    let described = client
+        .describe_topic("__consumer_offsets")
+        .await
+        .expect("describe");
+    assert_eq!(described.partitions.len(), 4, "unchanged");
+    assert!(
+        described.partitions.iter().all(|p| p.log_end_offset == 0),
+        "nothing written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_open_subscribe_streams_and_the_broker_stops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let client = Client::connect(&broker.address).await.expect("connect");
+    client
+        .create_topic("watched", 1, 1, BTreeMap::new())
+        .await
+        .expect("create");
+    let mut raw =
+        weir_proto::v1::weir_client::WeirClient::connect(format!("http://{}", broker.address))
+            .await
+            .expect("connect");
+    let mut stream = raw
+        .subscribe(v1::SubscribeRequest {
+            topic: "watched".into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 1 << 20,
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    // The stream is open and idle when the broker is told to stop.
+    let exit = tokio::task::spawn_blocking(move || broker.terminate());
+    let ended = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .expect("the stream ends in time");
+    let status = ended.expect_err("ended by the broker");
+    assert_eq!(Reason::of(&status), Some(Reason::ShuttingDown));
+    assert_eq!(exit.await.expect("join"), Some(0));
+    assert!(dir.path().join("data/watched-0/.clean-shutdown").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_the_broker_cannot_serve_are_refused_with_a_reason() {
+    use weir_record::{BatchBuilder, Record};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let client = Client::connect(&broker.address).await.expect("connect");
+    client
+        .create_topic("strict", 1, 1, BTreeMap::new())
+        .await
+        .expect("create");
+    let url = format!("http://{}", broker.address);
+
+    // A heartbeat for a group the broker does not know is from a member it forgot.
+    let mut groups = weir_proto::v1::groups_client::GroupsClient::connect(url.clone())
+        .await
+        .expect("connect");
+    let status = groups
+        .heartbeat(v1::GroupHeartbeatRequest {
+            group_id: "nobody".into(),
+            member_id: "m".into(),
+            member_epoch: 3,
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(Reason::of(&status), Some(Reason::UnknownMemberId));
+    assert!(
+        client.list_groups().await.expect("groups").is_empty(),
+        "no empty group was left behind"
+    );
+
+    // Two idempotent batches in one request.
+    let (id, epoch) = client.init_producer_id().await.expect("id");
+    let mut bytes = Vec::new();
+    for sequence in [0, 1] {
+        let mut builder = BatchBuilder::new(0).producer(id, epoch, sequence);
+        builder.push(&Record {
+            timestamp: 1,
+            value: Some(b"v"),
+            ..Record::default()
+        });
+        bytes.extend(builder.build());
+    }
+    let mut raw = weir_proto::v1::weir_client::WeirClient::connect(url)
+        .await
+        .expect("connect");
+    let answer = raw
+        .produce(v1::ProduceRequest {
+            topic: "strict".into(),
+            acks: v1::Acks::Leader as i32,
+            batches: vec![v1::PartitionBatches {
+                partition: 0,
+                record_batches: Bytes::from(bytes),
+            }],
+            records: Vec::new(),
+        })
+        .await
+        .expect("answered")
+        .into_inner();
+    assert_eq!(
+        answer.results[0].error.as_ref().map(|e| e.reason.as_str()),
+        Some("INVALID_REQUEST")
+    );
+
+    // A deleted topic's metrics go with it.
+    weir_ok(&broker.address, &["produce", "strict"], "x\n");
+    weir_ok(&broker.address, &["topic", "delete", "strict"], "");
+    let (_, metrics) = broker.http_get("/metrics");
+    assert!(!metrics.contains("topic=\"strict\""), "{metrics}");
+}
