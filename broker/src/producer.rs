@@ -8,7 +8,7 @@ use weir_proto::Reason;
 use weir_storage::BatchHeader;
 
 /// Batches remembered per producer: a producer has at most this many requests in flight.
-pub const BATCHES_KEPT: usize = 5;
+pub const BATCHES_KEPT: usize = weir_proto::MAX_IN_FLIGHT;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct BatchMeta {

@@ -101,7 +101,7 @@ pub async fn run(client: &Client, command: BenchCommand) -> anyhow::Result<ExitC
     let elapsed = started.elapsed();
     ticker.abort();
     eprintln!();
-    report(mode, &args, elapsed, latencies);
+    report(mode, &args, elapsed, latencies)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -217,7 +217,7 @@ async fn produce(
                 .map_err(|e| ClientError::InvalidArgument(e.to_string()))?
         });
     }
-    let mut latencies = Vec::with_capacity(args.records as usize);
+    let mut latencies = Vec::with_capacity((args.records / LATENCY_SAMPLE) as usize + 1);
     while let Some(result) = tasks.join_next().await {
         latencies.extend(result.context("producer task")??);
     }
@@ -294,7 +294,12 @@ async fn consume_with(
     Ok(latencies)
 }
 
-fn report(mode: &str, args: &BenchArgs, elapsed: Duration, mut latencies: Vec<u32>) {
+fn report(
+    mode: &str,
+    args: &BenchArgs,
+    elapsed: Duration,
+    mut latencies: Vec<u32>,
+) -> std::io::Result<()> {
     latencies.sort_unstable();
     let percentile = |p: f64| -> f64 {
         if latencies.is_empty() {
@@ -313,7 +318,7 @@ fn report(mode: &str, args: &BenchArgs, elapsed: Duration, mut latencies: Vec<u3
         percentile(1.0),
     );
     match args.output {
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             json!({
                 "mode": mode,
@@ -330,9 +335,11 @@ fn report(mode: &str, args: &BenchArgs, elapsed: Duration, mut latencies: Vec<u3
                 "max_ms": max,
             })
         ),
-        Output::Text => println!(
+        Output::Text => outln!(
             "{mode}: {} records of {} B in {seconds:.2} s: {records_per_sec:.0} records/s, {mb_per_sec:.1} MB/s; latency ms: p50 {p50:.3}, p99 {p99:.3}, p99.9 {p999:.3}, max {max:.3}",
-            args.records, args.record_size
+            args.records,
+            args.record_size
         ),
     }
+    Ok(())
 }

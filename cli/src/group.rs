@@ -53,14 +53,14 @@ pub async fn run(client: &Client, command: GroupCommand) -> anyhow::Result<ExitC
         GroupCommand::List { output } => {
             let groups = client.list_groups().await?;
             match output {
-                Output::Json => println!(
+                Output::Json => outln!(
                     "{}",
                     json!(groups.iter().map(|g| json!({"group": g.group_id, "state": g.state, "members": g.members})).collect::<Vec<_>>())
                 ),
                 Output::Text => {
-                    println!("{:<40} {:<12} {:>8}", "GROUP", "STATE", "MEMBERS");
+                    outln!("{:<40} {:<12} {:>8}", "GROUP", "STATE", "MEMBERS");
                     for g in groups {
-                        println!("{:<40} {:<12} {:>8}", g.group_id, g.state, g.members);
+                        outln!("{:<40} {:<12} {:>8}", g.group_id, g.state, g.members);
                     }
                 }
             }
@@ -68,8 +68,8 @@ pub async fn run(client: &Client, command: GroupCommand) -> anyhow::Result<ExitC
         GroupCommand::Describe { group, output } => {
             let description = client.describe_group(&group).await?;
             match output {
-                Output::Json => println!("{}", group_json(&description)),
-                Output::Text => print_group(&description),
+                Output::Json => outln!("{}", group_json(&description)),
+                Output::Text => print_group(&description)?,
             }
         }
         GroupCommand::ResetOffsets {
@@ -93,7 +93,7 @@ pub async fn run(client: &Client, command: GroupCommand) -> anyhow::Result<ExitC
                 .reset_group_offsets(&group, &topic, spec, timestamp.unwrap_or(0), offset)
                 .await?;
             let description = client.describe_group(&group).await?;
-            print_group(&description);
+            print_group(&description)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -120,8 +120,8 @@ fn group_json(g: &v1::GroupDescription) -> serde_json::Value {
     })
 }
 
-fn print_group(g: &v1::GroupDescription) {
-    println!(
+fn print_group(g: &v1::GroupDescription) -> std::io::Result<()> {
+    outln!(
         "group {} ({}, epoch {}, {} members)",
         g.group_id,
         g.state,
@@ -144,24 +144,33 @@ fn print_group(g: &v1::GroupDescription) {
                 )
             })
             .collect();
-        println!(
+        outln!(
             "  member {} epoch {} owns {}",
             m.member_id,
             m.member_epoch,
             assignment.join(" ")
         );
     }
-    println!(
+    outln!(
         "{:<30} {:>9} {:>14} {:>14} {:>10}",
-        "TOPIC", "PARTITION", "COMMITTED", "END", "LAG"
+        "TOPIC",
+        "PARTITION",
+        "COMMITTED",
+        "END",
+        "LAG"
     );
     for p in &g.partitions {
         let committed = p
             .committed_offset
             .map_or("-".to_string(), |o| o.to_string());
-        println!(
+        outln!(
             "{:<30} {:>9} {:>14} {:>14} {:>10}",
-            p.topic, p.partition, committed, p.log_end_offset, p.lag
+            p.topic,
+            p.partition,
+            committed,
+            p.log_end_offset,
+            p.lag
         );
     }
+    Ok(())
 }

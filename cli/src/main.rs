@@ -2,6 +2,15 @@
 //! `--output json` for scripts; exit code 0 on success, 1 on failure, 2 on usage errors, with
 //! one line on stderr.
 
+/// `println!` that returns the write's error instead of panicking, so that a closed pipe
+/// (`weir topic list | head -1`) ends the command quietly rather than with a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod bench;
 mod consume;
 mod group;
@@ -69,6 +78,13 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        // The reader of our output went away (`| head`): nothing more to say to anyone.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("weir: {}", one_line(&e));
             ExitCode::FAILURE

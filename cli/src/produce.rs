@@ -80,7 +80,7 @@ pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<ExitCode>
     let topic: Arc<str> = args.topic.as_str().into();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let started = Instant::now();
-    let mut sent = 0u64;
+    let (mut sent, mut refused, mut first_refusal) = (0u64, 0u64, None);
     while let Some(line) = lines.next_line().await? {
         let (key, value) = match &args.key_separator {
             Some(separator) => match line.split_once(separator.as_str()) {
@@ -97,11 +97,19 @@ pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<ExitCode>
             headers: headers.clone(),
             timestamp: None,
         };
-        let delivery = producer.send(record).await?;
-        if deliveries.send(delivery).await.is_err() {
-            break;
-        }
         sent += 1;
+        match producer.send(record).await {
+            Ok(delivery) => {
+                if deliveries.send(delivery).await.is_err() {
+                    break;
+                }
+            }
+            // A record refused before it is sent (too large, say) fails alone: the rest go on.
+            Err(e) => {
+                refused += 1;
+                first_refusal.get_or_insert(e.to_string());
+            }
+        }
         if let Some(rate) = args.rate.filter(|&r| r > 0) {
             crate::pace(started, sent, rate as f64).await;
         }
@@ -109,10 +117,11 @@ pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<ExitCode>
     drop(deliveries);
     producer.close().await;
     let (acknowledged, failed, first_error) = collector.await?;
+    let failed = failed + refused;
     if failed > 0 {
         eprintln!(
             "weir: {failed} of {sent} records were not acknowledged: {}",
-            first_error.unwrap_or_default()
+            first_refusal.or(first_error).unwrap_or_default()
         );
         return Ok(ExitCode::FAILURE);
     }

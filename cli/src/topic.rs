@@ -78,24 +78,24 @@ pub async fn run(client: &Client, command: TopicCommand) -> anyhow::Result<ExitC
                     config.into_iter().collect(),
                 )
                 .await?;
-            print_topic(&topic, output.output);
+            print_topic(&topic, output.output)?;
         }
         TopicCommand::List { output } => {
             let topics = client.list_topics().await?;
             match output.output {
-                Output::Json => println!(
+                Output::Json => outln!(
                     "{}",
                     json!(topics.iter().map(topic_json).collect::<Vec<_>>())
                 ),
                 Output::Text => {
-                    println!("{:<40} {:>10} {:>12}", "TOPIC", "PARTITIONS", "RECORDS");
+                    outln!("{:<40} {:>10} {:>12}", "TOPIC", "PARTITIONS", "RECORDS");
                     for topic in &topics {
                         let records: i64 = topic
                             .partitions
                             .iter()
                             .map(|p| p.log_end_offset - p.log_start_offset)
                             .sum();
-                        println!(
+                        outln!(
                             "{:<40} {:>10} {:>12}",
                             topic.name,
                             topic.partitions.len(),
@@ -106,7 +106,7 @@ pub async fn run(client: &Client, command: TopicCommand) -> anyhow::Result<ExitC
             }
         }
         TopicCommand::Describe { name, output } => {
-            print_topic(&client.describe_topic(&name).await?, output.output)
+            print_topic(&client.describe_topic(&name).await?, output.output)?
         }
         TopicCommand::Alter {
             name,
@@ -130,7 +130,7 @@ pub async fn run(client: &Client, command: TopicCommand) -> anyhow::Result<ExitC
                 topic = Some(client.add_partitions(&name, partitions).await?);
             }
             if let Some(topic) = topic {
-                print_topic(&topic, output.output);
+                print_topic(&topic, output.output)?;
             }
         }
         TopicCommand::Delete { name } => {
@@ -160,18 +160,25 @@ fn topic_json(topic: &v1::TopicDescription) -> serde_json::Value {
     })
 }
 
-fn print_topic(topic: &v1::TopicDescription, output: Output) {
+fn print_topic(topic: &v1::TopicDescription, output: Output) -> std::io::Result<()> {
     match output {
-        Output::Json => println!("{}", topic_json(topic)),
+        Output::Json => outln!("{}", topic_json(topic)),
         Output::Text => {
-            println!(
+            outln!(
                 "topic {} ({} partitions)",
                 topic.name,
                 topic.partitions.len()
             );
-            println!(
+            outln!(
                 "{:>9} {:>6} {:>10} {:>10} {:>14} {:>14} {:>14} {:>12}",
-                "PARTITION", "LEADER", "REPLICAS", "ISR", "START", "END", "HIGH WATER", "BYTES"
+                "PARTITION",
+                "LEADER",
+                "REPLICAS",
+                "ISR",
+                "START",
+                "END",
+                "HIGH WATER",
+                "BYTES"
             );
             let list = |ids: &[i32]| {
                 ids.iter()
@@ -180,7 +187,7 @@ fn print_topic(topic: &v1::TopicDescription, output: Output) {
                     .join(",")
             };
             for p in &topic.partitions {
-                println!(
+                outln!(
                     "{:>9} {:>6} {:>10} {:>10} {:>14} {:>14} {:>14} {:>12}",
                     p.partition,
                     p.leader,
@@ -193,10 +200,11 @@ fn print_topic(topic: &v1::TopicDescription, output: Output) {
                 );
             }
             let config: BTreeMap<&String, &String> = topic.config.iter().collect();
-            println!("config:");
+            outln!("config:");
             for (key, value) in config {
-                println!("  {key}={value}");
+                outln!("  {key}={value}");
             }
         }
     }
+    Ok(())
 }

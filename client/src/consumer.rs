@@ -163,6 +163,8 @@ impl Consumer {
         }
         responses.sort_by_key(|r| r.partition);
         let mut records = Vec::new();
+        // Positions move only once every answer decoded, so an error skips nothing.
+        let mut moved = Vec::with_capacity(responses.len());
         for response in responses {
             let from = self
                 .positions
@@ -176,9 +178,9 @@ impl Consumer {
                 from,
                 &mut records,
             )?;
-            self.positions
-                .insert(response.partition, response.next_offset.max(from));
+            moved.push((response.partition, response.next_offset.max(from)));
         }
+        self.positions.extend(moved);
         self.prefetched = Some(self.fetch_all());
         Ok(records)
     }

@@ -65,6 +65,8 @@ pub struct GroupConsumer {
     positions: BTreeMap<Partition, i64>,
     /// Positions already committed, to skip commits that would change nothing.
     committed: BTreeMap<Partition, i64>,
+    /// Polls so far, to rotate which partition comes first.
+    polls: usize,
 }
 
 impl GroupConsumer {
@@ -92,6 +94,7 @@ impl GroupConsumer {
             last_commit: Instant::now(),
             positions: BTreeMap::new(),
             committed: BTreeMap::new(),
+            polls: 0,
         };
         consumer.heartbeat().await?;
         Ok(consumer)
@@ -160,14 +163,24 @@ impl GroupConsumer {
                 )
             });
         }
-        let mut records = Vec::new();
+        // Every answer first: on any failure no position moves, so nothing is skipped.
+        let mut responses = Vec::with_capacity(self.positions.len());
         while let Some(joined) = fetches.join_next().await {
-            let Ok((topic, result)) = joined else {
-                continue;
-            };
-            let response = result?;
+            let (topic, result) = joined
+                .map_err(|e| ClientError::InvalidArgument(format!("a fetch task failed: {e}")))?;
+            responses.push((topic, result?));
+        }
+        // The partition that goes first rotates, so that a backlog in one cannot starve the
+        // others when `limit` cuts the poll short.
+        self.polls = self.polls.wrapping_add(1);
+        let count = responses.len().max(1);
+        let rotation = self.polls % count;
+        responses.sort_by_key(|(topic, r)| (Arc::clone(topic), r.partition));
+        responses.rotate_left(rotation);
+        let mut records = Vec::new();
+        let mut moved = Vec::with_capacity(responses.len());
+        for (topic, response) in responses {
             let key = (topic, response.partition);
-            // A partition revoked meanwhile is no longer ours: drop what came for it.
             let Some(&from) = self.positions.get(&key) else {
                 continue;
             };
@@ -178,18 +191,18 @@ impl GroupConsumer {
                 from,
                 &mut records,
             )?;
-            self.positions.insert(key, response.next_offset.max(from));
+            moved.push((key, response.next_offset.max(from)));
         }
-        records.sort_by(|a, b| {
-            (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset))
-        });
         if records.len() > limit {
-            // Rewind each partition to its first record not returned.
+            // Each partition goes only as far as its first record not returned.
             for record in records.drain(limit..).rev() {
-                self.positions
-                    .insert((Arc::clone(&record.topic), record.partition), record.offset);
+                let key = (Arc::clone(&record.topic), record.partition);
+                if let Some(entry) = moved.iter_mut().find(|(k, _)| *k == key) {
+                    entry.1 = record.offset;
+                }
             }
         }
+        self.positions.extend(moved);
         Ok(records)
     }
 
@@ -239,16 +252,22 @@ impl GroupConsumer {
     /// # Errors
     /// The broker's error.
     pub async fn close(mut self) -> Result<(), ClientError> {
-        if self.config.auto_commit {
-            self.commit().await?;
-        }
+        let committed = if self.config.auto_commit {
+            self.commit().await
+        } else {
+            Ok(())
+        };
+        // Leave even when the commit failed, so the partitions move at once rather than after
+        // the session timeout.
         let request = v1::GroupHeartbeatRequest {
             group_id: self.group.clone(),
             member_id: self.member_id.clone(),
             member_epoch: -1,
             ..Default::default()
         };
-        self.groups.heartbeat(request).await?;
+        let left = self.groups.heartbeat(request).await;
+        committed?;
+        left?;
         Ok(())
     }
 
@@ -290,6 +309,7 @@ impl GroupConsumer {
                     // Fenced: whatever this member owned belongs to others now.
                     tracing::warn!(group = %self.group, member = %self.member_id, error = %error, "fenced; joining again");
                     self.positions.clear();
+                    self.committed.clear();
                     self.member_id.clear();
                     self.member_epoch = 0;
                     self.next_heartbeat = Instant::now();

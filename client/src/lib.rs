@@ -40,6 +40,14 @@ const MAX_FRAME_SIZE: u32 = (1 << 24) - 1;
 /// The largest gRPC message sent or accepted, as the broker's.
 pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
 
+/// What a producer must know of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicLimits {
+    pub partitions: u32,
+    /// The topic's `max.message.bytes`: no batch may be larger.
+    pub max_batch_size: usize,
+}
+
 /// A connection to a broker, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -47,8 +55,8 @@ pub struct Client {
     weir: WeirClient<Channel>,
     admin: AdminClient<Channel>,
     groups: GroupsClient<Channel>,
-    /// Partition counts of topics, learnt from Metadata.
-    partitions: Arc<Mutex<HashMap<String, u32>>>,
+    /// What producers must know of topics, learnt from Metadata.
+    topics: Arc<Mutex<HashMap<String, TopicLimits>>>,
 }
 
 impl Client {
@@ -89,7 +97,7 @@ impl Client {
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
             groups: GroupsClient::new(channel),
-            partitions: Arc::new(Mutex::new(HashMap::default())),
+            topics: Arc::new(Mutex::new(HashMap::default())),
         })
     }
 
@@ -110,13 +118,21 @@ impl Client {
     /// # Errors
     /// The broker's error, e.g. `UNKNOWN_TOPIC`.
     pub async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
-        if let Some(&count) = self
-            .partitions
+        Ok(self.topic_limits(topic).await?.partitions)
+    }
+
+    /// What a producer must know of `topic`, from a cache filled by Metadata.
+    ///
+    /// # Errors
+    /// The broker's error, e.g. `UNKNOWN_TOPIC`.
+    pub async fn topic_limits(&self, topic: &str) -> Result<TopicLimits, ClientError> {
+        if let Some(&limits) = self
+            .topics
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(topic)
         {
-            return Ok(count);
+            return Ok(limits);
         }
         let response = self
             .weir()
@@ -125,19 +141,26 @@ impl Client {
             })
             .await?
             .into_inner();
-        let count = response
+        let described = response
             .topics
             .iter()
             .find(|t| t.name == topic)
-            .map(|t| t.partitions.len() as u32)
             .ok_or_else(|| {
                 ClientError::InvalidArgument(format!("the broker did not describe topic {topic:?}"))
             })?;
-        self.partitions
+        let limits = TopicLimits {
+            partitions: described.partitions.len() as u32,
+            max_batch_size: described
+                .config
+                .get("max.message.bytes")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(usize::MAX),
+        };
+        self.topics
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(topic.to_string(), count);
-        Ok(count)
+            .insert(topic.to_string(), limits);
+        Ok(limits)
     }
 
     /// A producer id and epoch for an idempotent producer.
@@ -155,7 +178,7 @@ impl Client {
 
     /// Forgets cached metadata of `topic` (after it changed).
     pub fn forget(&self, topic: &str) {
-        self.partitions
+        self.topics
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(topic);

@@ -5,7 +5,6 @@
 //! an idempotent producer, whose sequence numbers let the broker restore the order.
 
 use rustc_hash::FxHashMap as HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -193,8 +192,8 @@ struct Inner {
     /// Wakes senders waiting for room in a lane's queue.
     room: Notify,
     /// The partition keyless records go to, per topic, until its batch leaves.
-    sticky: Mutex<HashMap<Arc<str>, u32>>,
-    closed: AtomicBool,
+    /// Per topic: the partition keyless records go to, and the topic's partition count.
+    sticky: Mutex<HashMap<Arc<str>, (u32, u32)>>,
     senders: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The producer id and epoch of an idempotent producer, asked for at the first send.
     identity: tokio::sync::OnceCell<(i64, i16)>,
@@ -228,7 +227,6 @@ impl Producer {
             lanes: Mutex::new(HashMap::default()),
             room: Notify::new(),
             sticky: Mutex::new(HashMap::default()),
-            closed: AtomicBool::new(false),
             senders: Mutex::new(Vec::new()),
             identity: tokio::sync::OnceCell::new(),
         });
@@ -241,14 +239,26 @@ impl Producer {
     /// acknowledged.
     ///
     /// # Errors
-    /// `Closed`, the broker's error for an unknown topic, `InvalidArgument` for a partition
-    /// the topic lacks.
+    /// The broker's error for an unknown topic; `InvalidArgument` for a partition the topic
+    /// lacks; `RECORD_TOO_LARGE` for a record that cannot fit the topic's
+    /// `max.message.bytes` (refused here, so it never costs an idempotent partition its
+    /// sequence).
     pub async fn send(&self, record: ProducerRecord) -> Result<Delivery, ClientError> {
         let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
-            return Err(ClientError::Closed);
+        let limits = inner.client.topic_limits(&record.topic).await?;
+        let count = limits.partitions;
+        let size = record_size(&record);
+        if weir_record::batch::HEADER_LEN + size > limits.max_batch_size {
+            return Err(ClientError::Broker {
+                reason: Some(Reason::RecordTooLarge),
+                code: tonic::Code::InvalidArgument,
+                message: format!(
+                    "a record of about {size} bytes is larger than max.message.bytes ({}) of topic {:?}",
+                    limits.max_batch_size, record.topic
+                ),
+            });
         }
-        let count = inner.client.partition_count(&record.topic).await?;
+        let batch_size = inner.config.batch_size.min(limits.max_batch_size);
         let partition = match (record.partition, &record.key) {
             (Some(p), _) if p >= 0 && (p as u32) < count => p,
             (Some(p), _) => {
@@ -259,7 +269,12 @@ impl Producer {
             }
             (None, Some(key)) => partition_for_key(key, count) as i32,
             (None, None) => {
-                (*lock(&inner.sticky).entry(record.topic.clone()).or_insert(0) % count) as i32
+                let mut sticky = lock(&inner.sticky);
+                let entry = sticky
+                    .entry(Arc::clone(&record.topic))
+                    .or_insert_with(|| (random_start() % count, count));
+                entry.1 = count;
+                (entry.0 % count) as i32
             }
         };
         let identity = if inner.config.idempotent {
@@ -280,14 +295,14 @@ impl Producer {
                 let lane = inner.lane(&mut lanes, &record.topic, partition);
                 // Seal before a record that would carry the batch past batch_size, so batches
                 // stay under the broker's max.message.bytes when batch_size does.
-                if lane.open.as_ref().is_some_and(|b| {
-                    !b.builder.is_empty()
-                        && b.builder.size() + record_size(&record) > inner.config.batch_size
-                }) {
-                    inner.seal(lane, &record.topic, partition, count);
+                if lane
+                    .open
+                    .as_ref()
+                    .is_some_and(|b| !b.builder.is_empty() && b.builder.size() + size > batch_size)
+                {
+                    inner.seal(lane, &record.topic, partition);
                 }
                 let next_sequence = lane.next_sequence;
-                let batch_size = inner.config.batch_size;
                 let batch =
                     lane.open.get_or_insert_with(|| Pending {
                         builder: match identity {
@@ -317,8 +332,8 @@ impl Producer {
                     partition,
                     index: batch.builder.len() as i64 - 1,
                 };
-                if batch.builder.size() >= inner.config.batch_size {
-                    inner.seal(lane, &record.topic, partition, count);
+                if batch.builder.size() >= batch_size {
+                    inner.seal(lane, &record.topic, partition);
                 }
                 (delivery, lane.ready.len() > inner.config.queued_batches)
             };
@@ -346,7 +361,7 @@ impl Producer {
             let mut markers = Vec::new();
             for (topic, by_partition) in lanes.iter_mut() {
                 for (&partition, lane) in by_partition.iter_mut() {
-                    self.inner.seal(lane, topic, partition, 0);
+                    self.inner.seal(lane, topic, partition);
                     // A marker: answered only after every batch queued before it.
                     let outcome = Arc::new(Outcome::default());
                     lane.ready.push_back(Ready {
@@ -373,15 +388,34 @@ impl Producer {
     /// Flushes, then stops.
     pub async fn close(self) {
         self.flush().await;
-        self.inner.closed.store(true, Ordering::Release);
     }
 }
 
 impl Drop for Producer {
+    /// Batches not yet sent are abandoned: their deliveries resolve with an error rather than
+    /// wait for ever. Requests already sent finish on their own.
     fn drop(&mut self) {
         self.linger.abort();
         for sender in lock(&self.inner.senders).drain(..) {
             sender.abort();
+        }
+        let abandoned = || {
+            Err((
+                None,
+                tonic::Code::Cancelled,
+                "the producer was dropped before this record was sent".to_string(),
+            ))
+        };
+        for lane in lock(&self.inner.lanes)
+            .values_mut()
+            .flat_map(HashMap::values_mut)
+        {
+            if let Some(batch) = lane.open.take() {
+                batch.outcome.finish(abandoned());
+            }
+            for ready in lane.ready.drain(..) {
+                ready.outcome.finish(abandoned());
+            }
         }
     }
 }
@@ -417,9 +451,8 @@ impl Inner {
     }
 
     /// Moves a lane's open batch to its ready queue and wakes its sender. Keyless records
-    /// move on to the next partition once a batch leaves (sticky partitioning); `partitions`
-    /// 0 leaves the sticky partition alone.
-    fn seal(&self, lane: &mut Lane, topic: &str, partition: i32, partitions: u32) {
+    /// move on to the next partition once a batch leaves (sticky partitioning).
+    fn seal(&self, lane: &mut Lane, topic: &str, partition: i32) {
         let Some(batch) = lane.open.take() else {
             return;
         };
@@ -431,11 +464,10 @@ impl Inner {
             outcome: batch.outcome,
         });
         lane.wake.notify_one();
-        if partitions > 0
-            && let Some(sticky) = lock(&self.sticky).get_mut(topic)
-            && *sticky as i32 == partition
+        if let Some((current, partitions)) = lock(&self.sticky).get_mut(topic)
+            && *current as i32 == partition
         {
-            *sticky = (*sticky + 1) % partitions;
+            *current = (*current + 1) % (*partitions).max(1);
         }
     }
 
@@ -448,7 +480,7 @@ impl Inner {
                     .as_ref()
                     .is_some_and(|b| b.opened.elapsed() >= age)
                 {
-                    self.seal(lane, topic, partition, 0);
+                    self.seal(lane, topic, partition);
                 }
             }
         }
@@ -510,7 +542,10 @@ async fn send_loop(inner: Arc<Inner>, topic: Arc<str>, partition: i32, wake: Arc
     // An idempotent producer may pipeline: the broker appends its batches in sequence order
     // whatever order they arrive in. Without sequences, order needs one request at a time.
     let in_flight = if inner.config.idempotent {
-        inner.config.max_in_flight.max(1)
+        inner
+            .config
+            .max_in_flight
+            .clamp(1, weir_proto::MAX_IN_FLIGHT)
     } else {
         1
     };
@@ -563,6 +598,14 @@ fn record_size(record: &ProducerRecord) -> usize {
             .iter()
             .map(|(k, v)| k.len() + 5 + bytes(v))
             .sum::<usize>()
+}
+
+/// Where keyless records of a topic start, so that producers do not all pile onto partition 0.
+fn random_start() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id().rotate_left(16)
 }
 
 fn now_ms() -> i64 {

@@ -16,6 +16,10 @@ pub mod v1 {
 
 pub mod partitioner;
 
+/// Batches a broker remembers per idempotent producer and partition, and so the most produce
+/// requests such a producer may have in flight per partition (as Kafka's five).
+pub const MAX_IN_FLIGHT: usize = 5;
+
 /// The metadata key of a failed call's status that holds its [`Reason`].
 pub const REASON_METADATA: &str = "weir-reason";
 

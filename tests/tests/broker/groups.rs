@@ -38,7 +38,10 @@ async fn produce(client: &Client, topic: &str, values: impl Iterator<Item = Stri
         deliveries.push(producer.send(record).await.expect("send"));
     }
     for delivery in deliveries {
-        delivery.wait().await.expect("acknowledged");
+        tokio::time::timeout(Duration::from_secs(30), delivery.wait())
+            .await
+            .expect("in time")
+            .expect("acknowledged");
     }
     producer.close().await;
 }
@@ -52,24 +55,30 @@ fn group_config() -> GroupConfig {
     }
 }
 
-/// A member that polls until told to stop, recording every value it is given.
+/// A member that polls slowly (a few records at a time, so that rebalances happen while it
+/// holds uncommitted progress) until told to stop, recording every value it is given;
+/// returns how many it got.
 fn member(
     client: Client,
     seen: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
+) -> tokio::task::JoinHandle<usize> {
     tokio::spawn(async move {
         let mut consumer = GroupConsumer::join(client, "workers", &["jobs"], group_config())
             .await
             .expect("join");
+        let mut got = 0;
         while !stop.load(Ordering::Relaxed) {
-            let records = consumer.poll().await.expect("poll");
+            let records = consumer.poll_up_to(20).await.expect("poll");
+            got += records.len();
+            tokio::time::sleep(Duration::from_millis(10)).await;
             let mut seen = seen.lock().expect("lock");
             seen.extend(records.iter().map(|r| {
                 String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
             }));
         }
         consumer.close().await.expect("leave");
+        got
     })
 }
 
@@ -95,7 +104,7 @@ async fn three_members_consume_every_record_exactly_once_while_members_join_and_
     tokio::time::sleep(Duration::from_millis(500)).await;
     // B leaves mid-stream; its partitions move to A and C.
     stops[1].store(true, Ordering::Relaxed);
-    b.await.expect("b");
+    let b_got = b.await.expect("b");
     produce(&client, "jobs", (1200..1800).map(|i| format!("job-{i}"))).await;
 
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -106,8 +115,12 @@ async fn three_members_consume_every_record_exactly_once_while_members_join_and_
     for stop in &stops {
         stop.store(true, Ordering::Relaxed);
     }
-    a.await.expect("a");
-    c.await.expect("c");
+    let a_got = a.await.expect("a");
+    let c_got = c.await.expect("c");
+    assert!(
+        a_got > 0 && b_got > 0 && c_got > 0,
+        "every member read some: A {a_got}, B {b_got}, C {c_got}"
+    );
 
     let seen = seen.lock().expect("lock").clone();
     let mut counts: HashMap<&str, usize> = HashMap::new();
@@ -197,14 +210,20 @@ async fn committed_offsets_and_lag_survive_a_restart_and_a_second_group_reads_ev
     assert_eq!(lag(&b), (120, 80));
     assert!(weir_ok(&b, &["group", "list"], "").contains("billing"));
     // The lag is exported for Prometheus, refreshed by the broker's timer.
-    std::thread::sleep(Duration::from_millis(600));
-    let (_, metrics) = broker.http_get("/metrics");
-    let exported: i64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("weir_group_lag{group=\"billing\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
-        .sum();
-    assert_eq!(exported, 80, "{metrics}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exported = loop {
+        let (_, metrics) = broker.http_get("/metrics");
+        let exported: i64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("weir_group_lag{group=\"billing\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+            .sum();
+        if exported == 80 || Instant::now() > deadline {
+            break exported;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(exported, 80);
 
     assert_eq!(broker.terminate(), Some(0));
     let broker = fast_group_broker(dir.path());
@@ -348,10 +367,13 @@ async fn a_stale_member_cannot_commit() {
         .expect_err("stale epoch");
     assert_eq!(Reason::of(&stale), Some(Reason::StaleMemberEpoch));
     // After its session expires (3 s without a heartbeat) the member is gone.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    let gone = groups
-        .commit_offsets(commit(joined.member_epoch))
-        .await
-        .expect_err("expired");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let gone = loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match groups.commit_offsets(commit(joined.member_epoch)).await {
+            Err(status) => break status,
+            Ok(_) => assert!(Instant::now() < deadline, "the member never expired"),
+        }
+    };
     assert_eq!(Reason::of(&gone), Some(Reason::UnknownMemberId));
 }

@@ -364,7 +364,9 @@ async fn acknowledged_records_survive_sigkill_with_flush_per_message() {
                 pending.push((value, delivery));
                 if pending.len() >= 50 {
                     for (value, delivery) in pending.drain(..) {
-                        if let Ok(metadata) = delivery.wait().await {
+                        if let Ok(Ok(metadata)) =
+                            tokio::time::timeout(Duration::from_secs(30), delivery.wait()).await
+                        {
                             acknowledged.push((
                                 metadata.partition,
                                 metadata.offset.expect("acks=1 gives offsets"),
@@ -519,8 +521,16 @@ fn metrics_and_health_endpoints_answer() {
     let (status, _) = broker.http_get("/readyz");
     assert!(status.contains("200"), "{status}");
     // Log gauges are refreshed by the maintenance timer (every 200 ms).
-    std::thread::sleep(Duration::from_millis(600));
-    let (status, metrics) = broker.http_get("/metrics");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (status, metrics) = loop {
+        let (status, metrics) = broker.http_get("/metrics");
+        if metrics.contains("weir_log_end_offset{topic=\"watched\",partition=\"0\"} 2")
+            || std::time::Instant::now() > deadline
+        {
+            break (status, metrics);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(status.contains("200"), "{status}");
     assert!(
         metrics.contains("weir_records_in_total{topic=\"watched\"} 2"),
@@ -575,7 +585,10 @@ async fn subscribe_pushes_batches_as_they_arrive() {
             .send(ProducerRecord::new("pushed", value.clone()))
             .await
             .expect("send");
-        delivery.wait().await.expect("acknowledged");
+        tokio::time::timeout(Duration::from_secs(30), delivery.wait())
+            .await
+            .expect("in time")
+            .expect("acknowledged");
         let message = tokio::time::timeout(Duration::from_secs(10), stream.message())
             .await
             .expect("pushed in time")
@@ -692,7 +705,10 @@ async fn a_retried_batch_is_written_once_and_a_sequence_gap_is_refused() {
         );
     }
     for delivery in deliveries {
-        delivery.wait().await.expect("acknowledged");
+        tokio::time::timeout(Duration::from_secs(30), delivery.wait())
+            .await
+            .expect("in time")
+            .expect("acknowledged");
     }
     let mut raw =
         weir_proto::v1::weir_client::WeirClient::connect(format!("http://{}", broker.address))
@@ -864,4 +880,100 @@ async fn requests_the_broker_cannot_serve_are_refused_with_a_reason() {
     weir_ok(&broker.address, &["topic", "delete", "strict"], "");
     let (_, metrics) = broker.http_get("/metrics");
     assert!(!metrics.contains("topic=\"strict\""), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_record_costs_only_itself_and_keyless_records_spread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let b = broker.address.as_str();
+    weir_ok(
+        b,
+        &[
+            "topic",
+            "create",
+            "small",
+            "--config",
+            "max.message.bytes=1000",
+        ],
+        "",
+    );
+    // The idempotent producer refuses the large line itself; the lines after it still go.
+    let input = format!("before\n{}\nafter-1\nafter-2\n", "x".repeat(2000));
+    let output = weir(b, &["produce", "small", "--partition", "0"], &input);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("1 of 4 records were not acknowledged")
+            && stderr.contains("max.message.bytes (1000)"),
+        "{stderr}"
+    );
+    let out = weir_ok(
+        b,
+        &[
+            "consume",
+            "small",
+            "--from-beginning",
+            "--max-messages",
+            "3",
+            "--timeout",
+            "10s",
+        ],
+        "",
+    );
+    assert_eq!(out, "before\nafter-1\nafter-2\n");
+
+    // Keyless records move to another partition each time a batch leaves.
+    let client = Client::connect(b).await.expect("connect");
+    client
+        .create_topic("spread", 4, 1, BTreeMap::new())
+        .await
+        .expect("create");
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            batch_size: 300,
+            ..ProducerConfig::default()
+        },
+    );
+    let mut deliveries = Vec::new();
+    for i in 0..100 {
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new("spread", format!("v{i}")))
+                .await
+                .expect("send"),
+        );
+    }
+    let mut partitions = std::collections::BTreeSet::new();
+    for delivery in deliveries {
+        let metadata = tokio::time::timeout(Duration::from_secs(30), delivery.wait())
+            .await
+            .expect("in time")
+            .expect("acknowledged");
+        partitions.insert(metadata.partition);
+    }
+    assert_eq!(
+        partitions.len(),
+        4,
+        "batches went to every partition: {partitions:?}"
+    );
+
+    // A producer dropped with records not yet sent: their deliveries fail, they do not hang.
+    let lingering = Producer::new(
+        client,
+        ProducerConfig {
+            linger: Duration::from_secs(3600),
+            ..ProducerConfig::default()
+        },
+    );
+    let delivery = lingering
+        .send(ProducerRecord::new("spread", "never sent"))
+        .await
+        .expect("send");
+    drop(lingering);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), delivery.wait())
+        .await
+        .expect("resolved, not hanging");
+    assert!(outcome.is_err());
 }
