@@ -103,8 +103,10 @@ pub async fn run(
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
         .add_service(weir_proto::v1::groups_server::GroupsServer::new(service))
+        // The builder's tcp_nodelay applies only to listeners tonic binds itself: without it
+        // here, Nagle held small answers behind the client's delayed ACK (40 ms stalls).
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
             shutdown,
         );
     ready.store(true, Ordering::Release);

@@ -254,7 +254,9 @@ impl Partition {
         if let Some(ticket) = ticket {
             ticket.wait()?;
         }
-        self.read_log().checkpoint_recovery_point()
+        // Not under the log's lock: appends would wait for the checkpoint's fsyncs.
+        let checkpoint = self.read_log().recovery_checkpoint();
+        checkpoint.write()
     }
 
     /// Closes the log cleanly (the clean-shutdown marker is written).

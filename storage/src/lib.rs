@@ -35,8 +35,8 @@ pub use config::{ConfigError, LogConfig};
 pub use epoch::EpochEntry;
 pub use error::LogError;
 pub use log::{
-    Appended, CLEAN_SHUTDOWN_FILE, Clock, FlushTicket, Log, OpenReport, RetentionOutcome,
-    SystemClock, TimestampOffset,
+    Appended, CLEAN_SHUTDOWN_FILE, Clock, FlushTicket, Log, OpenReport, RecoveryCheckpoint,
+    RetentionOutcome, SystemClock, TimestampOffset,
 };
 pub use segment::SegmentSlice;
 pub use weir_record::{

@@ -206,6 +206,23 @@ impl SyncState {
     }
 }
 
+/// Writes a log's recovery point (see [`Log::recovery_checkpoint`]).
+#[derive(Debug)]
+pub struct RecoveryCheckpoint {
+    state: Arc<SyncState>,
+    dir: PathBuf,
+}
+
+impl RecoveryCheckpoint {
+    /// Writes the recovery point if it moved since the last write.
+    ///
+    /// # Errors
+    /// `WriteCheckpoint`.
+    pub fn write(&self) -> Result<(), LogError> {
+        self.state.write_checkpoint(&self.dir)
+    }
+}
+
 /// Where a timestamp search landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimestampOffset {
@@ -736,6 +753,15 @@ impl Log {
     /// `WriteCheckpoint`.
     pub fn checkpoint_recovery_point(&self) -> Result<(), LogError> {
         self.sync.write_checkpoint(&self.dir)
+    }
+
+    /// A handle that writes the recovery-point checkpoint without the log: the write and its
+    /// fsyncs take milliseconds, and appends should not wait behind them.
+    pub fn recovery_checkpoint(&self) -> RecoveryCheckpoint {
+        RecoveryCheckpoint {
+            state: Arc::clone(&self.sync),
+            dir: self.dir.clone(),
+        }
     }
 
     /// Reads whole batches from `offset` on: the batch holding `offset` first, at most
