@@ -1,10 +1,9 @@
 //! `weir bench produce|consume|end-to-end`: a live progress line on stderr, then throughput
 //! and latency percentiles (or one JSON object with `--output json`). MB is 10^6 bytes.
 //!
-//! Latency: produce, from `send` to the batch's acknowledgement, on one record in 8; consume,
-//! the duration of
-//! each poll; end-to-end, from `send` to the record's arrival at a consumer (the send time
-//! travels in the record's first 8 bytes).
+//! Latency: produce, from `send` to the moment the batch's answer reached the client, on one
+//! record in 8; consume, the duration of each poll; end-to-end, from `send` to the record's
+//! arrival at a consumer (the send time travels in the record's first 8 bytes).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -60,8 +59,9 @@ pub struct BenchArgs {
     /// Produce requests in flight per partition.
     #[arg(long, default_value_t = ProducerConfig::default().max_in_flight)]
     max_in_flight: usize,
-    /// How long a producer batch waits for more records.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5ms")]
+    /// How long a producer batch waits for more records once it could be sent (batches grow
+    /// anyway while requests are in flight).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0ms")]
     linger: Duration,
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -155,7 +155,6 @@ async fn produce(
         );
         let rate = args.rate.map(|r| (r as f64 / producers as f64).max(1.0));
         tasks.spawn(async move {
-            // One message per batch: its first delivery and the send time of each record in it.
             // One message per batch: its first delivery, the sampled send times, the records.
             let (sender, mut receiver) =
                 tokio::sync::mpsc::channel::<(Delivery, Vec<Instant>, u64)>(1024);
@@ -163,8 +162,8 @@ async fn produce(
                 tokio::spawn(async move {
                     let mut latencies = Vec::with_capacity((share / LATENCY_SAMPLE) as usize + 1);
                     while let Some((delivery, sent, count)) = receiver.recv().await {
-                        delivery.wait().await?;
-                        let acknowledged = Instant::now();
+                        let (result, acknowledged) = delivery.wait_timed().await;
+                        result?;
                         latencies.extend(sent.iter().map(|s| {
                             (acknowledged - *s).as_micros().min(u128::from(u32::MAX)) as u32
                         }));

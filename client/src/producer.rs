@@ -1,8 +1,10 @@
-//! The producer: records are encoded into one RecordBatch v2 per partition as they are sent,
-//! and a batch leaves when it reaches `batch_size` or has waited `linger`. Each partition has
-//! one sender that sends its batches in order, one at a time, so records of a partition are
-//! appended in the order they were sent: one request at a time, or up to `max_in_flight` for
-//! an idempotent producer, whose sequence numbers let the broker restore the order.
+//! The producer: records are encoded into one RecordBatch v2 per partition as they are sent.
+//! Each partition has one sender that sends its batches in order, one request at a time, or up
+//! to `max_in_flight` for an idempotent producer, whose sequence numbers let the broker restore
+//! the order. A batch leaves when it reaches `batch_size`, or when the sender has room for
+//! another request and the batch has waited `linger` (as Kafka's sender: while every request
+//! is in flight, the open batch keeps growing, so batching follows the load and an idle
+//! producer's record leaves at once with `linger` 0).
 
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -41,7 +43,7 @@ impl Acks {
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
     pub acks: Acks,
-    /// How long a batch waits for more records before it is sent.
+    /// How long a batch waits for more records once the sender could send it.
     pub linger: Duration,
     /// A batch is sent once it holds this many bytes.
     pub batch_size: usize,
@@ -62,7 +64,9 @@ impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
             acks: Acks::Leader,
-            linger: Duration::from_millis(5),
+            // Batches grow while requests are in flight, so waiting buys little under load
+            // and costs latency when idle.
+            linger: Duration::ZERO,
             batch_size: 256 * 1024,
             retries: 5,
             retry_backoff: Duration::from_millis(100),
@@ -113,13 +117,14 @@ type BatchResult = Result<Option<i64>, (Option<Reason>, tonic::Code, String)>;
 
 #[derive(Debug, Default)]
 struct Outcome {
-    result: OnceLock<BatchResult>,
+    /// The result, and when it came.
+    result: OnceLock<(BatchResult, Instant)>,
     done: Notify,
 }
 
 impl Outcome {
     fn finish(&self, result: BatchResult) {
-        let _ = self.result.set(result);
+        let _ = self.result.set((result, Instant::now()));
         self.done.notify_waiters();
     }
 }
@@ -143,10 +148,16 @@ impl Delivery {
     /// # Errors
     /// Why the batch was not written (after the producer's retries).
     pub async fn wait(self) -> Result<RecordMetadata, ClientError> {
+        self.wait_timed().await.0
+    }
+
+    /// As [`Delivery::wait`], with the moment the answer came (for latency measurements that
+    /// should not count the time the caller took to look).
+    pub async fn wait_timed(self) -> (Result<RecordMetadata, ClientError>, Instant) {
         loop {
             let notified = self.outcome.done.notified();
-            if let Some(result) = self.outcome.result.get() {
-                return match result {
+            if let Some((result, at)) = self.outcome.result.get() {
+                let result = match result {
                     Ok(base) => Ok(RecordMetadata {
                         partition: self.partition,
                         offset: base.map(|b| b + self.index),
@@ -157,6 +168,7 @@ impl Delivery {
                         message: message.clone(),
                     }),
                 };
+                return (result, *at);
             }
             notified.await;
         }
@@ -208,7 +220,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Sends records in batches. Dropping it without [`Producer::close`] abandons unsent batches.
 pub struct Producer {
     inner: Arc<Inner>,
-    linger: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -230,8 +241,7 @@ impl Producer {
             senders: Mutex::new(Vec::new()),
             identity: tokio::sync::OnceCell::new(),
         });
-        let linger = tokio::spawn(linger_loop(Arc::clone(&inner)));
-        Producer { inner, linger }
+        Producer { inner }
     }
 
     /// Adds a record to its partition's batch; waits only while that partition already has
@@ -244,6 +254,9 @@ impl Producer {
     /// `max.message.bytes` (refused here, so it never costs an idempotent partition its
     /// sequence).
     pub async fn send(&self, record: ProducerRecord) -> Result<Delivery, ClientError> {
+        // A loop of sends that never waits would otherwise keep its worker thread until it
+        // ends, and the partition senders it wakes (queued behind it on that thread) with it.
+        tokio::task::coop::consume_budget().await;
         let inner = &self.inner;
         let limits = inner.client.topic_limits(&record.topic).await?;
         let count = limits.partitions;
@@ -303,6 +316,10 @@ impl Producer {
                     inner.seal(lane, &record.topic, partition);
                 }
                 let next_sequence = lane.next_sequence;
+                if lane.open.is_none() {
+                    // The sender starts the batch's linger.
+                    lane.wake.notify_one();
+                }
                 let batch =
                     lane.open.get_or_insert_with(|| Pending {
                         builder: match identity {
@@ -395,7 +412,6 @@ impl Drop for Producer {
     /// Batches not yet sent are abandoned: their deliveries resolve with an error rather than
     /// wait for ever. Requests already sent finish on their own.
     fn drop(&mut self) {
-        self.linger.abort();
         for sender in lock(&self.inner.senders).drain(..) {
             sender.abort();
         }
@@ -471,19 +487,25 @@ impl Inner {
         }
     }
 
-    fn seal_older_than(&self, age: Duration) {
+    /// The partition's next batch to send: the first ready one, else the open one once it has
+    /// waited `linger`. Otherwise how long until the open batch is due (`None`: no batch).
+    fn next_batch(&self, topic: &Arc<str>, partition: i32) -> Result<Ready, Option<Duration>> {
         let mut lanes = lock(&self.lanes);
-        for (topic, by_partition) in lanes.iter_mut() {
-            for (&partition, lane) in by_partition.iter_mut() {
-                if lane
-                    .open
-                    .as_ref()
-                    .is_some_and(|b| b.opened.elapsed() >= age)
-                {
-                    self.seal(lane, topic, partition);
-                }
-            }
+        let Some(lane) = lanes.get_mut(topic).and_then(|l| l.get_mut(&partition)) else {
+            return Err(None);
+        };
+        if let Some(ready) = lane.ready.pop_front() {
+            return Ok(ready);
         }
+        let age = match &lane.open {
+            Some(open) if !open.builder.is_empty() => open.opened.elapsed(),
+            _ => return Err(None),
+        };
+        if age < self.config.linger {
+            return Err(Some(self.config.linger - age));
+        }
+        self.seal(lane, topic, partition);
+        lane.ready.pop_front().ok_or(None)
     }
 
     /// One produce call with the producer's retries.
@@ -551,40 +573,35 @@ async fn send_loop(inner: Arc<Inner>, topic: Arc<str>, partition: i32, wake: Arc
     };
     let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
     loop {
-        let next = lock(&inner.lanes)
-            .get_mut(&topic)
-            .and_then(|l| l.get_mut(&partition))
-            .and_then(|l| l.ready.pop_front());
-        let Some(ready) = next else {
-            wake.notified().await;
-            continue;
+        // Room for a request first: until there is, the open batch keeps growing.
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        let ready = loop {
+            match inner.next_batch(&topic, partition) {
+                Ok(ready) => break ready,
+                Err(Some(due)) => {
+                    let _ = tokio::time::timeout(due, wake.notified()).await;
+                }
+                Err(None) => wake.notified().await,
+            }
         };
         inner.room.notify_waiters();
         if ready.bytes.is_empty() {
             // A flush marker: answered once every batch before it is.
+            drop(permit);
             let Ok(_all) = permits.acquire_many(in_flight as u32).await else {
                 return;
             };
             ready.outcome.finish(Ok(None));
             continue;
         }
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-            return;
-        };
         let (inner, topic) = (Arc::clone(&inner), Arc::clone(&topic));
         tokio::spawn(async move {
             let result = inner.produce(&topic, partition, ready.bytes).await;
             ready.outcome.finish(result);
             drop(permit);
         });
-    }
-}
-
-async fn linger_loop(inner: Arc<Inner>) {
-    let tick = (inner.config.linger / 2).max(Duration::from_millis(1));
-    loop {
-        tokio::time::sleep(tick).await;
-        inner.seal_older_than(inner.config.linger);
     }
 }
 
