@@ -1,0 +1,651 @@
+//! Every decision of the controller, as a change of [`ClusterState`]. Each returns the
+//! partitions whose state changed, for the controller to store and then push to brokers.
+//! Nothing here reads a clock or does I/O: liveness deadlines are the runtime's, which calls
+//! [`ClusterState::broker_lost`] when one passes.
+
+use std::collections::BTreeMap;
+
+use crate::error::ControllerError;
+use crate::model::{Broker, BrokerId, ClusterState, PartitionState, Topic};
+use crate::placement::place;
+
+/// A partition, by topic name and index.
+pub type PartitionRef = (String, i32);
+
+/// What a registration did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// The broker was known with another incarnation (it restarted): what it held was
+    /// treated as lost first.
+    pub restarted: bool,
+    pub changed: Vec<PartitionRef>,
+}
+
+impl ClusterState {
+    /// A broker announces itself. A new incarnation of a known broker is a restart: whatever
+    /// it led or was in sync for is handled as lost (its memory is gone, and with OS flushing
+    /// some of its log may be too), then it rejoins as a follower. In every case offline
+    /// partitions it can lead get it as leader.
+    pub fn register(
+        &mut self,
+        id: BrokerId,
+        address: String,
+        rack: Option<String>,
+        incarnation: u64,
+    ) -> Registered {
+        let mut changed = Vec::new();
+        let restarted = self
+            .brokers
+            .get(&id)
+            .is_some_and(|b| b.incarnation != incarnation);
+        if restarted {
+            changed.extend(self.broker_lost(id));
+        }
+        self.brokers.insert(
+            id,
+            Broker {
+                id,
+                address,
+                rack,
+                incarnation,
+                alive: true,
+            },
+        );
+        changed.extend(self.elect_offline());
+        changed.sort();
+        changed.dedup();
+        Registered { restarted, changed }
+    }
+
+    /// Checks that a heartbeat comes from the registered incarnation of a broker that is
+    /// alive. A dead broker must register again.
+    ///
+    /// # Errors
+    /// `UnknownBroker`.
+    pub fn heartbeat(&self, id: BrokerId, incarnation: u64) -> Result<(), ControllerError> {
+        match self.brokers.get(&id) {
+            Some(b) if b.alive && b.incarnation == incarnation => Ok(()),
+            _ => Err(ControllerError::UnknownBroker(id)),
+        }
+    }
+
+    /// A broker missed its deadline (or restarted). It leaves every ISR it can leave; each
+    /// partition it led gets a new leader from the rest of its ISR (leader epoch + 1), or
+    /// from any live replica where the topic allows unclean election, or goes offline.
+    pub fn broker_lost(&mut self, id: BrokerId) -> Vec<PartitionRef> {
+        if let Some(broker) = self.brokers.get_mut(&id) {
+            broker.alive = false;
+        }
+        let alive: Vec<BrokerId> = self.alive_brokers().map(|b| b.id).collect();
+        let mut changed = Vec::new();
+        for topic in self.topics.values_mut() {
+            let unclean = topic.unclean_election();
+            for (index, partition) in topic.partitions.iter_mut().enumerate() {
+                if !partition.replicas.contains(&id) {
+                    continue;
+                }
+                let was_leader = partition.leader == Some(id);
+                let in_isr = partition.isr.contains(&id);
+                if !was_leader && !in_isr {
+                    continue;
+                }
+                if in_isr && partition.isr.len() > 1 {
+                    partition.isr.retain(|&r| r != id);
+                }
+                if was_leader {
+                    partition.leader = None;
+                    if let Some(leader) = choose_leader(partition, &alive, unclean) {
+                        make_leader(partition, leader);
+                    }
+                    partition.leader_epoch += 1;
+                }
+                partition.partition_epoch += 1;
+                changed.push((topic.name.clone(), index as i32));
+            }
+        }
+        changed
+    }
+
+    /// Gives offline partitions a leader where one is now possible.
+    fn elect_offline(&mut self) -> Vec<PartitionRef> {
+        let alive: Vec<BrokerId> = self.alive_brokers().map(|b| b.id).collect();
+        let mut changed = Vec::new();
+        for topic in self.topics.values_mut() {
+            let unclean = topic.unclean_election();
+            for (index, partition) in topic.partitions.iter_mut().enumerate() {
+                if partition.is_online() {
+                    continue;
+                }
+                if let Some(leader) = choose_leader(partition, &alive, unclean) {
+                    make_leader(partition, leader);
+                    partition.leader_epoch += 1;
+                    partition.partition_epoch += 1;
+                    changed.push((topic.name.clone(), index as i32));
+                }
+            }
+        }
+        changed
+    }
+
+    /// A leader asks to change its partition's ISR (shrink a lagging follower, add one that
+    /// caught up). Accepted only from the current leader, at the current leader and partition
+    /// epochs (compare-and-set), for an ISR of live replicas that holds the leader.
+    ///
+    /// # Errors
+    /// `UnknownTopic`, `UnknownPartition`, `NotLeader`, `StaleEpoch`, `InvalidIsr`.
+    pub fn alter_isr(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        requester: BrokerId,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: &[BrokerId],
+    ) -> Result<PartitionState, ControllerError> {
+        let alive: Vec<BrokerId> = self.alive_brokers().map(|b| b.id).collect();
+        let state = self.partition_mut(topic, partition)?;
+        if state.leader != Some(requester) {
+            return Err(ControllerError::NotLeader {
+                topic: topic.to_string(),
+                partition,
+                broker: requester,
+                leader: state.leader,
+            });
+        }
+        if state.leader_epoch != leader_epoch || state.partition_epoch != partition_epoch {
+            return Err(ControllerError::StaleEpoch {
+                topic: topic.to_string(),
+                partition,
+                leader_epoch,
+                partition_epoch,
+                current_leader_epoch: state.leader_epoch,
+                current_partition_epoch: state.partition_epoch,
+            });
+        }
+        let invalid = |message: String| ControllerError::InvalidIsr {
+            topic: topic.to_string(),
+            partition,
+            message,
+        };
+        if !isr.contains(&requester) {
+            return Err(invalid(format!("it must hold the leader {requester}")));
+        }
+        if let Some(outsider) = isr.iter().find(|r| !state.replicas.contains(r)) {
+            return Err(invalid(format!("broker {outsider} is not a replica")));
+        }
+        if let Some(dead) = isr
+            .iter()
+            .find(|r| !state.isr.contains(r) && !alive.contains(r))
+        {
+            return Err(invalid(format!("broker {dead} is not alive")));
+        }
+        // In replica order, once each.
+        let ordered: Vec<BrokerId> = state
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| isr.contains(r))
+            .collect();
+        if ordered != state.isr {
+            state.isr = ordered;
+            state.partition_epoch += 1;
+        }
+        Ok(state.clone())
+    }
+
+    /// Creates a topic with placed replicas, each partition led by its preferred replica.
+    ///
+    /// # Errors
+    /// `TopicExists`, `InvalidPartitions`, `InvalidReplicationFactor`.
+    pub fn create_topic(
+        &mut self,
+        name: &str,
+        id: String,
+        partitions: usize,
+        replication_factor: usize,
+        config: BTreeMap<String, String>,
+    ) -> Result<&Topic, ControllerError> {
+        if self.topics.contains_key(name) {
+            return Err(ControllerError::TopicExists(name.to_string()));
+        }
+        let placed = place(self, partitions, replication_factor)?;
+        let topic = Topic {
+            id,
+            name: name.to_string(),
+            config,
+            partitions: placed.into_iter().map(new_partition).collect(),
+        };
+        Ok(self.topics.entry(name.to_string()).or_insert(topic))
+    }
+
+    /// Grows a topic to `total` partitions, placed like new ones with the topic's
+    /// replication factor.
+    ///
+    /// # Errors
+    /// `UnknownTopic`; `InvalidPartitions` unless `total` is more than it has;
+    /// `InvalidReplicationFactor` when too few brokers are alive.
+    pub fn add_partitions(
+        &mut self,
+        name: &str,
+        total: usize,
+    ) -> Result<Vec<PartitionRef>, ControllerError> {
+        let topic = self
+            .topics
+            .get(name)
+            .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+        let (current, rf) = (topic.partitions.len(), topic.replication_factor());
+        if total <= current {
+            return Err(ControllerError::InvalidPartitions(format!(
+                "topic {name:?} has {current} partitions; it can only grow (asked for {total})"
+            )));
+        }
+        let placed = place(self, total - current, rf)?;
+        let topic = self
+            .topics
+            .get_mut(name)
+            .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+        topic
+            .partitions
+            .extend(placed.into_iter().map(new_partition));
+        Ok((current..total)
+            .map(|p| (name.to_string(), p as i32))
+            .collect())
+    }
+
+    /// # Errors
+    /// `UnknownTopic`.
+    pub fn delete_topic(&mut self, name: &str) -> Result<Topic, ControllerError> {
+        self.topics
+            .remove(name)
+            .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))
+    }
+
+    /// Replaces a topic's config overrides.
+    ///
+    /// # Errors
+    /// `UnknownTopic`.
+    pub fn set_topic_config(
+        &mut self,
+        name: &str,
+        config: BTreeMap<String, String>,
+    ) -> Result<(), ControllerError> {
+        let topic = self
+            .topics
+            .get_mut(name)
+            .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+        topic.config = config;
+        Ok(())
+    }
+
+    /// Hands out the next idempotent producer id.
+    pub fn allocate_producer_id(&mut self) -> i64 {
+        let id = self.next_producer_id;
+        self.next_producer_id += 1;
+        id
+    }
+
+    fn partition_mut(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<&mut PartitionState, ControllerError> {
+        let found = self
+            .topics
+            .get_mut(topic)
+            .ok_or_else(|| ControllerError::UnknownTopic(topic.to_string()))?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| found.partitions.get_mut(p))
+            .ok_or_else(|| ControllerError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+            })
+    }
+}
+
+fn new_partition(replicas: Vec<BrokerId>) -> PartitionState {
+    PartitionState {
+        leader: replicas.first().copied(),
+        leader_epoch: 0,
+        isr: replicas.clone(),
+        partition_epoch: 0,
+        replicas,
+    }
+}
+
+/// The next leader: the first live ISR member in replica order; failing that, with unclean
+/// election, the first live replica.
+fn choose_leader(
+    partition: &PartitionState,
+    alive: &[BrokerId],
+    unclean: bool,
+) -> Option<BrokerId> {
+    let live = |r: &&BrokerId| alive.contains(r);
+    partition
+        .replicas
+        .iter()
+        .filter(|r| partition.isr.contains(r))
+        .find(live)
+        .or_else(|| {
+            unclean
+                .then(|| partition.replicas.iter().find(live))
+                .flatten()
+        })
+        .copied()
+}
+
+fn make_leader(partition: &mut PartitionState, leader: BrokerId) {
+    partition.leader = Some(leader);
+    if !partition.isr.contains(&leader) {
+        // Unclean: the new leader's log is the truth now.
+        partition.isr = vec![leader];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Event {
+        Lost(BrokerId),
+        Register(BrokerId, u64),
+        /// The leader of a partition drops or re-adds a replica (by position).
+        Shrink(i32, usize),
+        Expand(i32, usize),
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            (1..=4i32).prop_map(Event::Lost),
+            (1..=4i32, 0..3u64).prop_map(|(b, i)| Event::Register(b, i)),
+            (0..4i32, 0..3usize).prop_map(|(p, r)| Event::Shrink(p, r)),
+            (0..4i32, 0..3usize).prop_map(|(p, r)| Event::Expand(p, r)),
+        ]
+    }
+
+    proptest! {
+        /// Whatever brokers die, restart and whatever ISR changes leaders ask for: a leader
+        /// is alive, in the ISR, and (without unclean election) was in the ISR before it was
+        /// elected; the ISR is a non-empty set of replicas; epochs never go back.
+        #[test]
+        fn elections_stay_inside_the_isr(events in proptest::collection::vec(event(), 1..60)) {
+            let mut state = ClusterState::default();
+            for id in 1..=4 {
+                state.register(id, format!("b{id}"), None, 0);
+            }
+            state.create_topic("t", "id".into(), 4, 3, BTreeMap::new()).expect("create");
+            for event in events {
+                let before = state.clone();
+                match event {
+                    Event::Lost(b) => { state.broker_lost(b); }
+                    Event::Register(b, i) => { state.register(b, format!("b{b}"), None, i); }
+                    Event::Shrink(p, r) | Event::Expand(p, r) => {
+                        let part = state.partition("t", p).expect("partition").clone();
+                        let Some(leader) = part.leader else { continue };
+                        let replica = part.replicas[r];
+                        let mut isr = part.isr.clone();
+                        if matches!(event, Event::Shrink(..)) {
+                            isr.retain(|&x| x != replica);
+                        } else if !isr.contains(&replica) {
+                            isr.push(replica);
+                        }
+                        let _ = state.alter_isr("t", p, leader, part.leader_epoch, part.partition_epoch, &isr);
+                    }
+                }
+                for (index, part) in state.topics["t"].partitions.iter().enumerate() {
+                    let old = &before.topics["t"].partitions[index];
+                    prop_assert!(!part.isr.is_empty());
+                    prop_assert!(part.isr.iter().all(|r| part.replicas.contains(r)));
+                    prop_assert!(part.leader_epoch >= old.leader_epoch);
+                    prop_assert!(part.partition_epoch >= old.partition_epoch);
+                    if let Some(leader) = part.leader {
+                        prop_assert!(state.is_alive(leader));
+                        prop_assert!(part.isr.contains(&leader));
+                        if part.leader != old.leader {
+                            prop_assert!(old.isr.contains(&leader), "{:?} elected outside {:?}", leader, old.isr);
+                            prop_assert!(part.leader_epoch > old.leader_epoch);
+                        }
+                    }
+                    if part.isr.len() > 1 {
+                        prop_assert!(part.isr.iter().all(|&r| state.is_alive(r)), "dead broker in a shared ISR: {:?}", part);
+                    }
+                }
+            }
+        }
+    }
+
+    fn three() -> ClusterState {
+        let mut state = ClusterState::default();
+        for id in 1..=3 {
+            state.register(id, format!("127.0.0.1:{}", 9000 + id), None, 100);
+        }
+        state
+            .create_topic("t", "id-t".into(), 3, 3, BTreeMap::new())
+            .expect("create");
+        state
+    }
+
+    fn p(state: &ClusterState, index: i32) -> PartitionState {
+        state.partition("t", index).expect("partition").clone()
+    }
+
+    #[test]
+    fn new_topic_is_led_by_preferred_replicas_with_full_isr() {
+        let state = three();
+        for i in 0..3 {
+            let part = p(&state, i);
+            assert_eq!(part.leader, Some(part.replicas[0]));
+            assert_eq!(part.isr, part.replicas);
+            assert_eq!((part.leader_epoch, part.partition_epoch), (0, 0));
+        }
+    }
+
+    #[test]
+    fn losing_a_leader_elects_from_the_isr_with_a_new_epoch() {
+        let mut state = three();
+        let before = p(&state, 0);
+        let leader = before.leader.expect("leader");
+        let changed = state.broker_lost(leader);
+        assert_eq!(
+            changed.len(),
+            3,
+            "the broker is a replica of every partition"
+        );
+        let after = p(&state, 0);
+        assert_ne!(after.leader, Some(leader));
+        assert!(before.isr.contains(&after.leader.expect("new leader")));
+        assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+        assert!(!after.isr.contains(&leader));
+        assert!(after.partition_epoch > before.partition_epoch);
+        // A partition it followed keeps its leader and epoch, and drops it from the ISR.
+        let followed = (0..3)
+            .map(|i| (i, p(&state, i)))
+            .find(|(_, s)| s.leader_epoch == 0)
+            .expect("a partition it only followed");
+        assert!(!followed.1.isr.contains(&leader));
+    }
+
+    #[test]
+    fn nothing_outside_the_isr_is_elected() {
+        let mut state = three();
+        let part = p(&state, 0);
+        let (a, b, c) = (part.replicas[0], part.replicas[1], part.replicas[2]);
+        // c falls out of sync, then a and b die.
+        state
+            .alter_isr("t", 0, a, part.leader_epoch, part.partition_epoch, &[a, b])
+            .expect("shrink");
+        state.broker_lost(a);
+        assert_eq!(p(&state, 0).leader, Some(b));
+        state.broker_lost(b);
+        let offline = p(&state, 0);
+        assert_eq!(
+            offline.leader, None,
+            "c was not in sync: the partition waits"
+        );
+        assert_eq!(
+            offline.isr,
+            vec![b],
+            "the last in-sync replica stays the ISR"
+        );
+        // c restarting does not make it leader; b returning does.
+        state.register(c, "c".into(), None, 101);
+        assert_eq!(p(&state, 0).leader, None);
+        let registered = state.register(b, "b".into(), None, 102);
+        assert!(registered.restarted);
+        let back = p(&state, 0);
+        assert_eq!(back.leader, Some(b));
+        assert!(back.leader_epoch > offline.leader_epoch);
+    }
+
+    #[test]
+    fn unclean_election_where_the_topic_allows_it() {
+        let mut state = three();
+        state
+            .set_topic_config(
+                "t",
+                [(
+                    "unclean.leader.election.enable".to_string(),
+                    "true".to_string(),
+                )]
+                .into(),
+            )
+            .expect("config");
+        let part = p(&state, 0);
+        let (a, b, c) = (part.replicas[0], part.replicas[1], part.replicas[2]);
+        state
+            .alter_isr("t", 0, a, part.leader_epoch, part.partition_epoch, &[a])
+            .expect("shrink");
+        state.broker_lost(a);
+        let after = p(&state, 0);
+        assert_eq!(after.leader, Some(b));
+        assert_eq!(after.isr, vec![b]);
+        let _ = c;
+    }
+
+    #[test]
+    fn alter_isr_is_compare_and_set() {
+        let mut state = three();
+        let part = p(&state, 1);
+        let leader = part.leader.expect("leader");
+        let follower = part.replicas[1];
+        let shrunk = state
+            .alter_isr(
+                "t",
+                1,
+                leader,
+                part.leader_epoch,
+                part.partition_epoch,
+                &[leader, part.replicas[2]],
+            )
+            .expect("shrink");
+        assert_eq!(shrunk.partition_epoch, part.partition_epoch + 1);
+        // The same request again is stale.
+        let stale = state.alter_isr(
+            "t",
+            1,
+            leader,
+            part.leader_epoch,
+            part.partition_epoch,
+            &part.replicas,
+        );
+        assert!(
+            matches!(stale, Err(ControllerError::StaleEpoch { .. })),
+            "{stale:?}"
+        );
+        // Only the leader may ask.
+        let not_leader = state.alter_isr(
+            "t",
+            1,
+            follower,
+            shrunk.leader_epoch,
+            shrunk.partition_epoch,
+            &shrunk.replicas,
+        );
+        assert!(matches!(not_leader, Err(ControllerError::NotLeader { .. })));
+        // The ISR must hold the leader and only replicas; a dead broker cannot join.
+        for bad in [vec![follower], vec![leader, 42]] {
+            let refused = state.alter_isr(
+                "t",
+                1,
+                leader,
+                shrunk.leader_epoch,
+                shrunk.partition_epoch,
+                &bad,
+            );
+            assert!(
+                matches!(refused, Err(ControllerError::InvalidIsr { .. })),
+                "{bad:?}"
+            );
+        }
+        state.broker_lost(follower);
+        let now = p(&state, 1);
+        let refused = state.alter_isr(
+            "t",
+            1,
+            leader,
+            now.leader_epoch,
+            now.partition_epoch,
+            &now.replicas,
+        );
+        assert!(matches!(refused, Err(ControllerError::InvalidIsr { .. })));
+        // Expanding with the live follower back in order.
+        let grown = state
+            .alter_isr(
+                "t",
+                1,
+                leader,
+                now.leader_epoch,
+                now.partition_epoch,
+                &[part.replicas[2], leader],
+            )
+            .expect("same set");
+        assert_eq!(grown.isr, now.isr, "an unchanged ISR keeps its epoch");
+    }
+
+    #[test]
+    fn restart_is_a_loss_then_a_rejoin() {
+        let mut state = three();
+        let part = p(&state, 2);
+        let leader = part.leader.expect("leader");
+        let registered = state.register(leader, "again".into(), None, 999);
+        assert!(registered.restarted);
+        let after = p(&state, 2);
+        assert_ne!(
+            after.leader,
+            Some(leader),
+            "a restarted leader comes back as follower"
+        );
+        assert_eq!(after.leader_epoch, part.leader_epoch + 1);
+        assert!(state.is_alive(leader));
+        assert!(state.heartbeat(leader, 999).is_ok());
+        assert!(matches!(
+            state.heartbeat(leader, 100),
+            Err(ControllerError::UnknownBroker(_))
+        ));
+    }
+
+    #[test]
+    fn topics_grow_and_go() {
+        let mut state = three();
+        assert!(matches!(
+            state.create_topic("t", "x".into(), 1, 1, BTreeMap::new()),
+            Err(ControllerError::TopicExists(_))
+        ));
+        assert!(matches!(
+            state.add_partitions("t", 3),
+            Err(ControllerError::InvalidPartitions(_))
+        ));
+        let added = state.add_partitions("t", 5).expect("grow");
+        assert_eq!(added, vec![("t".to_string(), 3), ("t".to_string(), 4)]);
+        assert_eq!(state.topics["t"].partitions[4].replicas.len(), 3);
+        state.delete_topic("t").expect("delete");
+        assert!(matches!(
+            state.delete_topic("t"),
+            Err(ControllerError::UnknownTopic(_))
+        ));
+        assert_eq!(state.allocate_producer_id(), 0);
+        assert_eq!(state.allocate_producer_id(), 1);
+    }
+}
