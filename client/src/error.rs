@@ -57,7 +57,15 @@ impl ClientError {
                 reason: Some(reason),
                 ..
             } => {
-                matches!(reason, Reason::NotEnoughReplicas | Reason::ShuttingDown)
+                matches!(
+                    reason,
+                    Reason::NotEnoughReplicas
+                        | Reason::ShuttingDown
+                        | Reason::NotLeader
+                        | Reason::LeaderNotAvailable
+                        | Reason::UnknownLeaderEpoch
+                        | Reason::FencedLeaderEpoch
+                )
             }
             ClientError::Broker {
                 reason: None, code, ..

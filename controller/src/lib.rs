@@ -13,6 +13,7 @@ pub mod decide;
 pub mod error;
 pub mod model;
 pub mod placement;
+pub mod server;
 pub mod store;
 
 pub use decide::{PartitionRef, Registered};

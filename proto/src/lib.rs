@@ -1,5 +1,5 @@
-//! weir-proto: the wire contract of Weir, gRPC package `weir.v1` (services `Weir` and
-//! `Admin`), generated from `proto/weir/v1/weir.proto`.
+//! weir-proto: the wire contract of Weir, gRPC package `weir.v1` (services `Weir`, `Admin`,
+//! `Groups`, `Controller` and `Replication`), generated from `proto/weir/v1/weir.proto`.
 //!
 //! Also the stable error reasons that travel in the `weir-reason` metadata of a failed call's
 //! status and in per-partition results, so that brokers and clients agree on them.
@@ -46,10 +46,25 @@ pub enum Reason {
     UnknownGroup,
     OutOfOrderSequence,
     InvalidProducerEpoch,
+    /// The broker does not lead (or, for a replica fetch, follow) the partition.
+    NotLeader,
+    /// The request's leader epoch is older than the partition's (KIP-320).
+    FencedLeaderEpoch,
+    /// The request's leader epoch is newer than the broker knows yet.
+    UnknownLeaderEpoch,
+    /// The partition has no leader now (its in-sync replicas are down).
+    LeaderNotAvailable,
+    /// The broker is not registered with the controller (or registered again since).
+    UnknownBroker,
+    /// Another controller took over; this one's decisions no longer count.
+    NotController,
+    InvalidReplicationFactor,
+    /// An ISR change was computed from an older partition state (compare-and-set lost).
+    StalePartitionEpoch,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 28] = [
         Reason::UnknownTopic,
         Reason::InvalidTopic,
         Reason::TopicExists,
@@ -70,6 +85,14 @@ impl Reason {
         Reason::UnknownGroup,
         Reason::OutOfOrderSequence,
         Reason::InvalidProducerEpoch,
+        Reason::NotLeader,
+        Reason::FencedLeaderEpoch,
+        Reason::UnknownLeaderEpoch,
+        Reason::LeaderNotAvailable,
+        Reason::UnknownBroker,
+        Reason::NotController,
+        Reason::InvalidReplicationFactor,
+        Reason::StalePartitionEpoch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +117,14 @@ impl Reason {
             Reason::UnknownGroup => "UNKNOWN_GROUP",
             Reason::OutOfOrderSequence => "OUT_OF_ORDER_SEQUENCE_NUMBER",
             Reason::InvalidProducerEpoch => "INVALID_PRODUCER_EPOCH",
+            Reason::NotLeader => "NOT_LEADER_OR_FOLLOWER",
+            Reason::FencedLeaderEpoch => "FENCED_LEADER_EPOCH",
+            Reason::UnknownLeaderEpoch => "UNKNOWN_LEADER_EPOCH",
+            Reason::LeaderNotAvailable => "LEADER_NOT_AVAILABLE",
+            Reason::UnknownBroker => "UNKNOWN_BROKER",
+            Reason::NotController => "NOT_CONTROLLER",
+            Reason::InvalidReplicationFactor => "INVALID_REPLICATION_FACTOR",
+            Reason::StalePartitionEpoch => "STALE_PARTITION_EPOCH",
         }
     }
 
@@ -111,10 +142,18 @@ impl Reason {
             | Reason::StaleMemberEpoch
             | Reason::GroupNotEmpty
             | Reason::OutOfOrderSequence
-            | Reason::InvalidProducerEpoch => tonic::Code::FailedPrecondition,
+            | Reason::InvalidProducerEpoch
+            | Reason::FencedLeaderEpoch
+            | Reason::UnknownBroker
+            | Reason::StalePartitionEpoch => tonic::Code::FailedPrecondition,
             Reason::TopicExists => tonic::Code::AlreadyExists,
             Reason::OffsetOutOfRange => tonic::Code::OutOfRange,
-            Reason::NotEnoughReplicas | Reason::ShuttingDown => tonic::Code::Unavailable,
+            Reason::NotEnoughReplicas
+            | Reason::ShuttingDown
+            | Reason::NotLeader
+            | Reason::UnknownLeaderEpoch
+            | Reason::LeaderNotAvailable
+            | Reason::NotController => tonic::Code::Unavailable,
             Reason::CorruptRecord => tonic::Code::DataLoss,
             Reason::StorageError => tonic::Code::Internal,
             Reason::InvalidTopic
@@ -122,6 +161,7 @@ impl Reason {
             | Reason::RecordTooLarge
             | Reason::UnknownConfig
             | Reason::InvalidConfig
+            | Reason::InvalidReplicationFactor
             | Reason::InvalidRequest => tonic::Code::InvalidArgument,
         }
     }

@@ -1,0 +1,526 @@
+//! The controller at run time: the decisions of [`crate::decide`] made one at a time, each
+//! stored (conditionally) before it is announced, brokers' liveness tracked against their
+//! heartbeats, and the metadata pushed to every watcher after each change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use weir_proto::Reason;
+use weir_proto::v1;
+
+use crate::error::ControllerError;
+use crate::model::{BrokerId, ClusterState};
+use crate::store::{MetadataStore, StoreError, Version};
+
+/// How the controller judges liveness.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// How often brokers are told to heartbeat.
+    pub heartbeat_interval: Duration,
+    /// A broker without a heartbeat for this long is dead.
+    pub session_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat_interval: Duration::from_millis(500),
+            session_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: ClusterState,
+    version: Option<Version>,
+    /// Grows with every change this controller stores; watchers see it.
+    changes: u64,
+    /// When each live broker last heartbeated (or when this controller started).
+    heard: HashMap<BrokerId, Instant>,
+    /// Set when a write found another controller's: nothing more is decided here.
+    fenced: bool,
+}
+
+/// The running controller: share it (it is cheap to clone) between the gRPC service and the
+/// liveness task.
+#[derive(Debug)]
+pub struct Controller<S> {
+    store: S,
+    timing: Timing,
+    inner: Mutex<Inner>,
+    published: watch::Sender<Arc<v1::ClusterMetadata>>,
+    /// Set at shutdown: metadata watches end, so the server can finish.
+    stopping: watch::Sender<bool>,
+}
+
+impl<S: MetadataStore> Controller<S> {
+    /// Loads the stored state and takes over as controller with the next epoch. Every broker
+    /// the state holds as alive gets a full session from now to heartbeat.
+    ///
+    /// # Errors
+    /// The store's: `Conflict` when another controller took over meanwhile.
+    pub async fn start(store: S, timing: Timing) -> Result<Arc<Controller<S>>, StoreError> {
+        let (mut state, version) = match store.load().await? {
+            Some((state, version)) => (state, Some(version)),
+            None => (ClusterState::default(), None),
+        };
+        state.controller_epoch += 1;
+        let version = store.store(&state, version.as_ref()).await?;
+        let now = Instant::now();
+        let heard = state.alive_brokers().map(|b| (b.id, now)).collect();
+        tracing::info!(
+            controller_epoch = state.controller_epoch,
+            brokers = state.brokers.len(),
+            topics = state.topics.len(),
+            "controller started"
+        );
+        let (published, _) = watch::channel(Arc::new(to_wire(&state, 0)));
+        Ok(Arc::new(Controller {
+            store,
+            timing,
+            inner: Mutex::new(Inner {
+                state,
+                version: Some(version),
+                changes: 0,
+                heard,
+                fenced: false,
+            }),
+            published,
+            stopping: watch::channel(false).0,
+        }))
+    }
+
+    /// Ends every metadata watch (at shutdown).
+    pub fn stop_watches(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// The metadata as last published.
+    pub fn metadata(&self) -> Arc<v1::ClusterMetadata> {
+        self.published.borrow().clone()
+    }
+
+    /// Applies `decide` to a copy of the state, stores the copy, then makes it current and
+    /// publishes it. A refused decision or a failed write changes nothing.
+    async fn change<T>(
+        &self,
+        decide: impl FnOnce(&mut ClusterState) -> Result<T, ControllerError>,
+    ) -> Result<T, Status> {
+        let mut inner = self.inner.lock().await;
+        if inner.fenced {
+            return Err(Reason::NotController
+                .status("another controller took over; this one no longer decides anything"));
+        }
+        let mut next = inner.state.clone();
+        let outcome = decide(&mut next).map_err(|e| status_of(&e))?;
+        if next == inner.state {
+            return Ok(outcome);
+        }
+        match self.store.store(&next, inner.version.as_ref()).await {
+            Ok(version) => {
+                inner.version = Some(version);
+                inner.changes += 1;
+                inner.state = next;
+                self.published
+                    .send_replace(Arc::new(to_wire(&inner.state, inner.changes)));
+                Ok(outcome)
+            }
+            Err(e @ StoreError::Conflict { .. }) => {
+                tracing::error!(error = %e, "fenced: another controller wrote the metadata");
+                inner.fenced = true;
+                Err(Reason::NotController.status(e.to_string()))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not store the metadata");
+                Err(Reason::StorageError
+                    .status(format!("the controller could not store its decision: {e}")))
+            }
+        }
+    }
+
+    /// Declares dead every broker whose last heartbeat is older than the session timeout.
+    /// Called by [`Controller::run_liveness`]; public for tests.
+    pub async fn expire_sessions(&self) {
+        let now = Instant::now();
+        let expired: Vec<BrokerId> = {
+            let inner = self.inner.lock().await;
+            inner
+                .state
+                .alive_brokers()
+                .filter(|b| {
+                    inner
+                        .heard
+                        .get(&b.id)
+                        .is_none_or(|at| now.duration_since(*at) > self.timing.session_timeout)
+                })
+                .map(|b| b.id)
+                .collect()
+        };
+        for id in expired {
+            let result = self
+                .change(|state| {
+                    // It may have registered again meanwhile.
+                    let still = state.is_alive(id);
+                    Ok(if still {
+                        state.broker_lost(id)
+                    } else {
+                        Vec::new()
+                    })
+                })
+                .await;
+            match result {
+                Ok(changed) => tracing::warn!(
+                    broker = id,
+                    partitions = changed.len(),
+                    "broker missed its heartbeat deadline: declared dead"
+                ),
+                Err(e) => {
+                    tracing::error!(broker = id, error = %e.message(), "could not declare a broker dead")
+                }
+            }
+        }
+    }
+
+    /// Checks liveness for ever, a few times per heartbeat interval.
+    pub async fn run_liveness(self: Arc<Self>) {
+        let tick = (self.timing.heartbeat_interval / 2).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(tick).await;
+            self.expire_sessions().await;
+        }
+    }
+
+    async fn epoch(&self) -> i32 {
+        self.inner.lock().await.state.controller_epoch
+    }
+}
+
+/// The gRPC face of a [`Controller`].
+#[derive(Debug)]
+pub struct ControllerService<S>(pub Arc<Controller<S>>);
+
+impl<S> Clone for ControllerService<S> {
+    fn clone(&self) -> Self {
+        ControllerService(Arc::clone(&self.0))
+    }
+}
+
+type MetadataStream =
+    Pin<Box<dyn Stream<Item = Result<v1::ClusterMetadata, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl<S: MetadataStore + 'static> v1::controller_server::Controller for ControllerService<S> {
+    async fn register_broker(
+        &self,
+        request: Request<v1::RegisterBrokerRequest>,
+    ) -> Result<Response<v1::RegisterBrokerResponse>, Status> {
+        let r = request.into_inner();
+        if r.address.is_empty() {
+            return Err(Reason::InvalidRequest.status("a broker registers with its address"));
+        }
+        let controller = &self.0;
+        // Heard first: the liveness check must not find it registered but never heard.
+        controller
+            .inner
+            .lock()
+            .await
+            .heard
+            .insert(r.broker_id, Instant::now());
+        let registered = controller
+            .change(|state| {
+                Ok(state.register(
+                    r.broker_id,
+                    r.address.clone(),
+                    r.rack.clone(),
+                    r.incarnation,
+                ))
+            })
+            .await?;
+        tracing::info!(
+            broker = r.broker_id,
+            address = %r.address,
+            incarnation = r.incarnation,
+            restarted = registered.restarted,
+            partitions = registered.changed.len(),
+            "broker registered"
+        );
+        Ok(Response::new(v1::RegisterBrokerResponse {
+            controller_epoch: controller.epoch().await,
+            heartbeat_interval_ms: millis(controller.timing.heartbeat_interval),
+            session_timeout_ms: millis(controller.timing.session_timeout),
+        }))
+    }
+
+    async fn broker_heartbeat(
+        &self,
+        request: Request<v1::BrokerHeartbeatRequest>,
+    ) -> Result<Response<v1::BrokerHeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        let mut inner = self.0.inner.lock().await;
+        if inner.fenced {
+            return Err(Reason::NotController.status("another controller took over"));
+        }
+        inner
+            .state
+            .heartbeat(r.broker_id, r.incarnation)
+            .map_err(|e| status_of(&e))?;
+        inner.heard.insert(r.broker_id, Instant::now());
+        Ok(Response::new(v1::BrokerHeartbeatResponse {
+            controller_epoch: inner.state.controller_epoch,
+        }))
+    }
+
+    async fn alter_isr(
+        &self,
+        request: Request<v1::AlterIsrRequest>,
+    ) -> Result<Response<v1::ClusterPartition>, Status> {
+        let r = request.into_inner();
+        let partition = self
+            .0
+            .change(|state| {
+                state.heartbeat(r.broker_id, r.incarnation)?;
+                state.alter_isr(
+                    &r.topic,
+                    r.partition,
+                    r.broker_id,
+                    r.leader_epoch,
+                    r.partition_epoch,
+                    &r.isr,
+                )
+            })
+            .await?;
+        tracing::info!(topic = %r.topic, partition = r.partition, isr = ?partition.isr, partition_epoch = partition.partition_epoch, "ISR changed");
+        Ok(Response::new(partition_to_wire(r.partition, &partition)))
+    }
+
+    type WatchMetadataStream = MetadataStream;
+
+    async fn watch_metadata(
+        &self,
+        request: Request<v1::WatchMetadataRequest>,
+    ) -> Result<Response<Self::WatchMetadataStream>, Status> {
+        if let Some(broker) = request.into_inner().broker_id {
+            tracing::debug!(broker, "metadata watcher connected");
+        }
+        // A task forwards each new metadata until the watcher leaves or the controller stops.
+        let mut updates = self.0.published.subscribe();
+        let mut stopping = self.0.stopping.subscribe();
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let metadata = (**updates.borrow_and_update()).clone();
+                if sender.send(Ok(metadata)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    changed = updates.changed() => if changed.is_err() { return },
+                    _ = stopping.wait_for(|&stop| stop) => return,
+                    () = sender.closed() => return,
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn allocate_producer_id(
+        &self,
+        _request: Request<v1::InitProducerIdRequest>,
+    ) -> Result<Response<v1::InitProducerIdResponse>, Status> {
+        let id = self
+            .0
+            .change(|state| Ok(state.allocate_producer_id()))
+            .await?;
+        Ok(Response::new(v1::InitProducerIdResponse {
+            producer_id: id,
+            producer_epoch: 0,
+        }))
+    }
+
+    async fn create_topic(
+        &self,
+        request: Request<v1::CreateTopicRequest>,
+    ) -> Result<Response<v1::ClusterTopic>, Status> {
+        let r = request.into_inner();
+        let partitions = usize::try_from(r.partitions)
+            .map_err(|_| Reason::InvalidRequest.status("a negative partition count"))?;
+        let replication_factor = usize::try_from(r.replication_factor).map_err(|_| {
+            Reason::InvalidReplicationFactor.status("a negative replication factor")
+        })?;
+        let config: BTreeMap<String, String> = r.config.into_iter().collect();
+        let topic = self
+            .0
+            .change(|state| {
+                state
+                    .create_topic(&r.name, topic_id(), partitions, replication_factor, config)
+                    .cloned()
+            })
+            .await?;
+        tracing::info!(topic = %r.name, partitions, replication_factor, "topic created");
+        Ok(Response::new(topic_to_wire(&topic)))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<v1::DeleteTopicRequest>,
+    ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
+        let name = request.into_inner().name;
+        self.0.change(|state| state.delete_topic(&name)).await?;
+        tracing::info!(topic = %name, "topic deleted");
+        Ok(Response::new(v1::DeleteTopicResponse {}))
+    }
+
+    async fn alter_topic_config(
+        &self,
+        request: Request<v1::AlterTopicConfigRequest>,
+    ) -> Result<Response<v1::ClusterTopic>, Status> {
+        let r = request.into_inner();
+        let topic = self
+            .0
+            .change(|state| {
+                let mut config = state
+                    .topics
+                    .get(&r.name)
+                    .ok_or_else(|| ControllerError::UnknownTopic(r.name.clone()))?
+                    .config
+                    .clone();
+                for key in &r.delete {
+                    config.remove(key);
+                }
+                config.extend(r.set.clone());
+                state.set_topic_config(&r.name, config)?;
+                Ok(state.topics[&r.name].clone())
+            })
+            .await?;
+        Ok(Response::new(topic_to_wire(&topic)))
+    }
+
+    async fn add_partitions(
+        &self,
+        request: Request<v1::AddPartitionsRequest>,
+    ) -> Result<Response<v1::ClusterTopic>, Status> {
+        let r = request.into_inner();
+        let total = usize::try_from(r.partitions)
+            .map_err(|_| Reason::InvalidRequest.status("a negative partition count"))?;
+        let topic = self
+            .0
+            .change(|state| {
+                state.add_partitions(&r.name, total)?;
+                Ok(state.topics[&r.name].clone())
+            })
+            .await?;
+        Ok(Response::new(topic_to_wire(&topic)))
+    }
+}
+
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// A topic id unique across re-creations of a name.
+fn topic_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}")
+}
+
+/// The status a refused decision travels as.
+pub fn status_of(error: &ControllerError) -> Status {
+    let reason = match error {
+        ControllerError::UnknownTopic(_) => Reason::UnknownTopic,
+        ControllerError::TopicExists(_) => Reason::TopicExists,
+        ControllerError::UnknownPartition { .. } => Reason::UnknownPartition,
+        ControllerError::InvalidPartitions(_) => Reason::InvalidRequest,
+        ControllerError::InvalidReplicationFactor { .. } => Reason::InvalidReplicationFactor,
+        ControllerError::UnknownBroker(_) => Reason::UnknownBroker,
+        ControllerError::NotLeader { .. } => Reason::NotLeader,
+        ControllerError::StaleEpoch { .. } => Reason::StalePartitionEpoch,
+        ControllerError::InvalidIsr { .. } => Reason::InvalidRequest,
+    };
+    reason.status(error.to_string())
+}
+
+/// The metadata as the wire carries it.
+pub fn to_wire(state: &ClusterState, version: u64) -> v1::ClusterMetadata {
+    v1::ClusterMetadata {
+        controller_epoch: state.controller_epoch,
+        version,
+        brokers: state
+            .brokers
+            .values()
+            .map(|b| v1::ClusterBroker {
+                id: b.id,
+                address: b.address.clone(),
+                rack: b.rack.clone(),
+                incarnation: b.incarnation,
+                alive: b.alive,
+            })
+            .collect(),
+        topics: state.topics.values().map(topic_to_wire).collect(),
+    }
+}
+
+fn topic_to_wire(topic: &crate::model::Topic) -> v1::ClusterTopic {
+    v1::ClusterTopic {
+        name: topic.name.clone(),
+        id: topic.id.clone(),
+        config: topic.config.clone().into_iter().collect(),
+        partitions: topic
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| partition_to_wire(i as i32, p))
+            .collect(),
+    }
+}
+
+fn partition_to_wire(index: i32, p: &crate::model::PartitionState) -> v1::ClusterPartition {
+    v1::ClusterPartition {
+        partition: index,
+        replicas: p.replicas.clone(),
+        leader: p.leader,
+        leader_epoch: p.leader_epoch,
+        isr: p.isr.clone(),
+        partition_epoch: p.partition_epoch,
+    }
+}
+
+/// Runs a controller on `listener` until `shutdown` completes.
+///
+/// # Errors
+/// The store's at start, or the server's.
+pub async fn serve<S: MetadataStore + 'static>(
+    store: S,
+    timing: Timing,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let address = listener.local_addr()?;
+    let controller = Controller::start(store, timing).await?;
+    let liveness = tokio::spawn(Arc::clone(&controller).run_liveness());
+    tracing::info!(%address, "controller listening");
+    let watches = Arc::clone(&controller);
+    let shutdown = async move {
+        shutdown.await;
+        watches.stop_watches();
+    };
+    let result = tonic::transport::Server::builder()
+        .add_service(v1::controller_server::ControllerServer::new(
+            ControllerService(controller),
+        ))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
+        .await;
+    liveness.abort();
+    result.map_err(Into::into)
+}

@@ -1,0 +1,234 @@
+//! The controller over real gRPC on a loopback port: brokers register and heartbeat, a
+//! broker that stops heartbeating loses its leaderships to the ISR, watchers see each change,
+//! and a restarted controller keeps the state under a new epoch.
+
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use weir_controller::FileStore;
+use weir_controller::server::{Timing, serve};
+use weir_proto::Reason;
+use weir_proto::v1;
+use weir_proto::v1::controller_client::ControllerClient;
+
+const TIMING: Timing = Timing {
+    heartbeat_interval: Duration::from_millis(50),
+    session_timeout: Duration::from_millis(400),
+};
+
+struct Running {
+    address: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn start(dir: &std::path::Path) -> Running {
+        let store = FileStore::open(dir).expect("store");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("address"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(store, TIMING, listener, async {
+            let _ = stopped.await;
+        }));
+        Running {
+            address,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn client(&self) -> ControllerClient<Channel> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match ControllerClient::connect(self.address.clone()).await {
+                Ok(client) => return client,
+                Err(e) if tokio::time::Instant::now() > deadline => panic!("connect: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("controller stops in time")
+            .expect("task")
+            .expect("controller ran");
+    }
+}
+
+async fn register(client: &mut ControllerClient<Channel>, id: i32, incarnation: u64) {
+    client
+        .register_broker(v1::RegisterBrokerRequest {
+            broker_id: id,
+            address: format!("127.0.0.1:{}", 9000 + id),
+            rack: None,
+            incarnation,
+        })
+        .await
+        .expect("register");
+}
+
+/// Keeps brokers alive until dropped.
+fn heartbeats(
+    mut client: ControllerClient<Channel>,
+    brokers: Vec<(i32, u64)>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            for &(id, incarnation) in &brokers {
+                let _ = client
+                    .broker_heartbeat(v1::BrokerHeartbeatRequest {
+                        broker_id: id,
+                        incarnation,
+                    })
+                    .await;
+            }
+            tokio::time::sleep(TIMING.heartbeat_interval).await;
+        }
+    })
+}
+
+/// The next metadata on the watch that satisfies `test`, within 10 s.
+async fn wait_for(
+    stream: &mut tonic::Streaming<v1::ClusterMetadata>,
+    test: impl Fn(&v1::ClusterMetadata) -> bool,
+) -> v1::ClusterMetadata {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let metadata = stream.message().await.expect("watch").expect("watch open");
+            if test(&metadata) {
+                return metadata;
+            }
+        }
+    })
+    .await
+    .expect("metadata in time")
+}
+
+#[tokio::test]
+async fn failover_and_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let controller = Running::start(dir.path()).await;
+    let mut client = controller.client().await;
+    for id in 1..=3 {
+        register(&mut client, id, 7).await;
+    }
+    let keepalive = heartbeats(client.clone(), vec![(1, 7), (2, 7), (3, 7)]);
+    let created = client
+        .create_topic(v1::CreateTopicRequest {
+            name: "orders".into(),
+            partitions: 3,
+            replication_factor: 3,
+            config: Default::default(),
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    assert_eq!(created.partitions.len(), 3);
+    let impossible = client
+        .create_topic(v1::CreateTopicRequest {
+            name: "wide".into(),
+            partitions: 1,
+            replication_factor: 4,
+            config: Default::default(),
+        })
+        .await
+        .expect_err("rf 4 on 3 brokers");
+    assert_eq!(
+        Reason::of(&impossible),
+        Some(Reason::InvalidReplicationFactor)
+    );
+    assert!(
+        impossible.message().contains("3 broker(s) are alive"),
+        "{}",
+        impossible.message()
+    );
+
+    let mut watch = client
+        .watch_metadata(v1::WatchMetadataRequest { broker_id: None })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = wait_for(&mut watch, |m| !m.topics.is_empty()).await;
+    let p0 = first.topics[0].partitions[0].clone();
+    let leader = p0.leader.expect("leader");
+
+    // The leader of partition 0 stops heartbeating.
+    keepalive.abort();
+    let others: Vec<(i32, u64)> = (1..=3).filter(|&b| b != leader).map(|b| (b, 7)).collect();
+    let keepalive = heartbeats(client.clone(), others);
+    let after = wait_for(&mut watch, |m| {
+        m.brokers.iter().any(|b| b.id == leader && !b.alive)
+    })
+    .await;
+    let moved = &after.topics[0].partitions[0];
+    assert_ne!(moved.leader, Some(leader));
+    assert!(p0.isr.contains(&moved.leader.expect("new leader")));
+    assert_eq!(moved.leader_epoch, p0.leader_epoch + 1);
+    assert!(!moved.isr.contains(&leader));
+
+    // Its heartbeats are refused until it registers again.
+    let refused = client
+        .broker_heartbeat(v1::BrokerHeartbeatRequest {
+            broker_id: leader,
+            incarnation: 7,
+        })
+        .await
+        .expect_err("dead broker");
+    assert_eq!(Reason::of(&refused), Some(Reason::UnknownBroker));
+
+    // A stale ISR change is refused; a current one from the leader is accepted.
+    let new_leader = moved.leader.expect("leader");
+    let stale = client
+        .alter_isr(v1::AlterIsrRequest {
+            broker_id: new_leader,
+            incarnation: 7,
+            topic: "orders".into(),
+            partition: 0,
+            leader_epoch: p0.leader_epoch,
+            partition_epoch: p0.partition_epoch,
+            isr: vec![new_leader],
+        })
+        .await
+        .expect_err("stale epochs");
+    assert_eq!(Reason::of(&stale), Some(Reason::StalePartitionEpoch));
+    let shrunk = client
+        .alter_isr(v1::AlterIsrRequest {
+            broker_id: new_leader,
+            incarnation: 7,
+            topic: "orders".into(),
+            partition: 0,
+            leader_epoch: moved.leader_epoch,
+            partition_epoch: moved.partition_epoch,
+            isr: vec![new_leader],
+        })
+        .await
+        .expect("shrink")
+        .into_inner();
+    assert_eq!(shrunk.isr, vec![new_leader]);
+
+    keepalive.abort();
+    drop(watch);
+    controller.stop().await;
+
+    // A new controller on the same store: same topics, next epoch, brokers get a session.
+    let controller = Running::start(dir.path()).await;
+    let mut client = controller.client().await;
+    let mut watch = client
+        .watch_metadata(v1::WatchMetadataRequest { broker_id: Some(1) })
+        .await
+        .expect("watch")
+        .into_inner();
+    let reloaded = wait_for(&mut watch, |_| true).await;
+    assert_eq!(reloaded.controller_epoch, first.controller_epoch + 1);
+    assert_eq!(reloaded.topics[0].partitions[0].isr, vec![new_leader]);
+    controller.stop().await;
+}
