@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod node;
 pub mod partition;
 pub mod producer;
+pub mod replica;
 pub mod service;
 pub mod topic;
 

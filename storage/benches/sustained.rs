@@ -10,7 +10,10 @@ use std::time::Instant;
 
 use weir_storage::{Log, LogConfig};
 
-#[allow(dead_code, reason = "this bench needs only part of what the benches share")]
+#[allow(
+    dead_code,
+    reason = "this bench needs only part of what the benches share"
+)]
 mod disk;
 
 use disk::{bench_dir, encoded_batch};
