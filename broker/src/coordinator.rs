@@ -396,9 +396,14 @@ impl Coordinator {
                 headers: Vec::new(),
             });
         }
-        node.append(&topic, partition, Bytes::from(builder.build()))
-            .await
-            .map(|_| ())
+        node.append(
+            &topic,
+            partition,
+            Bytes::from(builder.build()),
+            v1::Acks::All,
+        )
+        .await
+        .map(|_| ())
     }
 }
 

@@ -17,11 +17,14 @@ use weir_storage::{BatchBuilder, Header, LogError, Record, SegmentSlice};
 use crate::config::BrokerConfig;
 use crate::coordinator::{Coordinator, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use crate::metrics::Metrics;
-use crate::partition::Partition;
+use crate::partition::{AckLevel, Partition};
 use crate::topic::{self, Metadata, TopicConfig, TopicRecord};
 
-/// The leader epoch a single broker stamps on its batches until the controller assigns epochs.
-const SINGLE_NODE_EPOCH: i32 = 0;
+/// This broker's id while it runs alone (no controller assigns roles yet).
+const LOCAL_BROKER: i32 = 0;
+/// How long an `acks=all` produce waits for the ISR before answering that the batch may not
+/// have reached enough replicas.
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest fetch a client may ask for.
 pub const MAX_FETCH_BYTES: usize = 32 << 20;
 
@@ -506,6 +509,7 @@ impl Node {
         topic: &Topic,
         partition: i32,
         batches: Bytes,
+        acks: v1::Acks,
     ) -> Result<(i64, i64), Failure> {
         let Some(target) = usize::try_from(partition)
             .ok()
@@ -523,7 +527,14 @@ impl Node {
         let size = batches.len();
         // Unique bytes are reused in place; shared ones are copied once.
         let mut bytes = BytesMut::from(batches);
-        let appended = target.append(&mut bytes, SINGLE_NODE_EPOCH).await?;
+        let level = match acks {
+            v1::Acks::All => AckLevel::All {
+                min_insync_replicas: usize::try_from(topic.config.min_insync_replicas).unwrap_or(1),
+                timeout: REPLICATION_TIMEOUT,
+            },
+            v1::Acks::Leader | v1::Acks::None => AckLevel::Leader,
+        };
+        let appended = target.append(&mut bytes, level).await?;
         // The broker's own writes (group offsets) are not client traffic.
         if !is_internal(&topic.name) {
             self.metrics
@@ -716,6 +727,8 @@ fn open_partition(
     if !report.clean_shutdown && report.recovered_segments > 0 {
         tracing::info!(topic, partition = index, ?report, "partition recovered");
     }
+    // Alone, this broker leads every partition it has.
+    partition.become_leader(LOCAL_BROKER, 0, 0, vec![LOCAL_BROKER], vec![LOCAL_BROKER]);
     Ok(Arc::new(partition))
 }
 

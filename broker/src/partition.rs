@@ -1,8 +1,15 @@
-//! One partition replica: its log, and a watch on its end for fetches that wait.
+//! One partition replica: its log, its role (leader, follower, or neither yet), and watches
+//! on its ends for fetches that wait.
+//!
+//! As leader it appends producers' batches stamped with its leader epoch, serves followers'
+//! fetches (learning their log ends, which move the high watermark) and answers `acks=all`
+//! once the high watermark passes a batch. As follower it appends what the leader sends,
+//! keeping offsets and epochs, and truncates where its log diverges from the leader's
+//! (KIP-101, KIP-279). Roles change only by the controller's decisions.
 
 use std::path::Path;
-use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use weir_proto::Reason;
@@ -10,11 +17,50 @@ use weir_storage::{Appended, BatchHeader, Log, LogConfig, LogError, OpenReport, 
 
 use crate::node::Failure;
 use crate::producer::{Check, Producers};
+use crate::replica::{BrokerId, IsrProposal, LeaderView};
 
 /// How long an idempotent producer's batch waits for the batches before it.
 const SEQUENCE_WAIT: Duration = Duration::from_secs(1);
 
-/// A partition and its log. On a single broker the high watermark is the log end offset.
+/// What this replica does for its partition.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// Nothing yet (not told by the controller), or no longer a replica.
+    None,
+    Leader(LeaderView),
+    Follower {
+        leader: BrokerId,
+        leader_epoch: i32,
+    },
+}
+
+/// How much a producer asks to be acknowledged for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckLevel {
+    /// Once the leader has appended (and flushed, if the policy says so).
+    Leader,
+    /// Once every in-sync replica has it and the ISR holds at least `min.insync.replicas`.
+    All {
+        min_insync_replicas: usize,
+        timeout: Duration,
+    },
+}
+
+/// What a follower's fetch gets.
+#[derive(Debug)]
+pub enum ReplicaFetched {
+    Batches {
+        /// Whole batches from the fetch offset (empty when there is nothing new).
+        batches: bytes::Bytes,
+        high_watermark: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
+    /// The follower's log diverges: it must truncate to `end_offset` of `epoch` at most.
+    Diverging { epoch: i32, end_offset: i64 },
+}
+
+/// A partition and its log.
 #[derive(Debug)]
 pub struct Partition {
     pub topic: String,
@@ -24,8 +70,15 @@ pub struct Partition {
     producers: Mutex<Producers>,
     /// Woken after every append, for early batches waiting for their turn.
     appended: tokio::sync::Notify,
-    /// The high watermark, published after every append so that waiting fetches wake.
+    /// The high watermark, published whenever it moves so that waiting fetches and `acks=all`
+    /// answers wake.
     high_watermark: watch::Sender<i64>,
+    /// The log end offset, published after every append, for followers' long polls.
+    log_end: watch::Sender<i64>,
+    role: Mutex<Role>,
+    /// Bumped on every change of role or leader epoch: waiters for a leadership that ended
+    /// give up.
+    generation: watch::Sender<u64>,
 }
 
 /// A partition's offsets and size, read together.
@@ -51,16 +104,153 @@ impl Partition {
         let (log, report) = Log::open(dir, config)?;
         let mut producers = Producers::default();
         log.for_each_batch_header(|header| producers.record(header))?;
-        let (high_watermark, _) = watch::channel(log.log_end_offset());
+        let end = log.log_end_offset();
         let partition = Partition {
             topic: topic.to_string(),
             index,
             log: RwLock::new(log),
             producers: Mutex::new(producers),
             appended: tokio::sync::Notify::new(),
-            high_watermark,
+            // What a replica had before the controller says more: everything it holds (a
+            // leader's high watermark only moves forward from here, see LeaderView).
+            high_watermark: watch::channel(end).0,
+            log_end: watch::channel(end).0,
+            role: Mutex::new(Role::None),
+            generation: watch::channel(0).0,
         };
         Ok((partition, report))
+    }
+
+    fn role(&self) -> MutexGuard<'_, Role> {
+        self.role
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn producers(&self) -> MutexGuard<'_, Producers> {
+        self.producers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Becomes (or stays) leader at `leader_epoch` with this ISR. A new epoch starts a new
+    /// view of the followers; the same epoch only takes the committed ISR.
+    pub fn become_leader(
+        &self,
+        me: BrokerId,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        replicas: Vec<BrokerId>,
+        isr: Vec<BrokerId>,
+    ) {
+        let durable_end = self.durable_end();
+        let mut role = self.role();
+        if let Role::Leader(view) = &mut *role
+            && view.leader_epoch == leader_epoch
+        {
+            view.replicas = replicas;
+            let hw = view.set_isr(isr, partition_epoch, durable_end);
+            drop(role);
+            self.publish_high_watermark(hw);
+            return;
+        }
+        let view = LeaderView::new(
+            me,
+            leader_epoch,
+            partition_epoch,
+            replicas,
+            isr,
+            self.high_watermark(),
+            Instant::now(),
+        );
+        *role = Role::Leader(view);
+        let hw = match &mut *role {
+            Role::Leader(view) => view.on_append(durable_end),
+            _ => self.high_watermark(),
+        };
+        drop(role);
+        self.generation.send_modify(|g| *g += 1);
+        self.publish_high_watermark(hw);
+        tracing::info!(topic = %self.topic, partition = self.index, leader_epoch, "leading");
+    }
+
+    /// Becomes (or stays) a follower of `leader` at `leader_epoch`.
+    pub fn become_follower(&self, leader: BrokerId, leader_epoch: i32) {
+        let mut role = self.role();
+        if matches!(&*role, Role::Follower { leader: l, leader_epoch: e } if *l == leader && *e == leader_epoch)
+        {
+            return;
+        }
+        *role = Role::Follower {
+            leader,
+            leader_epoch,
+        };
+        drop(role);
+        self.generation.send_modify(|g| *g += 1);
+        tracing::info!(topic = %self.topic, partition = self.index, leader, leader_epoch, "following");
+    }
+
+    /// Stops leading or following (the partition went offline or moved away).
+    pub fn become_none(&self) {
+        *self.role() = Role::None;
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn role_now(&self) -> Role {
+        self.role().clone()
+    }
+
+    /// The leader epoch this replica leads at.
+    ///
+    /// # Errors
+    /// `NotLeader` unless it leads.
+    pub fn leading_epoch(&self) -> Result<i32, Failure> {
+        match &*self.role() {
+            Role::Leader(view) => Ok(view.leader_epoch),
+            Role::Follower { leader, .. } => Err(Failure::new(
+                Reason::NotLeader,
+                format!(
+                    "broker does not lead {}-{}; broker {leader} does",
+                    self.topic, self.index
+                ),
+            )),
+            Role::None => Err(Failure::new(
+                Reason::NotLeader,
+                format!("{}-{} has no leader here now", self.topic, self.index),
+            )),
+        }
+    }
+
+    /// The ISR change to ask the controller for, with the epochs it was computed at.
+    pub fn isr_proposal(&self, max_lag: Duration) -> Option<(Vec<BrokerId>, i32, i32)> {
+        match &*self.role() {
+            Role::Leader(view) => view.proposal(max_lag, Instant::now()).map(|p| {
+                let isr = view.proposed_isr(&p);
+                if let IsrProposal::Shrink(out) = &p {
+                    tracing::warn!(topic = %self.topic, partition = self.index, lagging = ?out, "followers lag: asking to shrink the ISR");
+                }
+                (isr, view.leader_epoch, view.partition_epoch)
+            }),
+            _ => None,
+        }
+    }
+
+    /// The log end offset up to which everything is durable under the flush policy.
+    fn durable_end(&self) -> i64 {
+        let log = self.read_log();
+        if log.config().flushes_every_append() {
+            log.recovery_point()
+        } else {
+            log.log_end_offset()
+        }
+    }
+
+    fn publish_high_watermark(&self, hw: i64) {
+        self.high_watermark.send_if_modified(|current| {
+            let changed = *current != hw;
+            *current = hw;
+            changed
+        });
     }
 
     fn read_log(&self) -> RwLockReadGuard<'_, Log> {
@@ -84,7 +274,28 @@ impl Partition {
     /// # Errors
     /// The log's refusal (`InvalidRecord`, `RecordTooLarge`, `StorageError`), or
     /// `OutOfOrderSequence` / `InvalidProducerEpoch` for an idempotent producer.
-    pub async fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<Appended, Failure> {
+    pub async fn append(&self, batches: &mut [u8], acks: AckLevel) -> Result<Appended, Failure> {
+        let generation = *self.generation.borrow();
+        let leader_epoch = self.leading_epoch()?;
+        if let AckLevel::All {
+            min_insync_replicas,
+            ..
+        } = acks
+        {
+            let isr = match &*self.role() {
+                Role::Leader(view) => view.isr.len(),
+                _ => 0,
+            };
+            if isr < min_insync_replicas {
+                return Err(Failure::new(
+                    Reason::NotEnoughReplicas,
+                    format!(
+                        "{}-{} has {isr} in-sync replica(s), fewer than min.insync.replicas={min_insync_replicas}; nothing was written",
+                        self.topic, self.index
+                    ),
+                ));
+            }
+        }
         // A pipelining idempotent producer's batch may arrive before its predecessor: it waits
         // for its turn, and only a gap that does not fill in time is refused.
         let deadline = tokio::time::Instant::now() + SEQUENCE_WAIT;
@@ -110,19 +321,317 @@ impl Partition {
             }
         };
         self.appended.notify_waiters();
+        self.log_end.send_if_modified(|end| {
+            std::mem::replace(end, (*end).max(appended.last_offset + 1)) != *end
+        });
         let appended = match appended.flush {
             None => appended,
             Some(_) => tokio::task::spawn_blocking(move || appended.durable())
                 .await
                 .map_err(|_| Failure::new(Reason::StorageError, "the flush thread failed"))??,
         };
-        // Only once durable (as the topic's policy defines it) does a record become visible.
-        self.high_watermark.send_if_modified(|hw| {
-            let changed = *hw < appended.last_offset + 1;
-            *hw = (*hw).max(appended.last_offset + 1);
-            changed
-        });
+        // Only once durable (as the topic's policy defines it) does the leader count a record
+        // as its own; the high watermark then needs the ISR's followers too.
+        let hw = match &mut *self.role() {
+            Role::Leader(view) if view.leader_epoch == leader_epoch => {
+                Some(view.on_append(appended.last_offset + 1))
+            }
+            _ => None,
+        };
+        if let Some(hw) = hw {
+            self.publish_high_watermark(hw);
+        }
+        if let AckLevel::All {
+            min_insync_replicas,
+            timeout,
+        } = acks
+        {
+            self.await_replication(&appended, generation, min_insync_replicas, timeout)
+                .await?;
+        }
         Ok(appended)
+    }
+
+    /// Waits until the high watermark passes the batch. Fails (the batch written here, but
+    /// perhaps nowhere else) when leadership moves, or the ISR is too small once it passes,
+    /// or the time runs out.
+    async fn await_replication(
+        &self,
+        appended: &Appended,
+        generation: u64,
+        min_insync_replicas: usize,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        let mut hw = self.high_watermark.subscribe();
+        let mut roles = self.generation.subscribe();
+        let past = |hw: &i64| *hw > appended.last_offset;
+        let outcome = tokio::time::timeout(timeout, async {
+            tokio::select! {
+                _ = hw.wait_for(past) => true,
+                _ = roles.wait_for(|g| *g != generation) => false,
+            }
+        })
+        .await;
+        let unknown = |why: &str| {
+            Failure::new(
+                Reason::NotEnoughReplicasAfterAppend,
+                format!(
+                    "offsets {}..={} of {}-{} were written on the leader but {why}: they may or may not survive",
+                    appended.first_offset, appended.last_offset, self.topic, self.index
+                ),
+            )
+        };
+        match outcome {
+            Ok(true) => {
+                let isr = match &*self.role() {
+                    Role::Leader(view) => view.isr.len(),
+                    _ => 0,
+                };
+                if isr < min_insync_replicas {
+                    return Err(unknown(&format!(
+                        "the ISR shrank to {isr}, below min.insync.replicas={min_insync_replicas}"
+                    )));
+                }
+                Ok(())
+            }
+            Ok(false) => Err(Failure::new(
+                Reason::NotLeader,
+                format!(
+                    "leadership of {}-{} moved before offsets {}..={} were replicated: they may or may not survive",
+                    self.topic, self.index, appended.first_offset, appended.last_offset
+                ),
+            )),
+            Err(_) => Err(unknown(&format!(
+                "not replicated to the ISR within {timeout:?}"
+            ))),
+        }
+    }
+
+    /// A follower's fetch: checks its leader epoch, finds where its log diverges (KIP-320's
+    /// last fetched epoch), learns its log end (moving the high watermark), and returns what
+    /// follows, waiting up to `max_wait` for something.
+    ///
+    /// # Errors
+    /// `NotLeader`, `FencedLeaderEpoch` (the follower is behind), `UnknownLeaderEpoch` (this
+    /// leader is), `OffsetOutOfRange`, `StorageError`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn replica_fetch(
+        &self,
+        follower: BrokerId,
+        leader_epoch: i32,
+        fetch_offset: i64,
+        last_fetched_epoch: i32,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<ReplicaFetched, Failure> {
+        let current = self.leading_epoch()?;
+        if leader_epoch < current {
+            return Err(Failure::new(
+                Reason::FencedLeaderEpoch,
+                format!(
+                    "leader epoch {leader_epoch} of {}-{} is stale; it is {current}",
+                    self.topic, self.index
+                ),
+            ));
+        }
+        if leader_epoch > current {
+            return Err(Failure::new(
+                Reason::UnknownLeaderEpoch,
+                format!(
+                    "leader epoch {leader_epoch} of {}-{} is newer than this leader's {current}",
+                    self.topic, self.index
+                ),
+            ));
+        }
+        {
+            let log = self.read_log();
+            if last_fetched_epoch >= 0 {
+                match log.end_offset_for_epoch(last_fetched_epoch) {
+                    Some((epoch, end)) if epoch == last_fetched_epoch && end >= fetch_offset => {}
+                    Some((epoch, end)) => {
+                        return Ok(ReplicaFetched::Diverging {
+                            epoch,
+                            end_offset: end,
+                        });
+                    }
+                    None => {
+                        // The follower saw an epoch this leader never had: a stale leader's
+                        // writes. Back to the start of this leader's log.
+                        return Ok(ReplicaFetched::Diverging {
+                            epoch: -1,
+                            end_offset: log.log_start_offset(),
+                        });
+                    }
+                }
+            }
+            let (start, end) = (log.log_start_offset(), log.log_end_offset());
+            if fetch_offset < start || fetch_offset > end {
+                return Err(LogError::OffsetOutOfRange {
+                    requested: fetch_offset,
+                    log_start_offset: start,
+                    log_end_offset: end,
+                }
+                .into());
+            }
+        }
+        let durable_end = self.durable_end();
+        let hw = match &mut *self.role() {
+            Role::Leader(view) if view.leader_epoch == current => {
+                Some(view.on_fetch(follower, fetch_offset, durable_end, Instant::now()))
+            }
+            _ => None,
+        };
+        if let Some(hw) = hw {
+            self.publish_high_watermark(hw);
+        }
+        if *self.log_end.borrow() <= fetch_offset && !max_wait.is_zero() {
+            let mut end = self.log_end.subscribe();
+            let mut roles = self.generation.subscribe();
+            let generation = *roles.borrow();
+            let _ = tokio::time::timeout(max_wait, async {
+                tokio::select! {
+                    _ = end.wait_for(|&e| e > fetch_offset) => {}
+                    _ = roles.wait_for(|g| *g != generation) => {}
+                }
+            })
+            .await;
+        }
+        let log = self.read_log();
+        let slice = log.read(fetch_offset, max_bytes, None)?;
+        Ok(ReplicaFetched::Batches {
+            batches: slice.map(|s| s.bytes).unwrap_or_default(),
+            high_watermark: self.high_watermark(),
+            log_start_offset: log.log_start_offset(),
+            log_end_offset: log.log_end_offset(),
+        })
+    }
+
+    /// The follower's side: appends batches from the leader at `leader_epoch`, keeping their
+    /// offsets and epochs; waits for the flush policy's fsync. Returns the new log end.
+    ///
+    /// # Errors
+    /// `NotLeader` unless following at that epoch; the log's refusal.
+    pub async fn append_from_leader(
+        &self,
+        batches: &[u8],
+        leader_epoch: i32,
+    ) -> Result<i64, Failure> {
+        if !matches!(&*self.role(), Role::Follower { leader_epoch: e, .. } if *e == leader_epoch) {
+            return Err(Failure::new(
+                Reason::NotLeader,
+                format!(
+                    "{}-{} no longer follows at epoch {leader_epoch}",
+                    self.topic, self.index
+                ),
+            ));
+        }
+        let appended = {
+            let mut log = self.write_log();
+            let appended = log.append_replicated(batches)?;
+            let mut producers = self.producers();
+            for header in headers_of(batches) {
+                producers.record(&header);
+            }
+            appended
+        };
+        let end = appended.last_offset + 1;
+        self.log_end.send_replace(end);
+        if appended.flush.is_some() {
+            let _durable = tokio::task::spawn_blocking(move || appended.durable())
+                .await
+                .map_err(|_| Failure::new(Reason::StorageError, "the flush thread failed"))??;
+        }
+        Ok(end)
+    }
+
+    /// The follower's side of a divergence: truncates to the lesser of the leader's end of
+    /// `epoch` and this log's own end of that epoch (KIP-279), so that another round finds the
+    /// point where both logs agree. Returns the new log end.
+    ///
+    /// # Errors
+    /// The log's.
+    pub fn truncate_diverging(&self, epoch: i32, leader_end: i64) -> Result<i64, Failure> {
+        let mut log = self.write_log();
+        let own_end = if epoch < 0 {
+            leader_end
+        } else {
+            log.end_offset_for_epoch(epoch)
+                .map_or(leader_end, |(_, end)| end)
+        };
+        let to = leader_end.min(own_end).min(log.log_end_offset());
+        if to < log.log_start_offset() {
+            log.truncate_fully_and_start_at(leader_end.max(0))?;
+        } else {
+            log.truncate_to(to)?;
+        }
+        let end = log.log_end_offset();
+        // Producer state follows the log.
+        let mut producers = Producers::default();
+        log.for_each_batch_header(|header| producers.record(header))?;
+        *self.producers() = producers;
+        drop(log);
+        tracing::warn!(topic = %self.topic, partition = self.index, epoch, leader_end, truncated_to = end, "log diverged from the leader's: truncated");
+        self.log_end.send_replace(end);
+        self.publish_high_watermark(self.high_watermark().min(end));
+        Ok(end)
+    }
+
+    /// The follower's side of an offset out of range: the leader's log starts after this
+    /// one's end; start over there.
+    ///
+    /// # Errors
+    /// The log's.
+    pub fn restart_at(&self, offset: i64) -> Result<(), Failure> {
+        let mut log = self.write_log();
+        log.truncate_fully_and_start_at(offset)?;
+        *self.producers() = Producers::default();
+        drop(log);
+        self.log_end.send_replace(offset);
+        self.publish_high_watermark(offset);
+        Ok(())
+    }
+
+    /// The follower's side of one fetch answer: append what came, or truncate where the logs
+    /// diverge.
+    ///
+    /// # Errors
+    /// As [`Partition::append_from_leader`] and [`Partition::truncate_diverging`].
+    pub async fn apply_fetched(
+        &self,
+        fetched: ReplicaFetched,
+        leader_epoch: i32,
+    ) -> Result<(), Failure> {
+        match fetched {
+            ReplicaFetched::Batches {
+                batches,
+                high_watermark,
+                ..
+            } => {
+                if !batches.is_empty() {
+                    self.append_from_leader(&batches, leader_epoch).await?;
+                }
+                self.follow_high_watermark(high_watermark);
+            }
+            ReplicaFetched::Diverging { epoch, end_offset } => {
+                self.truncate_diverging(epoch, end_offset)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The follower's high watermark: the leader's, as far as this log reaches.
+    pub fn follow_high_watermark(&self, leader_high_watermark: i64) {
+        let end = *self.log_end.borrow();
+        self.publish_high_watermark(leader_high_watermark.min(end));
+    }
+
+    /// The follower's next fetch position: its log end and the epoch of its last batch.
+    pub fn fetch_position(&self) -> (i64, i32) {
+        let log = self.read_log();
+        (
+            log.log_end_offset(),
+            log.latest_epoch().map_or(-1, |e| e.epoch),
+        )
     }
 
     /// Appends unless an idempotent producer's batch is early (`None`: wait for its turn).
@@ -141,10 +650,7 @@ impl Partition {
                 "an idempotent producer sends one batch per partition per request",
             ));
         }
-        let mut producers = self
-            .producers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut producers = self.producers();
         let mut duplicate = None;
         for header in &headers {
             match producers

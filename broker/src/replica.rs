@@ -85,11 +85,12 @@ impl LeaderView {
         self.high_watermark
     }
 
-    /// Takes a new committed ISR and partition epoch (same leader epoch).
-    pub fn set_isr(&mut self, isr: Vec<BrokerId>, partition_epoch: i32, leader_end: i64) {
+    /// Takes a new committed ISR and partition epoch (same leader epoch); returns the high
+    /// watermark, which may have moved.
+    pub fn set_isr(&mut self, isr: Vec<BrokerId>, partition_epoch: i32, leader_end: i64) -> i64 {
         self.isr = isr;
         self.partition_epoch = partition_epoch;
-        self.advance(leader_end);
+        self.advance(leader_end)
     }
 
     /// Records a follower's fetch from `fetch_offset` while the leader's log ends at

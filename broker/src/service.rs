@@ -103,7 +103,7 @@ impl v1::weir_server::Weir for Service {
         }
         let mut results = Vec::with_capacity(work.len());
         for (partition, bytes) in work {
-            let result = match self.node.append(&topic, partition, bytes).await {
+            let result = match self.node.append(&topic, partition, bytes, acks).await {
                 Ok((base, last)) if acks != Acks::None => v1::PartitionProduceResult {
                     partition,
                     base_offset: Some(base),

@@ -60,6 +60,7 @@ impl ClientError {
                 matches!(
                     reason,
                     Reason::NotEnoughReplicas
+                        | Reason::NotEnoughReplicasAfterAppend
                         | Reason::ShuttingDown
                         | Reason::NotLeader
                         | Reason::LeaderNotAvailable

@@ -38,6 +38,8 @@ pub enum Reason {
     InvalidConfig,
     InvalidRequest,
     NotEnoughReplicas,
+    /// Written on the leader, but not (yet) on enough replicas: it may or may not survive.
+    NotEnoughReplicasAfterAppend,
     StorageError,
     ShuttingDown,
     UnknownMemberId,
@@ -64,7 +66,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 29] = [
         Reason::UnknownTopic,
         Reason::InvalidTopic,
         Reason::TopicExists,
@@ -77,6 +79,7 @@ impl Reason {
         Reason::InvalidConfig,
         Reason::InvalidRequest,
         Reason::NotEnoughReplicas,
+        Reason::NotEnoughReplicasAfterAppend,
         Reason::StorageError,
         Reason::ShuttingDown,
         Reason::UnknownMemberId,
@@ -109,6 +112,7 @@ impl Reason {
             Reason::InvalidConfig => "INVALID_CONFIG",
             Reason::InvalidRequest => "INVALID_REQUEST",
             Reason::NotEnoughReplicas => "NOT_ENOUGH_REPLICAS",
+            Reason::NotEnoughReplicasAfterAppend => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
             Reason::StorageError => "STORAGE_ERROR",
             Reason::ShuttingDown => "SHUTTING_DOWN",
             Reason::UnknownMemberId => "UNKNOWN_MEMBER_ID",
@@ -149,6 +153,7 @@ impl Reason {
             Reason::TopicExists => tonic::Code::AlreadyExists,
             Reason::OffsetOutOfRange => tonic::Code::OutOfRange,
             Reason::NotEnoughReplicas
+            | Reason::NotEnoughReplicasAfterAppend
             | Reason::ShuttingDown
             | Reason::NotLeader
             | Reason::UnknownLeaderEpoch
