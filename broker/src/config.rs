@@ -28,8 +28,23 @@ pub struct BrokerConfig {
     /// The address clients are told to use; `listen` when absent.
     pub advertised_address: Option<String>,
     pub rack: Option<String>,
+    /// The controller's gRPC address. Absent: this broker embeds its own controller (its
+    /// metadata in `<data_dir>/controller`) and is a cluster of one.
+    pub controller: Option<String>,
     /// Partitions of a topic created without a count.
     pub default_partitions: i32,
+    /// Replicas of a topic created without a replication factor.
+    pub default_replication_factor: i32,
+    /// A follower that has not caught up for this long leaves the ISR (Kafka's
+    /// `replica.lag.time.max.ms`).
+    #[serde(with = "humantime_serde_compat")]
+    pub replica_lag_time_max: Duration,
+    /// How long a follower's fetch waits at the leader for new records.
+    #[serde(with = "humantime_serde_compat")]
+    pub replica_fetch_wait: Duration,
+    /// How long an `acks=all` produce waits for the ISR to have its records.
+    #[serde(with = "humantime_serde_compat")]
+    pub replication_timeout: Duration,
     /// Broker-wide defaults of topic configs, with Kafka's key names (`retention.ms`, ...).
     pub topic_defaults: BTreeMap<String, String>,
     /// How often retention runs (Kafka's `log.retention.check.interval.ms`).
@@ -56,7 +71,12 @@ impl Default for BrokerConfig {
             broker_id: 0,
             advertised_address: None,
             rack: None,
+            controller: None,
             default_partitions: 1,
+            default_replication_factor: 1,
+            replica_lag_time_max: Duration::from_secs(10),
+            replica_fetch_wait: Duration::from_millis(500),
+            replication_timeout: Duration::from_secs(10),
             topic_defaults: BTreeMap::new(),
             retention_check_interval: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(30),

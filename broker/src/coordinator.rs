@@ -61,7 +61,7 @@ impl Coordinator {
     pub fn load(&self, offsets_topic: &Topic) -> anyhow::Result<()> {
         let mut groups = lock(&self.groups);
         let mut records = 0;
-        for partition in &offsets_topic.partitions {
+        for partition in offsets_topic.replicas.values() {
             let mut offset = partition.state().log_start_offset;
             while let Some(slice) = partition.read(offset, 1 << 20)? {
                 for batch in batch::batches(&slice.bytes) {
@@ -133,7 +133,7 @@ impl Coordinator {
             owned: flatten(&request.owned),
             session_timeout,
         };
-        let partitions = |topic: &str| node.topic(topic).ok().map(|t| t.partitions.len() as i32);
+        let partitions = |topic: &str| node.topic(topic).ok().map(|t| t.partition_count() as i32);
         let _one_at_a_time = self.serial.lock().await;
         let (answer, new_epoch, before) = {
             let mut groups = lock(&self.groups);
@@ -291,7 +291,7 @@ impl Coordinator {
             let Ok(described) = node.topic(&topic) else {
                 continue;
             };
-            for partition in &described.partitions {
+            for partition in described.replicas.values() {
                 let state = partition.state();
                 let committed = group
                     .offsets
@@ -352,7 +352,7 @@ impl Coordinator {
         let spec = v1::OffsetSpec::try_from(request.spec)
             .map_err(|_| Failure::new(Reason::InvalidRequest, "unknown offset spec"))?;
         let mut offsets = Vec::new();
-        for partition in &topic.partitions {
+        for partition in topic.replicas.values() {
             let state = partition.state();
             let offset = match (request.offset, spec) {
                 (Some(offset), _) => offset.clamp(state.log_start_offset, state.high_watermark),
@@ -383,7 +383,7 @@ impl Coordinator {
     ) -> Result<(), Failure> {
         let topic = node.topic(OFFSETS_TOPIC)?;
         let partition =
-            partition_for_key(group_id.as_bytes(), topic.partitions.len() as u32) as i32;
+            partition_for_key(group_id.as_bytes(), topic.partition_count() as u32) as i32;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);

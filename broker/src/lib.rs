@@ -15,6 +15,7 @@
 //! - A clean stop (SIGTERM) ends open Subscribe streams and closes every log with its
 //!   clean-shutdown marker; after SIGKILL, every log recovers on the next start.
 
+pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod group;
@@ -54,8 +55,8 @@ pub async fn run(
     config: BrokerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let node = Arc::new(tokio::task::block_in_place(|| Node::open(config.clone()))?);
-    node.start_coordinator().await?;
+    let mut config = config;
+    config.validate()?;
     let grpc = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("bind the gRPC listener {}", config.listen))?;
@@ -64,6 +65,35 @@ pub async fn run(
         .with_context(|| format!("bind the HTTP listener {}", config.http_listen))?;
     let grpc_address = grpc.local_addr()?;
     let http_address = http.local_addr()?;
+    if config.advertised_address.is_none() {
+        // The bound port (the configured one may be 0); a wildcard address is not one a
+        // client can dial.
+        let host = if grpc_address.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            grpc_address.ip()
+        };
+        config.advertised_address =
+            Some(std::net::SocketAddr::new(host, grpc_address.port()).to_string());
+    }
+    // Without a controller to join, this broker embeds one: a cluster of one.
+    let embedded = match &config.controller {
+        Some(_) => None,
+        None => {
+            let dir = config.data_dir.join("controller");
+            let store = weir_controller::FileStore::open(&dir).with_context(|| {
+                format!("open the embedded controller's store in {}", dir.display())
+            })?;
+            Some(weir_controller::server::Controller::start(store, Default::default()).await?)
+        }
+    };
+    let controller_address = config
+        .controller
+        .clone()
+        .unwrap_or_else(|| config.advertised());
+    let node = Arc::new(tokio::task::block_in_place(|| {
+        Node::open(config.clone(), &controller_address)
+    })?);
     let ready = Arc::new(AtomicBool::new(false));
     let (stop, stopped) = tokio::sync::watch::channel(false);
 
@@ -80,12 +110,24 @@ pub async fn run(
     ));
 
     let service = Service::new(Arc::clone(&node), stopped.clone());
-    // The signal stops everything at once, so that open Subscribe streams end and the server
-    // can finish.
+    // The signal stops everything at once, so that open Subscribe streams and metadata
+    // watches end and the server can finish.
+    let watches = embedded.clone();
     let shutdown = async move {
         shutdown.await;
         let _ = stop.send(true);
+        if let Some(controller) = watches {
+            controller.stop_watches();
+        }
     };
+    let liveness = embedded
+        .as_ref()
+        .map(|c| tokio::spawn(Arc::clone(c).run_liveness()));
+    let controller_service = embedded.map(|c| {
+        weir_proto::v1::controller_server::ControllerServer::new(
+            weir_controller::server::ControllerService(c),
+        )
+    });
     let server = tonic::transport::Server::builder()
         // Batches of a MiB and more: HTTP/2's default 64 KiB windows would stall them.
         .initial_stream_window_size(Some(16 << 20))
@@ -103,20 +145,57 @@ pub async fn run(
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
+        .add_service(
+            weir_proto::v1::replication_server::ReplicationServer::new(service.clone())
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
         .add_service(weir_proto::v1::groups_server::GroupsServer::new(service))
+        .add_optional_service(controller_service)
         // The builder's tcp_nodelay applies only to listeners tonic binds itself: without it
         // here, Nagle held small answers behind the client's delayed ACK (40 ms stalls).
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
             shutdown,
         );
-    ready.store(true, Ordering::Release);
-    tracing::info!(grpc = %grpc_address, http = %http_address, data_dir = %config.data_dir.display(), "broker ready");
-    println!("ready grpc={grpc_address} http={http_address}");
+    let server = tokio::spawn(server);
 
-    let served = server.await;
+    // Join the cluster: register, heartbeat, apply the metadata, lead and follow.
+    let mut loops = Vec::new();
+    if let Some(interval) = cluster::register(&node, &stopped).await {
+        loops.push(tokio::spawn(cluster::heartbeat(
+            Arc::clone(&node),
+            interval,
+            stopped.clone(),
+        )));
+        loops.push(tokio::spawn(cluster::watch_metadata(
+            Arc::clone(&node),
+            stopped.clone(),
+        )));
+        loops.push(tokio::spawn(cluster::propose_isr_changes(
+            Arc::clone(&node),
+            stopped.clone(),
+        )));
+        if node.wait_for_metadata(Duration::from_secs(30)).await {
+            node.start_coordinator().await?;
+            ready.store(true, Ordering::Release);
+            tracing::info!(grpc = %grpc_address, http = %http_address, broker = config.broker_id, data_dir = %config.data_dir.display(), "broker ready");
+            println!("ready grpc={grpc_address} http={http_address}");
+        } else {
+            tracing::error!(controller = %controller_address, "no metadata from the controller within 30 s");
+        }
+    }
+
+    let served = server.await.context("gRPC server task")?;
     ready.store(false, Ordering::Release);
     tracing::info!("shutting down: closing logs");
+    for task in loops {
+        let _ = task.await;
+    }
+    if let Some(liveness) = liveness {
+        liveness.abort();
+    }
+    node.stop_fetchers();
     let _ = maintenance.await;
     let _ = http_server.await;
     close(node, config.shutdown_timeout).await;

@@ -40,9 +40,18 @@ struct Options {
     /// The address clients are told to use [default: the listen address].
     #[arg(long, env = "WEIR_ADVERTISED_ADDRESS")]
     advertised_address: Option<String>,
-    /// The broker's id.
-    #[arg(long, env = "WEIR_BROKER_ID")]
+    /// The broker's id, unique in the cluster.
+    #[arg(long = "id", alias = "broker-id", env = "WEIR_BROKER_ID")]
     broker_id: Option<i32>,
+    /// The controller's address (`host:port`); without it the broker embeds its own.
+    #[arg(long, env = "WEIR_CONTROLLER")]
+    controller: Option<String>,
+    /// The rack (or zone) the broker is in: replicas of a partition go to different racks.
+    #[arg(long, env = "WEIR_RACK")]
+    rack: Option<String>,
+    /// A follower that has not caught up for this long leaves the ISR [default: 10s].
+    #[arg(long, env = "WEIR_REPLICA_LAG_TIME_MAX", value_parser = humantime::parse_duration)]
+    replica_lag_time_max: Option<std::time::Duration>,
 }
 
 impl Options {
@@ -65,6 +74,15 @@ impl Options {
         }
         if let Some(id) = self.broker_id {
             config.broker_id = id;
+        }
+        if let Some(controller) = self.controller {
+            config.controller = Some(controller);
+        }
+        if let Some(rack) = self.rack {
+            config.rack = Some(rack);
+        }
+        if let Some(lag) = self.replica_lag_time_max {
+            config.replica_lag_time_max = lag;
         }
         config.validate()?;
         Ok(config)

@@ -55,6 +55,17 @@ pub struct Metrics {
     log_end_offset: Family<PartitionLabels, Gauge>,
     log_start_offset: Family<PartitionLabels, Gauge>,
     group_lag: Family<GroupLabels, Gauge>,
+    under_replicated: Gauge,
+    isr_shrinks: Counter,
+    isr_expands: Counter,
+    follower_lag: Family<FollowerLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FollowerLabels {
+    topic: String,
+    partition: String,
+    follower: String,
 }
 
 impl Default for Metrics {
@@ -70,6 +81,10 @@ impl Default for Metrics {
             log_end_offset: Family::default(),
             log_start_offset: Family::default(),
             group_lag: Family::default(),
+            under_replicated: Gauge::default(),
+            isr_shrinks: Counter::default(),
+            isr_expands: Counter::default(),
+            follower_lag: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -112,6 +127,26 @@ impl Default for Metrics {
             "group_lag",
             "Records between a group's committed offset and the high watermark",
             metrics.group_lag.clone(),
+        );
+        registry.register(
+            "under_replicated_partitions",
+            "Partitions led here whose ISR is smaller than their replica list",
+            metrics.under_replicated.clone(),
+        );
+        registry.register(
+            "isr_shrinks",
+            "ISR shrinks committed for partitions led here",
+            metrics.isr_shrinks.clone(),
+        );
+        registry.register(
+            "isr_expands",
+            "ISR expansions committed for partitions led here",
+            metrics.isr_expands.clone(),
+        );
+        registry.register(
+            "follower_lag",
+            "Offsets between a partition leader's log end and a follower's",
+            metrics.follower_lag.clone(),
         );
         Metrics {
             registry,
@@ -168,6 +203,30 @@ impl Metrics {
         self.records_out
             .get_or_create(&labels)
             .inc_by(offsets.max(0) as u64);
+    }
+
+    /// Counts a committed ISR change.
+    pub fn isr_changed(&self, shrunk: bool) {
+        if shrunk {
+            self.isr_shrinks.inc();
+        } else {
+            self.isr_expands.inc();
+        }
+    }
+
+    pub fn set_under_replicated(&self, count: usize) {
+        self.under_replicated
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    pub fn follower_lag(&self, topic: &str, partition: i32, follower: i32, lag: i64) {
+        self.follower_lag
+            .get_or_create(&FollowerLabels {
+                topic: topic.to_string(),
+                partition: partition.to_string(),
+                follower: follower.to_string(),
+            })
+            .set(lag);
     }
 
     pub fn log_state(&self, topic: &str, partition: i32, state: &PartitionState) {

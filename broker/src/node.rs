@@ -1,16 +1,18 @@
 //! This broker's state: its topics and their partitions, and the operations the API offers on
 //! them. The gRPC layer (`service`) only translates.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::Mutex;
+use tokio::sync::watch;
+use tonic::transport::Channel;
 use weir_proto::Reason;
 use weir_proto::partitioner::partition_for_key;
 use weir_proto::v1;
+use weir_proto::v1::controller_client::ControllerClient;
 use weir_storage::batch::InvalidBatch;
 use weir_storage::{BatchBuilder, Header, LogError, Record, SegmentSlice};
 
@@ -18,13 +20,7 @@ use crate::config::BrokerConfig;
 use crate::coordinator::{Coordinator, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use crate::metrics::Metrics;
 use crate::partition::{AckLevel, Partition};
-use crate::topic::{self, Metadata, TopicConfig, TopicRecord};
-
-/// This broker's id while it runs alone (no controller assigns roles yet).
-const LOCAL_BROKER: i32 = 0;
-/// How long an `acks=all` produce waits for the ISR before answering that the batch may not
-/// have reached enough replicas.
-const REPLICATION_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::topic::{self, TopicConfig};
 /// The largest fetch a client may ask for.
 pub const MAX_FETCH_BYTES: usize = 32 << 20;
 
@@ -90,7 +86,16 @@ pub struct Topic {
     pub config: TopicConfig,
     /// Only the keys set on this topic.
     pub overrides: BTreeMap<String, String>,
-    pub partitions: Vec<Arc<Partition>>,
+    /// Every partition as the controller decided it (replicas, leader, epochs, ISR).
+    pub layout: Vec<v1::ClusterPartition>,
+    /// The replicas this broker holds, by partition index.
+    pub replicas: BTreeMap<i32, Arc<Partition>>,
+}
+
+impl Topic {
+    pub fn partition_count(&self) -> usize {
+        self.layout.len()
+    }
 }
 
 /// The broker's state, shared by every request.
@@ -99,62 +104,75 @@ pub struct Node {
     pub config: BrokerConfig,
     defaults: TopicConfig,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// The persisted metadata; held while a topic changes, so changes are one at a time.
-    metadata: Mutex<Metadata>,
     pub metrics: Metrics,
     pub coordinator: Coordinator,
-    /// Held by a topic change from reading the topic to publishing it, so that concurrent
-    /// changes do not undo each other.
-    admin: Mutex<()>,
     round_robin: AtomicU32,
+    /// New at every start: the controller tells a restart from a late heartbeat by it.
+    pub incarnation: u64,
+    controller: ControllerClient<Channel>,
+    /// The brokers as the controller last told them.
+    brokers: RwLock<BTreeMap<i32, v1::ClusterBroker>>,
+    /// The newest controller epoch seen: metadata from an older controller is ignored.
+    controller_epoch: AtomicI32,
+    /// Counts applied metadata: admin calls wait for their change to arrive here.
+    applied: watch::Sender<u64>,
+    /// The follower task of each partition followed here, with the leader epoch it follows.
+    fetchers: std::sync::Mutex<HashMap<(String, i32), (i32, tokio::task::JoinHandle<()>)>>,
+    /// Serializes metadata application.
+    applying: std::sync::Mutex<()>,
 }
 
 impl Node {
-    /// Opens every partition of every topic in the metadata, recovering logs that were not
-    /// closed cleanly, and removes the directories of topics whose deletion was interrupted.
+    /// Prepares the data directory (removing directories of deletions a crash interrupted)
+    /// and a client of the controller at `controller`; partitions open as the controller's
+    /// metadata names them.
     ///
     /// # Errors
-    /// Bad config, unreadable metadata, or a log that cannot be opened.
-    pub fn open(config: BrokerConfig) -> anyhow::Result<Node> {
+    /// Bad config, or a data directory that cannot be made.
+    pub fn open(config: BrokerConfig, controller: &str) -> anyhow::Result<Node> {
         config.validate()?;
         let defaults = config.topic_defaults()?;
         std::fs::create_dir_all(&config.data_dir)?;
         remove_deleted_dirs(&config.data_dir)?;
-        let metadata = Metadata::load(&config.data_dir)?;
-        let metrics = Metrics::default();
-        let mut topics = BTreeMap::new();
-        for (name, record) in &metadata.topics {
-            let topic_config = TopicConfig::with_overrides(&defaults, &record.config)
-                .map_err(|e| anyhow::anyhow!("topic {name}: {e}"))?;
-            let partitions = (0..record.partitions)
-                .map(|index| open_partition(&config, name, index, &topic_config))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            topics.insert(
-                name.clone(),
-                Arc::new(Topic {
-                    name: name.clone(),
-                    id: record.id.clone(),
-                    config: topic_config,
-                    overrides: record.config.clone(),
-                    partitions,
-                }),
-            );
-        }
-        tracing::info!(topics = topics.len(), data_dir = %config.data_dir.display(), "broker state loaded");
+        let controller = crate::cluster::controller_client(
+            crate::cluster::channel(controller)
+                .map_err(|e| anyhow::anyhow!("controller address {controller:?}: {e}"))?,
+        );
         let coordinator = Coordinator::new(
             config.group_heartbeat_interval,
             config.group_session_timeout,
         );
+        let incarnation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ (u64::from(std::process::id()) << 32);
         Ok(Node {
             config,
             defaults,
-            topics: RwLock::new(topics),
-            metadata: Mutex::new(metadata),
-            metrics,
+            topics: RwLock::new(BTreeMap::new()),
+            metrics: Metrics::default(),
             coordinator,
-            admin: Mutex::new(()),
             round_robin: AtomicU32::new(0),
+            incarnation,
+            controller,
+            brokers: RwLock::new(BTreeMap::new()),
+            controller_epoch: AtomicI32::new(-1),
+            applied: watch::channel(0).0,
+            fetchers: std::sync::Mutex::new(HashMap::new()),
+            applying: std::sync::Mutex::new(()),
         })
+    }
+
+    pub fn controller(&self) -> ControllerClient<Channel> {
+        self.controller.clone()
+    }
+
+    /// Waits (up to `timeout`) until some metadata has been applied.
+    pub async fn wait_for_metadata(&self, timeout: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout(timeout, applied.wait_for(|&n| n > 0))
+            .await
+            .is_ok()
     }
 
     /// Creates `__consumer_offsets` if it does not exist yet (every commit fsynced, kept
@@ -163,18 +181,30 @@ impl Node {
     /// # Errors
     /// The topic cannot be created or read.
     pub async fn start_coordinator(&self) -> anyhow::Result<()> {
-        let topic = match self.topic(OFFSETS_TOPIC) {
-            Ok(topic) => topic,
-            Err(_) => {
-                let config = BTreeMap::from([
-                    ("flush.messages".to_string(), "1".to_string()),
-                    ("retention.ms".to_string(), "-1".to_string()),
-                ]);
-                self.create_topic_unchecked(OFFSETS_TOPIC, OFFSETS_PARTITIONS, 1, config)
-                    .await
-                    .map_err(|f| anyhow::anyhow!("create {OFFSETS_TOPIC}: {}", f.message))?
+        if self.topic(OFFSETS_TOPIC).is_err() {
+            let config = BTreeMap::from([
+                ("flush.messages".to_string(), "1".to_string()),
+                ("retention.ms".to_string(), "-1".to_string()),
+            ]);
+            let alive = self.brokers().values().filter(|b| b.alive).count();
+            let replication = i32::try_from(alive.clamp(1, 3)).unwrap_or(1);
+            match self
+                .create_topic_unchecked(OFFSETS_TOPIC, OFFSETS_PARTITIONS, replication, config)
+                .await
+            {
+                Ok(_) => {}
+                // Another broker made it first.
+                Err(f) if f.reason == Reason::TopicExists => {
+                    self.wait_for(|node| node.topic(OFFSETS_TOPIC).is_ok())
+                        .await
+                        .map_err(|f| anyhow::anyhow!("{}", f.message))?;
+                }
+                Err(f) => anyhow::bail!("create {OFFSETS_TOPIC}: {}", f.message),
             }
-        };
+        }
+        let topic = self
+            .topic(OFFSETS_TOPIC)
+            .map_err(|f| anyhow::anyhow!("{}", f.message))?;
         let coordinator = &self.coordinator;
         tokio::task::block_in_place(|| coordinator.load(&topic))
     }
@@ -185,15 +215,15 @@ impl Node {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn publish(&self, topic: Option<Arc<Topic>>, name: &str) {
-        let mut topics = self
-            .topics
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match topic {
-            Some(topic) => topics.insert(name.to_string(), topic),
-            None => topics.remove(name),
-        };
+    fn brokers(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<i32, v1::ClusterBroker>> {
+        self.brokers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The brokers as the controller last told them.
+    pub fn cluster_brokers(&self) -> Vec<v1::ClusterBroker> {
+        self.brokers().values().cloned().collect()
     }
 
     /// The topic called `name`.
@@ -229,31 +259,236 @@ impl Node {
         self.topics().keys().cloned().collect()
     }
 
+    /// This broker's replica of a partition.
+    ///
     /// # Errors
-    /// As [`Node::topic`], or `UnknownPartition`.
+    /// As [`Node::topic`]; `UnknownPartition`; `NotLeader` when another broker holds it.
     pub fn partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, Failure> {
         let topic = self.topic(topic)?;
-        usize::try_from(partition)
-            .ok()
-            .and_then(|p| topic.partitions.get(p))
-            .cloned()
-            .ok_or_else(|| {
-                Failure::new(
-                    Reason::UnknownPartition,
-                    format!(
-                        "topic {:?} has {} partitions; there is no partition {partition}",
-                        topic.name,
-                        topic.partitions.len()
+        local_replica(&topic, partition)
+    }
+
+    /// The replicas this broker leads, with their topics.
+    pub fn led_partitions(&self) -> Vec<(String, Arc<Partition>)> {
+        self.topics()
+            .values()
+            .flat_map(|t| t.replicas.values().map(|p| (t.name.clone(), Arc::clone(p))))
+            .filter(|(_, p)| p.leading_epoch().is_ok())
+            .collect()
+    }
+
+    /// Waits until `done` holds after some metadata is applied (or already holds), for at
+    /// most 10 s.
+    async fn wait_for(&self, done: impl Fn(&Node) -> bool) -> Result<(), Failure> {
+        let mut applied = self.applied.subscribe();
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if done(self) {
+                    return;
+                }
+                if applied.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        waited.map_err(|_| {
+            Failure::new(
+                Reason::NotController,
+                "the controller decided, but its metadata has not reached this broker within 10 s",
+            )
+        })
+    }
+
+    /// Applies the controller's metadata: opens the replicas this broker holds, gives each its
+    /// role (leader, follower), starts and stops followers' fetchers, drops deleted topics.
+    /// Metadata from an older controller is ignored.
+    pub fn apply_metadata(self: &Arc<Self>, metadata: &v1::ClusterMetadata) {
+        let _one_at_a_time = self
+            .applying
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let seen = self.controller_epoch.load(Ordering::Acquire);
+        if metadata.controller_epoch < seen {
+            tracing::warn!(
+                controller_epoch = metadata.controller_epoch,
+                newest = seen,
+                "ignored metadata from an older controller"
+            );
+            return;
+        }
+        self.controller_epoch
+            .store(metadata.controller_epoch, Ordering::Release);
+        *self
+            .brokers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            metadata.brokers.iter().map(|b| (b.id, b.clone())).collect();
+        let me = self.config.broker_id;
+        let current: BTreeMap<String, Arc<Topic>> = self.topics().clone();
+        let mut next = BTreeMap::new();
+        let mut followed = HashMap::new();
+        for wire in &metadata.topics {
+            let old = current.get(&wire.name).filter(|t| t.id == wire.id);
+            if let Some(gone) = current.get(&wire.name).filter(|t| t.id != wire.id) {
+                self.remove_replicas(gone, gone.replicas.keys().copied());
+            }
+            let overrides: BTreeMap<String, String> = wire.config.clone().into_iter().collect();
+            let config = TopicConfig::with_overrides(&self.defaults, &overrides).unwrap_or_else(|e| {
+                tracing::error!(topic = %wire.name, error = %e, "the controller's topic config is not valid here; using the defaults");
+                self.defaults.clone()
+            });
+            let mut replicas = BTreeMap::new();
+            for p in &wire.partitions {
+                if !p.replicas.contains(&me) {
+                    continue;
+                }
+                let replica = match old.and_then(|t| t.replicas.get(&p.partition)) {
+                    Some(replica) => {
+                        if old.is_some_and(|t| t.overrides != overrides) {
+                            replica.set_config(config.log.clone());
+                        }
+                        Arc::clone(replica)
+                    }
+                    None => match open_partition(&self.config, &wire.name, p.partition, &config) {
+                        Ok(replica) => replica,
+                        Err(e) => {
+                            tracing::error!(topic = %wire.name, partition = p.partition, error = %format!("{e:#}"), "cannot open a replica");
+                            continue;
+                        }
+                    },
+                };
+                match p.leader {
+                    Some(leader) if leader == me => replica.become_leader(
+                        me,
+                        p.leader_epoch,
+                        p.partition_epoch,
+                        p.replicas.clone(),
+                        p.isr.clone(),
                     ),
-                )
-            })
+                    Some(leader) => {
+                        replica.become_follower(leader, p.leader_epoch);
+                        followed.insert(
+                            (wire.name.clone(), p.partition),
+                            (leader, p.leader_epoch, Arc::clone(&replica)),
+                        );
+                    }
+                    None => replica.become_none(),
+                }
+                replicas.insert(p.partition, replica);
+            }
+            if let Some(old) = old {
+                let moved: Vec<i32> = old
+                    .replicas
+                    .keys()
+                    .copied()
+                    .filter(|p| !replicas.contains_key(p))
+                    .collect();
+                self.remove_replicas(old, moved.into_iter());
+            }
+            next.insert(
+                wire.name.clone(),
+                Arc::new(Topic {
+                    name: wire.name.clone(),
+                    id: wire.id.clone(),
+                    config,
+                    overrides,
+                    layout: wire.partitions.clone(),
+                    replicas,
+                }),
+            );
+        }
+        for (name, topic) in &current {
+            if !next.contains_key(name) {
+                self.remove_replicas(topic, topic.replicas.keys().copied());
+                self.metrics
+                    .forget_topic(name, topic.partition_count() as i32);
+                tracing::info!(topic = %name, "topic deleted");
+            }
+        }
+        *self
+            .topics
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
+        self.update_fetchers(followed);
+        self.applied.send_modify(|n| *n += 1);
+    }
+
+    /// Starts a fetcher for every partition followed at a new leader epoch, stops the rest.
+    fn update_fetchers(
+        self: &Arc<Self>,
+        followed: HashMap<(String, i32), (i32, i32, Arc<Partition>)>,
+    ) {
+        let brokers = self.brokers().clone();
+        let mut fetchers = self
+            .fetchers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        fetchers.retain(|key, (epoch, task)| {
+            let keep = followed.get(key).is_some_and(|(_, e, _)| e == epoch) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (key, (leader, epoch, partition)) in followed {
+            if fetchers.contains_key(&key) {
+                continue;
+            }
+            let Some(address) = brokers.get(&leader).map(|b| b.address.clone()) else {
+                tracing::warn!(topic = %key.0, partition = key.1, leader, "the leader's address is unknown");
+                continue;
+            };
+            let task = tokio::spawn(crate::cluster::follow(
+                Arc::clone(self),
+                partition,
+                address,
+                epoch,
+            ));
+            fetchers.insert(key, (epoch, task));
+        }
+    }
+
+    /// Stops every follower's fetcher (at shutdown).
+    pub fn stop_fetchers(&self) {
+        for (_, (_, task)) in self
+            .fetchers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .drain()
+        {
+            task.abort();
+        }
+    }
+
+    /// Closes and deletes this broker's replicas of `partitions` of a topic that is gone (or
+    /// moved away). Directories are renamed first, so a crash halfway leaves only `-delete`
+    /// names, which the next start removes.
+    fn remove_replicas(&self, topic: &Topic, partitions: impl Iterator<Item = i32>) {
+        for index in partitions {
+            if let Some(replica) = topic.replicas.get(&index) {
+                replica.become_none();
+            }
+            let dir = topic::partition_dir(&self.config.data_dir, &topic.name, index);
+            let doomed = dir.with_file_name(format!(
+                "{}.{}-delete",
+                dir.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                topic.id
+            ));
+            if let Err(e) =
+                std::fs::rename(&dir, &doomed).and_then(|()| std::fs::remove_dir_all(&doomed))
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted partition's directory");
+            }
+        }
     }
 
     /// Creates a topic.
     ///
     /// # Errors
-    /// `InvalidTopic`, `TopicExists`, `InvalidRequest` (partitions, replication factor),
-    /// `UnknownConfig`, `InvalidConfig`, `StorageError`.
+    /// `InvalidTopic`, `TopicExists`, `InvalidRequest` (partitions), `InvalidReplicationFactor`,
+    /// `UnknownConfig`, `InvalidConfig`, or the controller's.
     pub async fn create_topic(
         &self,
         name: &str,
@@ -290,101 +525,65 @@ impl Node {
                 format!("a topic needs 1 to 10000 partitions, not {partitions}"),
             ));
         }
-        if replication_factor > 1 {
+        let replication_factor = if replication_factor == 0 {
+            self.config.default_replication_factor
+        } else {
+            replication_factor
+        };
+        if replication_factor < 1 {
             return Err(Failure::new(
-                Reason::InvalidRequest,
-                format!(
-                    "replication factor {replication_factor} is more than the 1 broker of this cluster"
-                ),
+                Reason::InvalidReplicationFactor,
+                format!("a replication factor must be at least 1, not {replication_factor}"),
             ));
         }
-        let config = topic_config(&self.defaults, &overrides)?;
-        let mut metadata = self.metadata.lock().await;
-        if metadata.topics.contains_key(name) {
-            return Err(Failure::new(
-                Reason::TopicExists,
-                format!("topic {name:?} already exists"),
-            ));
-        }
-        let opened = (0..partitions)
-            .map(|index| open_partition(&self.config, name, index, &config))
-            .collect::<anyhow::Result<Vec<_>>>()
-            .map_err(|e| Failure::new(Reason::StorageError, format!("{e:#}")))?;
-        let id = topic_id();
-        metadata.topics.insert(
-            name.to_string(),
-            TopicRecord {
-                id: id.clone(),
+        topic_config(&self.defaults, &overrides)?;
+        let created = self
+            .controller()
+            .create_topic(v1::CreateTopicRequest {
+                name: name.to_string(),
                 partitions,
-                config: overrides.clone(),
-            },
+                replication_factor,
+                config: overrides.into_iter().collect(),
+            })
+            .await
+            .map_err(|s| from_controller(&s))?
+            .into_inner();
+        self.wait_for(|node| node.topic(name).is_ok_and(|t| t.id == created.id))
+            .await?;
+        tracing::info!(
+            topic = name,
+            partitions,
+            replication_factor,
+            "topic created"
         );
-        if let Err(e) = metadata.save(&self.config.data_dir) {
-            metadata.topics.remove(name);
-            return Err(Failure::new(Reason::StorageError, error_chain(&e)));
-        }
-        let topic = Arc::new(Topic {
-            name: name.to_string(),
-            id,
-            config,
-            overrides,
-            partitions: opened,
-        });
-        self.publish(Some(Arc::clone(&topic)), name);
-        tracing::info!(topic = name, partitions, "topic created");
-        Ok(topic)
+        self.topic(name)
     }
 
     /// Deletes a topic and its data.
     ///
     /// # Errors
-    /// `InvalidTopic`, `UnknownTopic`, `StorageError`.
+    /// `InvalidTopic`, `UnknownTopic`, or the controller's.
     pub async fn delete_topic(&self, name: &str) -> Result<(), Failure> {
-        let _one_at_a_time = self.admin.lock().await;
-        let topic = self.client_topic(name)?;
-        let mut metadata = self.metadata.lock().await;
-        let record = metadata.topics.remove(name);
-        if let Err(e) = metadata.save(&self.config.data_dir) {
-            if let Some(record) = record {
-                metadata.topics.insert(name.to_string(), record);
-            }
-            return Err(Failure::new(Reason::StorageError, error_chain(&e)));
-        }
-        self.publish(None, name);
-        drop(metadata);
-        // The directories are renamed first, so a crash halfway leaves only `-delete` names,
-        // which the next start removes.
-        for partition in &topic.partitions {
-            let dir = topic::partition_dir(&self.config.data_dir, name, partition.index);
-            let doomed = dir.with_file_name(format!(
-                "{}.{}-delete",
-                dir.file_name()
-                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-                topic.id
-            ));
-            if let Err(e) =
-                std::fs::rename(&dir, &doomed).and_then(|()| std::fs::remove_dir_all(&doomed))
-            {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted partition's directory");
-            }
-        }
-        self.metrics
-            .forget_topic(name, topic.partitions.len() as i32);
-        tracing::info!(topic = name, "topic deleted");
-        Ok(())
+        self.client_topic(name)?;
+        self.controller()
+            .delete_topic(v1::DeleteTopicRequest {
+                name: name.to_string(),
+            })
+            .await
+            .map_err(|s| from_controller(&s))?;
+        self.wait_for(|node| node.topic(name).is_err()).await
     }
 
     /// Sets and removes topic config keys.
     ///
     /// # Errors
-    /// `UnknownTopic`, `UnknownConfig`, `InvalidConfig`, `StorageError`.
+    /// `UnknownTopic`, `UnknownConfig`, `InvalidConfig`, or the controller's.
     pub async fn alter_topic_config(
         &self,
         name: &str,
         set: BTreeMap<String, String>,
         delete: Vec<String>,
     ) -> Result<Arc<Topic>, Failure> {
-        let _one_at_a_time = self.admin.lock().await;
         let current = self.client_topic(name)?;
         let mut overrides = current.overrides.clone();
         for key in &delete {
@@ -396,34 +595,30 @@ impl Node {
             }
             overrides.remove(key);
         }
-        overrides.extend(set);
-        let config = topic_config(&self.defaults, &overrides)?;
-        self.replace_topic(
-            name,
-            |record| record.config = overrides.clone(),
-            |topic| Topic {
-                config: config.clone(),
-                overrides: overrides.clone(),
-                ..topic
-            },
-        )
-        .await
-        .inspect(|topic| {
-            for partition in &topic.partitions {
-                partition.set_config(config.log.clone());
-            }
-            tracing::info!(topic = name, "topic config changed");
-        })
+        overrides.extend(set.clone());
+        topic_config(&self.defaults, &overrides)?;
+        self.controller()
+            .alter_topic_config(v1::AlterTopicConfigRequest {
+                name: name.to_string(),
+                set: set.into_iter().collect(),
+                delete,
+            })
+            .await
+            .map_err(|s| from_controller(&s))?;
+        self.wait_for(|node| node.topic(name).is_ok_and(|t| t.overrides == overrides))
+            .await?;
+        tracing::info!(topic = name, "topic config changed");
+        self.topic(name)
     }
 
     /// Raises a topic's partition count to `total`.
     ///
     /// # Errors
-    /// `UnknownTopic`, `InvalidRequest` when `total` is not more than now, `StorageError`.
+    /// `UnknownTopic`, `InvalidRequest` when `total` is not more than now, or the
+    /// controller's.
     pub async fn add_partitions(&self, name: &str, total: i32) -> Result<Arc<Topic>, Failure> {
-        let _one_at_a_time = self.admin.lock().await;
         let current = self.client_topic(name)?;
-        let have = current.partitions.len() as i32;
+        let have = current.partition_count() as i32;
         if total <= have || total > 10_000 {
             return Err(Failure::new(
                 Reason::InvalidRequest,
@@ -432,72 +627,35 @@ impl Node {
                 ),
             ));
         }
-        let added = (have..total)
-            .map(|index| open_partition(&self.config, name, index, &current.config))
-            .collect::<anyhow::Result<Vec<_>>>()
-            .map_err(|e| Failure::new(Reason::StorageError, format!("{e:#}")))?;
-        self.replace_topic(
-            name,
-            |record| record.partitions = total,
-            |topic| {
-                let mut partitions = topic.partitions;
-                partitions.extend(added.iter().cloned());
-                Topic {
-                    partitions,
-                    ..topic
-                }
-            },
-        )
-        .await
-        .inspect(|_| tracing::info!(topic = name, partitions = total, "partitions added"))
+        self.controller()
+            .add_partitions(v1::AddPartitionsRequest {
+                name: name.to_string(),
+                partitions: total,
+            })
+            .await
+            .map_err(|s| from_controller(&s))?;
+        self.wait_for(|node| {
+            node.topic(name)
+                .is_ok_and(|t| t.partition_count() as i32 >= total)
+        })
+        .await?;
+        tracing::info!(topic = name, partitions = total, "partitions added");
+        self.topic(name)
     }
 
-    /// Saves a change to a topic's record, then publishes the changed topic.
-    async fn replace_topic(
-        &self,
-        name: &str,
-        change_record: impl FnOnce(&mut TopicRecord),
-        change_topic: impl FnOnce(Topic) -> Topic,
-    ) -> Result<Arc<Topic>, Failure> {
-        let mut metadata = self.metadata.lock().await;
-        let current = self.topic(name)?;
-        let Some(record) = metadata.topics.get_mut(name) else {
-            return Err(Failure::new(
-                Reason::UnknownTopic,
-                format!("topic {name:?} does not exist"),
-            ));
-        };
-        let before = record.clone();
-        change_record(record);
-        if let Err(e) = metadata.save(&self.config.data_dir) {
-            metadata.topics.insert(name.to_string(), before);
-            return Err(Failure::new(Reason::StorageError, error_chain(&e)));
-        }
-        let topic = Arc::new(change_topic(Topic {
-            name: current.name.clone(),
-            id: current.id.clone(),
-            config: current.config.clone(),
-            overrides: current.overrides.clone(),
-            partitions: current.partitions.clone(),
-        }));
-        self.publish(Some(Arc::clone(&topic)), name);
-        Ok(topic)
-    }
-
-    /// A new producer id (and epoch 0) for an idempotent producer; never given twice, even
-    /// across restarts.
+    /// A new producer id (and epoch 0) for an idempotent producer, from the controller: never
+    /// given twice, even across restarts.
     ///
     /// # Errors
-    /// `StorageError` when the metadata cannot be saved.
+    /// The controller's.
     pub async fn init_producer_id(&self) -> Result<(i64, i16), Failure> {
-        let mut metadata = self.metadata.lock().await;
-        let id = metadata.next_producer_id;
-        metadata.next_producer_id += 1;
-        if let Err(e) = metadata.save(&self.config.data_dir) {
-            metadata.next_producer_id -= 1;
-            return Err(Failure::new(Reason::StorageError, error_chain(&e)));
-        }
-        Ok((id, 0))
+        let given = self
+            .controller()
+            .allocate_producer_id(v1::InitProducerIdRequest {})
+            .await
+            .map_err(|s| from_controller(&s))?
+            .into_inner();
+        Ok((given.producer_id, 0))
     }
 
     /// Appends to one partition; returns its first and last offsets.
@@ -511,26 +669,14 @@ impl Node {
         batches: Bytes,
         acks: v1::Acks,
     ) -> Result<(i64, i64), Failure> {
-        let Some(target) = usize::try_from(partition)
-            .ok()
-            .and_then(|p| topic.partitions.get(p))
-        else {
-            return Err(Failure::new(
-                Reason::UnknownPartition,
-                format!(
-                    "topic {:?} has {} partitions; there is no partition {partition}",
-                    topic.name,
-                    topic.partitions.len()
-                ),
-            ));
-        };
+        let target = local_replica(topic, partition)?;
         let size = batches.len();
         // Unique bytes are reused in place; shared ones are copied once.
         let mut bytes = BytesMut::from(batches);
         let level = match acks {
             v1::Acks::All => AckLevel::All {
                 min_insync_replicas: usize::try_from(topic.config.min_insync_replicas).unwrap_or(1),
-                timeout: REPLICATION_TIMEOUT,
+                timeout: self.config.replication_timeout,
             },
             v1::Acks::Leader | v1::Acks::None => AckLevel::Leader,
         };
@@ -554,7 +700,7 @@ impl Node {
         topic: &Topic,
         records: &[v1::ProduceRecord],
     ) -> Result<BTreeMap<i32, Bytes>, Failure> {
-        let count = topic.partitions.len() as u32;
+        let count = topic.partition_count() as u32;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -610,6 +756,8 @@ impl Node {
         max_wait: Duration,
     ) -> Result<(Option<SegmentSlice>, Arc<Partition>), Failure> {
         let target = self.partition(topic, partition)?;
+        // Consumers read from leaders only.
+        target.leading_epoch()?;
         let max_bytes = max_bytes.clamp(1, MAX_FETCH_BYTES);
         let deadline = Instant::now() + max_wait;
         loop {
@@ -649,7 +797,7 @@ impl Node {
                 );
                 continue;
             };
-            for partition in topic.partitions {
+            for partition in topic.replicas.into_values() {
                 match Arc::try_unwrap(partition) {
                     Ok(partition) => match partition.close() {
                         Ok(()) => closed += 1,
@@ -683,7 +831,7 @@ impl Node {
         }));
         let topics: Vec<Arc<Topic>> = self.topics().values().cloned().collect();
         for topic in topics {
-            for partition in &topic.partitions {
+            for partition in topic.replicas.values() {
                 if retention && let Err(e) = partition.apply_retention() {
                     tracing::error!(topic = %topic.name, partition = partition.index, error = %error_chain(&e), "retention failed");
                 }
@@ -727,8 +875,6 @@ fn open_partition(
     if !report.clean_shutdown && report.recovered_segments > 0 {
         tracing::info!(topic, partition = index, ?report, "partition recovered");
     }
-    // Alone, this broker leads every partition it has.
-    partition.become_leader(LOCAL_BROKER, 0, 0, vec![LOCAL_BROKER], vec![LOCAL_BROKER]);
     Ok(Arc::new(partition))
 }
 
@@ -743,15 +889,45 @@ fn remove_deleted_dirs(data_dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A new topic id: unique per creation (time and a counter), 32 hex digits.
-fn topic_id() -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "{:024x}{:08x}",
-        nanos,
-        COUNTER.fetch_add(1, Ordering::Relaxed) ^ std::process::id()
-    )
+/// This broker's replica of partition `index` of `topic`.
+///
+/// # Errors
+/// `UnknownPartition`; `NotLeader` when the partition exists but lives on other brokers.
+pub fn local_replica(topic: &Topic, index: i32) -> Result<Arc<Partition>, Failure> {
+    if let Some(replica) = topic.replicas.get(&index) {
+        return Ok(Arc::clone(replica));
+    }
+    match usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.layout.get(i))
+    {
+        Some(p) => Err(Failure::new(
+            Reason::NotLeader,
+            format!(
+                "this broker holds no replica of {}-{index}; its leader is {}",
+                topic.name,
+                p.leader
+                    .map_or_else(|| "none now".to_string(), |l| format!("broker {l}"))
+            ),
+        )),
+        None => Err(Failure::new(
+            Reason::UnknownPartition,
+            format!(
+                "topic {:?} has {} partitions; there is no partition {index}",
+                topic.name,
+                topic.partition_count()
+            ),
+        )),
+    }
+}
+
+/// A controller's refusal as this broker reports it.
+fn from_controller(status: &tonic::Status) -> Failure {
+    match Reason::of(status) {
+        Some(reason) => Failure::new(reason, status.message()),
+        None => Failure::new(
+            Reason::NotController,
+            format!("the controller cannot be reached: {}", status.message()),
+        ),
+    }
 }

@@ -465,7 +465,16 @@ impl Partition {
                 }
             }
             let (start, end) = (log.log_start_offset(), log.log_end_offset());
-            if fetch_offset < start || fetch_offset > end {
+            if fetch_offset < start {
+                // Retention removed what the follower lacks: it starts over at the start.
+                return Ok(ReplicaFetched::Batches {
+                    batches: bytes::Bytes::new(),
+                    high_watermark: self.high_watermark(),
+                    log_start_offset: start,
+                    log_end_offset: end,
+                });
+            }
+            if fetch_offset > end {
                 return Err(LogError::OffsetOutOfRange {
                     requested: fetch_offset,
                     log_start_offset: start,

@@ -10,6 +10,7 @@ use weir_proto::Reason;
 use weir_proto::v1::{self, Acks, OffsetSpec};
 
 use crate::node::{Failure, MAX_FETCH_BYTES, Node, Topic};
+use crate::partition::ReplicaFetched;
 
 /// Both services over one node.
 #[derive(Debug, Clone)]
@@ -24,26 +25,32 @@ impl Service {
         Service { node, stopping }
     }
 
+    /// A topic's partitions as the controller decided them, with the offsets of the
+    /// replicas this broker holds (-1 for those it does not).
     fn describe(&self, topic: &Topic) -> v1::TopicDescription {
-        let broker = self.node.config.broker_id;
         v1::TopicDescription {
             name: topic.name.clone(),
             partitions: topic
-                .partitions
+                .layout
                 .iter()
                 .map(|p| {
-                    let state = p.state();
-                    self.node.metrics.log_state(&topic.name, p.index, &state);
+                    let state = topic.replicas.get(&p.partition).map(|r| {
+                        let state = r.state();
+                        self.node
+                            .metrics
+                            .log_state(&topic.name, p.partition, &state);
+                        state
+                    });
                     v1::PartitionDescription {
-                        partition: p.index,
-                        leader: broker,
-                        leader_epoch: 0,
-                        replicas: vec![broker],
-                        isr: vec![broker],
-                        log_start_offset: state.log_start_offset,
-                        log_end_offset: state.log_end_offset,
-                        high_watermark: state.high_watermark,
-                        size_bytes: state.size,
+                        partition: p.partition,
+                        leader: p.leader.unwrap_or(-1),
+                        leader_epoch: p.leader_epoch,
+                        replicas: p.replicas.clone(),
+                        isr: p.isr.clone(),
+                        log_start_offset: state.map_or(-1, |s| s.log_start_offset),
+                        log_end_offset: state.map_or(-1, |s| s.log_end_offset),
+                        high_watermark: state.map_or(-1, |s| s.high_watermark),
+                        size_bytes: state.map_or(0, |s| s.size),
                     }
                 })
                 .collect(),
@@ -245,7 +252,7 @@ impl v1::weir_server::Weir for Service {
             )
         })?;
         let wanted: Vec<i32> = if r.partitions.is_empty() {
-            (0..topic.partitions.len() as i32).collect()
+            (0..topic.partition_count() as i32).collect()
         } else {
             r.partitions
         };
@@ -306,14 +313,19 @@ impl v1::weir_server::Weir for Service {
             let topic = self.node.topic(&name).map_err(|f| failed(&mut timer, f))?;
             topics.push(self.describe(&topic));
         }
-        let config = &self.node.config;
         Ok(Response::new(v1::MetadataResponse {
-            brokers: vec![v1::Broker {
-                id: config.broker_id,
-                address: config.advertised(),
-                rack: config.rack.clone(),
-            }],
-            controller_id: config.broker_id,
+            brokers: self
+                .node
+                .cluster_brokers()
+                .into_iter()
+                .filter(|b| b.alive)
+                .map(|b| v1::Broker {
+                    id: b.id,
+                    address: b.address,
+                    rack: b.rack,
+                })
+                .collect(),
+            controller_id: -1,
             topics,
         }))
     }
@@ -481,5 +493,63 @@ impl v1::groups_server::Groups for Service {
             .await
             .map_err(|f| failed(&mut timer, f))?;
         Ok(Response::new(v1::CommitOffsetsResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl v1::replication_server::Replication for Service {
+    async fn replica_fetch(
+        &self,
+        request: Request<v1::ReplicaFetchRequest>,
+    ) -> Result<Response<v1::ReplicaFetchResponse>, Status> {
+        let r = request.into_inner();
+        let partition = self
+            .node
+            .partition(&r.topic, r.partition)
+            .map_err(|f| f.status())?;
+        let max_wait = Duration::from_millis(u64::try_from(r.max_wait_ms).unwrap_or(0).min(30_000));
+        let fetched = partition
+            .replica_fetch(
+                r.replica_id,
+                r.leader_epoch,
+                r.fetch_offset,
+                r.last_fetched_epoch,
+                usize::try_from(r.max_bytes)
+                    .unwrap_or(1)
+                    .clamp(1, MAX_FETCH_BYTES),
+                max_wait,
+            )
+            .await
+            .map_err(|f| f.status())?;
+        let state = partition.state();
+        Ok(Response::new(match fetched {
+            ReplicaFetched::Batches {
+                batches,
+                high_watermark,
+                log_start_offset,
+                log_end_offset,
+            } => {
+                self.node.metrics.follower_lag(
+                    &r.topic,
+                    r.partition,
+                    r.replica_id,
+                    log_end_offset - r.fetch_offset,
+                );
+                v1::ReplicaFetchResponse {
+                    record_batches: batches,
+                    high_watermark,
+                    log_start_offset,
+                    log_end_offset,
+                    diverging: None,
+                }
+            }
+            ReplicaFetched::Diverging { epoch, end_offset } => v1::ReplicaFetchResponse {
+                record_batches: bytes::Bytes::new(),
+                high_watermark: state.high_watermark,
+                log_start_offset: state.log_start_offset,
+                log_end_offset: state.log_end_offset,
+                diverging: Some(v1::EpochEndOffset { epoch, end_offset }),
+            },
+        }))
     }
 }
