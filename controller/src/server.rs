@@ -507,6 +507,7 @@ pub async fn serve<S: MetadataStore + 'static>(
     let controller = Controller::start(store, timing).await?;
     let liveness = tokio::spawn(Arc::clone(&controller).run_liveness());
     tracing::info!(%address, "controller listening");
+    println!("ready grpc={address}");
     let watches = Arc::clone(&controller);
     let shutdown = async move {
         shutdown.await;

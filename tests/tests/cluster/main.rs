@@ -1,0 +1,296 @@
+//! A controller and three brokers as real processes on loopback: a topic with three replicas
+//! keeps every record acknowledged with acks=all through the kill -9 of its leader, a new
+//! leader is elected from the ISR, and the old leader comes back as a follower and catches
+//! up.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use weir_client::{
+    Acks, Client, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, StartAt,
+};
+use weir_proto::v1;
+use weir_proto::v1::weir_client::WeirClient;
+
+#[path = "../broker/harness.rs"]
+#[allow(dead_code, reason = "the harness serves other tests too")]
+mod harness;
+
+use harness::BrokerProcess;
+
+/// Every wait of these tests has this deadline.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A `weir-controller` child process, killed when dropped.
+struct ControllerProcess {
+    child: Child,
+    address: String,
+}
+
+impl ControllerProcess {
+    fn start(data_dir: &Path) -> ControllerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir-controller-under-test"))
+            .args([
+                "--data-dir",
+                &data_dir.display().to_string(),
+                "--listen",
+                "127.0.0.1:0",
+                "--heartbeat-interval",
+                "200ms",
+                "--session-timeout",
+                "1500ms",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start weir-controller");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some(address) = line.strip_prefix("ready grpc=") {
+                    let _ = sender.send(address.to_string());
+                }
+            }
+        });
+        let address = receiver
+            .recv_timeout(DEADLINE)
+            .expect("the controller says it is ready");
+        ControllerProcess { child, address }
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_broker(dir: &Path, id: i32, controller: &str) -> BrokerProcess {
+    BrokerProcess::start(
+        dir,
+        &[
+            "--id",
+            &id.to_string(),
+            "--controller",
+            controller,
+            "--replica-lag-time-max",
+            "2s",
+        ],
+    )
+}
+
+/// Partition 0 of `topic` as `broker` sees it, and the brokers' addresses.
+async fn partition_zero(
+    broker: &str,
+    topic: &str,
+) -> Option<(v1::PartitionDescription, Vec<v1::Broker>)> {
+    let mut client = WeirClient::connect(format!("http://{broker}")).await.ok()?;
+    let metadata = client
+        .metadata(v1::MetadataRequest {
+            topics: vec![topic.to_string()],
+        })
+        .await
+        .ok()?
+        .into_inner();
+    let partition = metadata.topics.first()?.partitions.first()?.clone();
+    Some((partition, metadata.brokers))
+}
+
+/// Waits until partition 0 (as `broker` sees it) satisfies `test`.
+async fn wait_for_partition(
+    broker: &str,
+    topic: &str,
+    test: impl Fn(&v1::PartitionDescription) -> bool,
+) -> (v1::PartitionDescription, Vec<v1::Broker>) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some((p, brokers)) = partition_zero(broker, topic).await
+            && test(&p)
+        {
+            return (p, brokers);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partition 0 of {topic} never got there"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn address_of(brokers: &[v1::Broker], id: i32) -> String {
+    brokers
+        .iter()
+        .find(|b| b.id == id)
+        .map(|b| b.address.clone())
+        .expect("the leader is a live broker")
+}
+
+/// Produces `values` to partition 0 at `leader` with acks=all; returns them once all are
+/// acknowledged.
+async fn produce_all(leader: &str, topic: &str, values: &[String]) -> Result<(), String> {
+    let client = Client::connect(leader).await.map_err(|e| e.to_string())?;
+    let producer = Producer::new(
+        client,
+        ProducerConfig {
+            acks: Acks::All,
+            retries: 0,
+            ..ProducerConfig::default()
+        },
+    );
+    let mut deliveries = Vec::new();
+    for value in values {
+        let record = ProducerRecord {
+            partition: Some(0),
+            ..ProducerRecord::new(topic, value.clone())
+        };
+        deliveries.push(producer.send(record).await.map_err(|e| e.to_string())?);
+    }
+    producer.flush().await;
+    for delivery in deliveries {
+        delivery.wait().await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+async fn read_all(leader: &str, topic: &str) -> Vec<String> {
+    let client = Client::connect(leader).await.expect("connect");
+    let mut consumer = Consumer::assign(
+        client,
+        topic,
+        Some(vec![0]),
+        StartAt::Earliest,
+        ConsumerConfig {
+            max_bytes: 1 << 20,
+            max_wait: Duration::from_millis(200),
+        },
+    )
+    .await
+    .expect("consumer");
+    let mut values = Vec::new();
+    let mut quiet = 0;
+    while quiet < 3 {
+        let records = consumer.poll().await.expect("poll");
+        if records.is_empty() {
+            quiet += 1;
+        }
+        values.extend(
+            records
+                .into_iter()
+                .map(|r| String::from_utf8_lossy(&r.value.unwrap_or_default()).into_owned()),
+        );
+    }
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_the_leaders_kill_and_it_rejoins_as_follower() {
+    let root = tempfile::tempdir().expect("dir");
+    let controller = ControllerProcess::start(&root.path().join("controller"));
+    let dirs: Vec<_> = (1..=3)
+        .map(|id| root.path().join(format!("broker-{id}")))
+        .collect();
+    let mut brokers: Vec<Option<BrokerProcess>> = (1..=3)
+        .map(|id| {
+            Some(start_broker(
+                &dirs[id as usize - 1],
+                id,
+                &controller.address,
+            ))
+        })
+        .collect();
+    let any = brokers[0].as_ref().expect("broker 1").address.clone();
+
+    let admin = Client::connect(&any).await.expect("connect");
+    admin
+        .create_topic(
+            "replicated",
+            1,
+            3,
+            [("min.insync.replicas".to_string(), "2".to_string())].into(),
+        )
+        .await
+        .expect("create a topic with three replicas");
+    let (p0, addresses) = wait_for_partition(&any, "replicated", |p| p.isr.len() == 3).await;
+    assert_eq!(p0.replicas.len(), 3);
+    let leader = p0.leader;
+    let leader_address = address_of(&addresses, leader);
+
+    let first: Vec<String> = (0..500).map(|i| format!("before-{i}")).collect();
+    produce_all(&leader_address, "replicated", &first)
+        .await
+        .expect("acks=all with a full ISR");
+
+    // kill -9 the leader; a new one is elected from the ISR at the next epoch.
+    let killed_at = Instant::now();
+    brokers[leader as usize - 1]
+        .as_mut()
+        .expect("leader process")
+        .kill();
+    let survivor = brokers
+        .iter()
+        .flatten()
+        .find(|b| b.address != leader_address)
+        .expect("a survivor")
+        .address
+        .clone();
+    let (moved, addresses) = wait_for_partition(&survivor, "replicated", |p| {
+        p.leader != leader && p.leader >= 0
+    })
+    .await;
+    assert!(p0.isr.contains(&moved.leader));
+    assert!(moved.leader_epoch > p0.leader_epoch);
+    let new_leader = address_of(&addresses, moved.leader);
+
+    // The next acks=all produce succeeds once the ISR has shrunk to the two survivors.
+    let second: Vec<String> = (0..500).map(|i| format!("after-{i}")).collect();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match produce_all(&new_leader, "replicated", &second[..1]).await {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no acks=all produce after the kill: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    println!(
+        "recovery: {:?} from kill -9 of the leader to the next acks=all produce",
+        killed_at.elapsed()
+    );
+    produce_all(&new_leader, "replicated", &second[1..])
+        .await
+        .expect("acks=all on two of three replicas");
+
+    // The old leader restarts, truncates what it alone had, and rejoins the ISR.
+    brokers[leader as usize - 1] = Some(start_broker(
+        &dirs[leader as usize - 1],
+        leader,
+        &controller.address,
+    ));
+    wait_for_partition(&survivor, "replicated", |p| p.isr.len() == 3).await;
+
+    let read = read_all(&new_leader, "replicated").await;
+    let expected: Vec<String> = first.iter().chain(second.iter()).cloned().collect();
+    let unique: BTreeSet<&String> = read.iter().collect();
+    assert_eq!(unique.len(), read.len(), "a record was read twice");
+    for value in &expected {
+        assert!(unique.contains(value), "acknowledged {value} is missing");
+    }
+    assert_eq!(
+        read, expected,
+        "records in the order they were acknowledged"
+    );
+    drop(brokers);
+    drop(controller);
+}
