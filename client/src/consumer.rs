@@ -60,7 +60,7 @@ pub struct Consumer {
     /// The next offset to read, per assigned partition.
     positions: BTreeMap<i32, i64>,
     /// The next round of fetches, sent when the last poll returned.
-    prefetched: Option<tokio::task::JoinSet<Result<v1::FetchResponse, tonic::Status>>>,
+    prefetched: Option<tokio::task::JoinSet<Result<v1::FetchResponse, ClientError>>>,
 }
 
 impl Consumer {
@@ -148,8 +148,11 @@ impl Consumer {
         while let Some(joined) = fetches.join_next().await {
             match joined {
                 Ok(Ok(response)) => responses.push(response),
-                Ok(Err(status)) => {
-                    failure.get_or_insert(ClientError::from(status));
+                // Leadership moved: this partition gives nothing this time, and the next
+                // fetch asks where it lives now.
+                Ok(Err(error)) if error.is_retryable() => self.client.forget(&self.topic),
+                Ok(Err(error)) => {
+                    failure.get_or_insert(error);
                 }
                 Err(e) => {
                     failure.get_or_insert(ClientError::InvalidArgument(format!(
@@ -186,10 +189,11 @@ impl Consumer {
     }
 
     /// Sends one fetch per assigned partition from its position.
-    fn fetch_all(&self) -> tokio::task::JoinSet<Result<v1::FetchResponse, tonic::Status>> {
+    fn fetch_all(&self) -> tokio::task::JoinSet<Result<v1::FetchResponse, ClientError>> {
         let mut fetches = tokio::task::JoinSet::new();
         for (&partition, &offset) in &self.positions {
-            let mut weir = self.client.weir();
+            let client = self.client.clone();
+            let topic = Arc::clone(&self.topic);
             let request = v1::FetchRequest {
                 topic: self.topic.to_string(),
                 partition,
@@ -198,8 +202,22 @@ impl Consumer {
                 min_bytes: 1,
                 max_wait_ms: self.config.max_wait.as_millis() as i32,
             };
-            fetches
-                .spawn(async move { weir.fetch(request).await.map(tonic::Response::into_inner) });
+            fetches.spawn(async move {
+                let fetched = match client.leader(&topic, partition).await {
+                    Ok(mut leader) => leader.fetch(request).await.map_err(ClientError::from),
+                    Err(e) => Err(e),
+                };
+                match fetched {
+                    Ok(answer) => Ok(answer.into_inner()),
+                    Err(e) => {
+                        if e.is_retryable() {
+                            // A pause before the caller asks again where the leader is.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(e)
+                    }
+                }
+            });
         }
         fetches
     }

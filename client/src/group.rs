@@ -146,7 +146,7 @@ impl GroupConsumer {
         );
         let mut fetches = tokio::task::JoinSet::new();
         for ((topic, partition), &offset) in &self.positions {
-            let mut weir = self.client.weir();
+            let client = self.client.clone();
             let request = v1::FetchRequest {
                 topic: topic.to_string(),
                 partition: *partition,
@@ -157,10 +157,15 @@ impl GroupConsumer {
             };
             let topic = Arc::clone(topic);
             fetches.spawn(async move {
-                (
-                    topic,
-                    weir.fetch(request).await.map(tonic::Response::into_inner),
-                )
+                let fetched = match client.leader(&topic, request.partition).await {
+                    Ok(mut leader) => leader
+                        .fetch(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .map_err(ClientError::from),
+                    Err(e) => Err(e),
+                };
+                (topic, fetched)
             });
         }
         // Every answer first: on any failure no position moves, so nothing is skipped.

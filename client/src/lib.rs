@@ -55,8 +55,45 @@ pub struct Client {
     weir: WeirClient<Channel>,
     admin: AdminClient<Channel>,
     groups: GroupsClient<Channel>,
-    /// What producers must know of topics, learnt from Metadata.
-    topics: Arc<Mutex<HashMap<String, TopicLimits>>>,
+    /// What producers must know of topics, and where each partition's leader is, learnt
+    /// from Metadata.
+    topics: Arc<Mutex<HashMap<String, TopicRoute>>>,
+    /// A client per broker address, for requests that must reach a partition's leader.
+    peers: Arc<Mutex<HashMap<String, WeirClient<Channel>>>>,
+    /// Every broker's address, as the last Metadata answer named them: where to ask when the
+    /// bootstrap broker is down.
+    known: Arc<Mutex<Vec<String>>>,
+}
+
+/// A topic as a client routes to it.
+#[derive(Debug, Clone)]
+struct TopicRoute {
+    limits: TopicLimits,
+    /// The leader's address per partition; `None` while a partition has no leader.
+    leaders: Arc<[Option<String>]>,
+}
+
+fn endpoint(address: &str) -> Result<Endpoint, ClientError> {
+    let url = if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    };
+    Ok(Endpoint::from_shared(url)
+        .map_err(|e| ClientError::InvalidArgument(format!("broker address {address:?}: {e}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        // Batches of a MiB and more: HTTP/2's default 64 KiB windows would stall them.
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        // Fetch answers arrive in frames of this size (HTTP/2's default is 16 KiB).
+        .max_frame_size(MAX_FRAME_SIZE))
+}
+
+fn weir_client(channel: Channel) -> WeirClient<Channel> {
+    WeirClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
 
 impl Client {
@@ -65,39 +102,24 @@ impl Client {
     /// # Errors
     /// `Connect` when the broker cannot be reached within a few seconds.
     pub async fn connect(address: &str) -> Result<Client, ClientError> {
-        let url = if address.contains("://") {
-            address.to_string()
-        } else {
-            format!("http://{address}")
-        };
-        let endpoint = Endpoint::from_shared(url)
-            .map_err(|e| {
-                ClientError::InvalidArgument(format!("bootstrap address {address:?}: {e}"))
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            // Batches of a MiB and more: HTTP/2's default 64 KiB windows would stall them.
-            .initial_stream_window_size(Some(STREAM_WINDOW))
-            .initial_connection_window_size(Some(CONNECTION_WINDOW))
-            // Fetch answers arrive in frames of this size (HTTP/2's default is 16 KiB).
-            .max_frame_size(MAX_FRAME_SIZE);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect {
-                address: address.to_string(),
-                source,
-            })?;
+        let channel =
+            endpoint(address)?
+                .connect()
+                .await
+                .map_err(|source| ClientError::Connect {
+                    address: address.to_string(),
+                    source,
+                })?;
         Ok(Client {
             address: address.to_string(),
-            weir: WeirClient::new(channel.clone())
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+            weir: weir_client(channel.clone()),
             admin: AdminClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
             groups: GroupsClient::new(channel),
             topics: Arc::new(Mutex::new(HashMap::default())),
+            peers: Arc::new(Mutex::new(HashMap::default())),
+            known: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -126,21 +148,86 @@ impl Client {
     /// # Errors
     /// The broker's error, e.g. `UNKNOWN_TOPIC`.
     pub async fn topic_limits(&self, topic: &str) -> Result<TopicLimits, ClientError> {
-        if let Some(&limits) = self
+        Ok(self.route(topic).await?.limits)
+    }
+
+    /// A client of the broker that leads `partition` of `topic`, from the cached metadata
+    /// (refreshed when absent; [`Client::forget`] it after a leadership error).
+    ///
+    /// # Errors
+    /// The broker's error for the topic; `LEADER_NOT_AVAILABLE` while the partition has no
+    /// leader.
+    pub(crate) async fn leader(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<WeirClient<Channel>, ClientError> {
+        let route = self.route(topic).await?;
+        let address = usize::try_from(partition)
+            .ok()
+            .and_then(|p| route.leaders.get(p))
+            .cloned()
+            .flatten();
+        let Some(address) = address else {
+            self.forget(topic);
+            return Err(ClientError::Broker {
+                reason: Some(Reason::LeaderNotAvailable),
+                code: tonic::Code::Unavailable,
+                message: format!("{topic}-{partition} has no leader now"),
+            });
+        };
+        if address == self.address {
+            return Ok(self.weir());
+        }
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = peers.get(&address) {
+            return Ok(client.clone());
+        }
+        let client = weir_client(endpoint(&address)?.connect_lazy());
+        peers.insert(address, client.clone());
+        Ok(client)
+    }
+
+    /// Metadata of `topic` from the bootstrap broker, or, when it cannot be reached, from
+    /// the other brokers the last answer named.
+    async fn metadata(&self, topic: &str) -> Result<v1::MetadataResponse, ClientError> {
+        let request = v1::MetadataRequest {
+            topics: vec![topic.to_string()],
+        };
+        let first = match self.weir().metadata(request.clone()).await {
+            Ok(answer) => return Ok(answer.into_inner()),
+            Err(status) => ClientError::from(status),
+        };
+        if !first.is_retryable() {
+            return Err(first);
+        }
+        let others: Vec<String> = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|a| **a != self.address)
+            .cloned()
+            .collect();
+        for address in others {
+            let mut client = weir_client(endpoint(&address)?.connect_lazy());
+            if let Ok(answer) = client.metadata(request.clone()).await {
+                return Ok(answer.into_inner());
+            }
+        }
+        Err(first)
+    }
+
+    async fn route(&self, topic: &str) -> Result<TopicRoute, ClientError> {
+        if let Some(route) = self
             .topics
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(topic)
         {
-            return Ok(limits);
+            return Ok(route.clone());
         }
-        let response = self
-            .weir()
-            .metadata(v1::MetadataRequest {
-                topics: vec![topic.to_string()],
-            })
-            .await?
-            .into_inner();
+        let response = self.metadata(topic).await?;
         let described = response
             .topics
             .iter()
@@ -156,11 +243,33 @@ impl Client {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(usize::MAX),
         };
+        let address = |id: i32| {
+            response
+                .brokers
+                .iter()
+                .find(|b| b.id == id)
+                .map(|b| b.address.clone())
+        };
+        let mut leaders = vec![None; described.partitions.len()];
+        for p in &described.partitions {
+            if let Some(slot) = usize::try_from(p.partition)
+                .ok()
+                .and_then(|i| leaders.get_mut(i))
+            {
+                *slot = address(p.leader);
+            }
+        }
+        let route = TopicRoute {
+            limits,
+            leaders: leaders.into(),
+        };
+        *self.known.lock().unwrap_or_else(|p| p.into_inner()) =
+            response.brokers.iter().map(|b| b.address.clone()).collect();
         self.topics
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(topic.to_string(), limits);
-        Ok(limits)
+            .insert(topic.to_string(), route.clone());
+        Ok(route)
     }
 
     /// A producer id and epoch for an idempotent producer.
@@ -194,17 +303,30 @@ impl Client {
         spec: v1::OffsetSpec,
         timestamp: i64,
     ) -> Result<Vec<v1::PartitionOffset>, ClientError> {
-        let request = v1::ListOffsetsRequest {
-            topic: topic.to_string(),
-            partitions: Vec::new(),
-            spec: spec as i32,
-            timestamp,
-        };
-        Ok(self
-            .weir()
-            .list_offsets(request)
-            .await?
-            .into_inner()
-            .offsets)
+        // Each partition's leader answers for it.
+        let count = self.partition_count(topic).await? as i32;
+        let mut offsets = Vec::with_capacity(count as usize);
+        for partition in 0..count {
+            let request = v1::ListOffsetsRequest {
+                topic: topic.to_string(),
+                partitions: vec![partition],
+                spec: spec as i32,
+                timestamp,
+            };
+            let answer = match self
+                .leader(topic, partition)
+                .await?
+                .list_offsets(request)
+                .await
+            {
+                Ok(answer) => answer,
+                Err(status) => {
+                    self.forget(topic);
+                    return Err(status.into());
+                }
+            };
+            offsets.extend(answer.into_inner().offsets);
+        }
+        Ok(offsets)
     }
 }

@@ -521,7 +521,26 @@ impl Inner {
         };
         let mut attempt = 0;
         loop {
-            let error = match self.client.weir().produce(request.clone()).await {
+            let leader = match self.client.leader(topic, partition).await {
+                Ok(leader) => Ok(leader),
+                Err(e) if e.is_retryable() && attempt < self.config.retries => {
+                    attempt += 1;
+                    tokio::time::sleep(self.config.retry_backoff).await;
+                    continue;
+                }
+                Err(e) => Err(e),
+            };
+            let answer = match leader {
+                Ok(mut leader) => leader.produce(request.clone()).await,
+                Err(e) => {
+                    let code = match &e {
+                        ClientError::Broker { code, .. } => *code,
+                        _ => tonic::Code::Unknown,
+                    };
+                    return Err((e.reason(), code, e.to_string()));
+                }
+            };
+            let error = match answer {
                 Ok(response) => {
                     let result = response
                         .into_inner()
@@ -544,6 +563,10 @@ impl Inner {
                 }
                 Err(status) => ClientError::from(status),
             };
+            if error.is_retryable() {
+                // Leadership may have moved: ask again where the partition lives.
+                self.client.forget(topic);
+            }
             if attempt < self.config.retries && error.is_retryable() {
                 attempt += 1;
                 tracing::debug!(topic, partition, attempt, error = %error, "retrying a batch");

@@ -222,6 +222,10 @@ async fn acknowledged_records_survive_the_leaders_kill_and_it_rejoins_as_followe
     assert_eq!(p0.replicas.len(), 3);
     let leader = p0.leader;
     let leader_address = address_of(&addresses, leader);
+    // Metadata reaches each broker in its own time.
+    for broker in brokers.iter().flatten() {
+        wait_for_partition(&broker.address, "replicated", |p| p.isr.len() == 3).await;
+    }
 
     let first: Vec<String> = (0..500).map(|i| format!("before-{i}")).collect();
     produce_all(&leader_address, "replicated", &first)
@@ -290,6 +294,243 @@ async fn acknowledged_records_survive_the_leaders_kill_and_it_rejoins_as_followe
     assert_eq!(
         read, expected,
         "records in the order they were acknowledged"
+    );
+    drop(brokers);
+    drop(controller);
+}
+
+/// How a send ended, as the producer saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok(i64),
+    /// An error after the producer's retries: some attempt may have been written.
+    Unknown,
+}
+
+/// Finds the leader of partition 0 from any of `live` brokers.
+async fn current_leader(live: &[String], topic: &str) -> (i32, String, v1::PartitionDescription) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        for broker in live {
+            if let Some((p, brokers)) = partition_zero(broker, topic).await
+                && p.leader >= 0
+                && let Some(b) = brokers.iter().find(|b| b.id == p.leader)
+            {
+                return (p.leader, b.address.clone(), p);
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader for {topic}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_five_times_while_producing_loses_and_duplicates_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let root = tempfile::tempdir().expect("dir");
+    let controller = ControllerProcess::start(&root.path().join("controller"));
+    let dirs: Vec<_> = (1..=3)
+        .map(|id| root.path().join(format!("broker-{id}")))
+        .collect();
+    let mut brokers: Vec<Option<BrokerProcess>> = (1..=3)
+        .map(|id| {
+            Some(start_broker(
+                &dirs[id as usize - 1],
+                id,
+                &controller.address,
+            ))
+        })
+        .collect();
+    let addresses: Vec<String> = brokers
+        .iter()
+        .flatten()
+        .map(|b| b.address.clone())
+        .collect();
+    let admin = Client::connect(&addresses[0]).await.expect("connect");
+    admin
+        .create_topic(
+            "chase",
+            1,
+            3,
+            [("min.insync.replicas".to_string(), "2".to_string())].into(),
+        )
+        .await
+        .expect("create");
+    for broker in &addresses {
+        wait_for_partition(broker, "chase", |p| p.isr.len() == 3).await;
+    }
+
+    // One idempotent producer sends numbered values until told to stop, through whichever
+    // broker it can reach, and logs how each send ended.
+    let stop = Arc::new(AtomicBool::new(false));
+    // (sequence, outcome, when it was sent, when it was answered)
+    let log = Arc::new(std::sync::Mutex::new(
+        Vec::<(u64, Outcome, Instant, Instant)>::new(),
+    ));
+    let producing = {
+        let (stop, log, bootstrap) = (Arc::clone(&stop), Arc::clone(&log), addresses.clone());
+        tokio::spawn(async move {
+            let client = Client::connect(&bootstrap[2]).await.expect("connect");
+            let producer = Producer::new(
+                client,
+                ProducerConfig {
+                    acks: Acks::All,
+                    retries: 100,
+                    retry_backoff: Duration::from_millis(100),
+                    ..ProducerConfig::default()
+                },
+            );
+            let mut sequence = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut round = Vec::new();
+                let sent = Instant::now();
+                for _ in 0..20 {
+                    let record = ProducerRecord {
+                        partition: Some(0),
+                        ..ProducerRecord::new("chase", format!("v-{sequence}"))
+                    };
+                    match producer.send(record).await {
+                        Ok(delivery) => round.push((sequence, delivery)),
+                        Err(_) => log.lock().expect("log").push((
+                            sequence,
+                            Outcome::Unknown,
+                            sent,
+                            Instant::now(),
+                        )),
+                    }
+                    sequence += 1;
+                }
+                for (sequence, delivery) in round {
+                    let outcome = match delivery.wait().await {
+                        Ok(metadata) => {
+                            Outcome::Ok(metadata.offset.expect("acks=all gives offsets"))
+                        }
+                        Err(_) => Outcome::Unknown,
+                    };
+                    log.lock()
+                        .expect("log")
+                        .push((sequence, outcome, sent, Instant::now()));
+                }
+            }
+            producer.close().await;
+        })
+    };
+
+    let mut recoveries = Vec::new();
+    for round in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let live: Vec<String> = brokers
+            .iter()
+            .flatten()
+            .map(|b| b.address.clone())
+            .collect();
+        let (leader, _, before) = current_leader(&live, "chase").await;
+        let killed_at = Instant::now();
+        brokers[leader as usize - 1]
+            .as_mut()
+            .expect("leader")
+            .kill();
+        brokers[leader as usize - 1] = None;
+        let live: Vec<String> = brokers
+            .iter()
+            .flatten()
+            .map(|b| b.address.clone())
+            .collect();
+        let deadline = Instant::now() + DEADLINE;
+        // Recovery: the first acknowledgement of a send made after the kill.
+        let recovered = loop {
+            let first_ok = log
+                .lock()
+                .expect("log")
+                .iter()
+                .filter(|(_, o, sent, _)| matches!(o, Outcome::Ok(_)) && *sent > killed_at)
+                .map(|(_, _, _, at)| *at)
+                .min();
+            if let Some(at) = first_ok {
+                break at.duration_since(killed_at);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no acknowledgement after the kill"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let (after, _) =
+            wait_for_partition(&live[0], "chase", |p| p.leader >= 0 && p.leader != leader).await;
+        let new_leader = after.leader;
+        assert!(after.leader_epoch > before.leader_epoch);
+        assert!(before.isr.contains(&new_leader), "elected outside the ISR");
+        println!(
+            "round {round}: leader {leader} killed; broker {new_leader} leads; recovery {recovered:?}"
+        );
+        recoveries.push(recovered);
+        // It comes back and catches up before the next round.
+        brokers[leader as usize - 1] = Some(start_broker(
+            &dirs[leader as usize - 1],
+            leader,
+            &controller.address,
+        ));
+        wait_for_partition(&live[0], "chase", |p| p.isr.len() == 3).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    tokio::time::timeout(DEADLINE, producing)
+        .await
+        .expect("the producer stops")
+        .expect("producer task");
+
+    // Drain the partition from its leader and check the history.
+    let live: Vec<String> = brokers
+        .iter()
+        .flatten()
+        .map(|b| b.address.clone())
+        .collect();
+    let (_, leader_address, _) = current_leader(&live, "chase").await;
+    let read = read_all(&leader_address, "chase").await;
+    let log = log.lock().expect("log").clone();
+    let acknowledged: Vec<(u64, i64)> = log
+        .iter()
+        .filter_map(|(s, o, _, _)| match o {
+            Outcome::Ok(offset) => Some((*s, *offset)),
+            Outcome::Unknown => None,
+        })
+        .collect();
+    let unknown = log
+        .iter()
+        .filter(|(_, o, _, _)| *o == Outcome::Unknown)
+        .count();
+    // One value per offset, offsets from 0: the drained log is the list itself.
+    let sequences: Vec<u64> = read
+        .iter()
+        .map(|v| {
+            v.trim_start_matches("v-")
+                .parse()
+                .expect("a value this test wrote")
+        })
+        .collect();
+    let distinct: BTreeSet<u64> = sequences.iter().copied().collect();
+    assert_eq!(distinct.len(), sequences.len(), "a value was written twice");
+    for (sequence, offset) in &acknowledged {
+        assert_eq!(
+            sequences.get(*offset as usize),
+            Some(sequence),
+            "acknowledged v-{sequence} is not at its offset {offset}"
+        );
+    }
+    assert!(
+        sequences.windows(2).all(|w| w[0] < w[1]),
+        "the producer's order is not the log's order"
+    );
+    println!(
+        "history: {} sends, {} acknowledged, {unknown} unknown, {} records in the log; recoveries {recoveries:?}",
+        log.len(),
+        acknowledged.len(),
+        read.len()
+    );
+    assert!(
+        acknowledged.len() > 100,
+        "too little was acknowledged to mean anything"
     );
     drop(brokers);
     drop(controller);
