@@ -830,6 +830,13 @@ impl Node {
                 .map(move |p| (d.group_id.as_str(), p.topic.as_str(), p.partition, p.lag))
         }));
         let topics: Vec<Arc<Topic>> = self.topics().values().cloned().collect();
+        let me = self.config.broker_id;
+        let under_replicated = topics
+            .iter()
+            .flat_map(|t| &t.layout)
+            .filter(|p| p.leader == Some(me) && p.isr.len() < p.replicas.len())
+            .count();
+        self.metrics.set_under_replicated(under_replicated);
         for topic in topics {
             for partition in topic.replicas.values() {
                 if retention && let Err(e) = partition.apply_retention() {

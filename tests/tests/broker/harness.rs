@@ -87,6 +87,15 @@ impl BrokerProcess {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the broker process.
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// Kills the broker with SIGKILL and waits for it to die.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -535,3 +535,233 @@ async fn killing_the_leader_five_times_while_producing_loses_and_duplicates_noth
     drop(brokers);
     drop(controller);
 }
+
+/// Produces `values` to partition 0 through `bootstrap` (the client finds the leader) with
+/// acks=all and the producer's retries; all must be acknowledged.
+async fn produce_routed(bootstrap: &str, topic: &str, values: &[String]) -> Result<(), String> {
+    let client = Client::connect(bootstrap)
+        .await
+        .map_err(|e| e.to_string())?;
+    let producer = Producer::new(
+        client,
+        ProducerConfig {
+            acks: Acks::All,
+            retries: 50,
+            retry_backoff: Duration::from_millis(100),
+            ..ProducerConfig::default()
+        },
+    );
+    let mut deliveries = Vec::new();
+    for value in values {
+        let record = ProducerRecord {
+            partition: Some(0),
+            ..ProducerRecord::new(topic, value.clone())
+        };
+        deliveries.push(producer.send(record).await.map_err(|e| e.to_string())?);
+    }
+    producer.flush().await;
+    for delivery in deliveries {
+        delivery.wait().await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_out_of_sync_is_never_elected_and_a_paused_follower_rejoins() {
+    let root = tempfile::tempdir().expect("dir");
+    let controller = ControllerProcess::start(&root.path().join("controller"));
+    let dirs: Vec<_> = (1..=3)
+        .map(|id| root.path().join(format!("broker-{id}")))
+        .collect();
+    let mut brokers: Vec<Option<BrokerProcess>> = (1..=3)
+        .map(|id| {
+            Some(start_broker(
+                &dirs[id as usize - 1],
+                id,
+                &controller.address,
+            ))
+        })
+        .collect();
+    let address = |brokers: &[Option<BrokerProcess>], id: i32| {
+        brokers[id as usize - 1]
+            .as_ref()
+            .expect("running")
+            .address
+            .clone()
+    };
+    let admin = Client::connect(&address(&brokers, 1))
+        .await
+        .expect("connect");
+    admin
+        .create_topic(
+            "guarded",
+            1,
+            3,
+            [("min.insync.replicas".to_string(), "2".to_string())].into(),
+        )
+        .await
+        .expect("create");
+    for id in 1..=3 {
+        wait_for_partition(&address(&brokers, id), "guarded", |p| p.isr.len() == 3).await;
+    }
+    let (p0, _) = partition_zero(&address(&brokers, 1), "guarded")
+        .await
+        .expect("described");
+    let leader = p0.leader;
+    let followers: Vec<i32> = p0
+        .replicas
+        .iter()
+        .copied()
+        .filter(|&r| r != leader)
+        .collect();
+    let (in_sync, paused) = (followers[0], followers[1]);
+
+    let first: Vec<String> = (0..200).map(|i| format!("a-{i}")).collect();
+    produce_routed(&address(&brokers, leader), "guarded", &first)
+        .await
+        .expect("acks=all with a full ISR");
+
+    // A follower pauses (SIGSTOP) past its deadline: the ISR shrinks, produce goes on.
+    brokers[paused as usize - 1]
+        .as_ref()
+        .expect("follower")
+        .signal("STOP");
+    wait_for_partition(&address(&brokers, leader), "guarded", |p| {
+        !p.isr.contains(&paused) && p.isr.len() == 2
+    })
+    .await;
+    let second: Vec<String> = (0..200).map(|i| format!("b-{i}")).collect();
+    produce_routed(&address(&brokers, leader), "guarded", &second)
+        .await
+        .expect("acks=all on the two replicas left in sync");
+
+    // The two in-sync replicas die; the paused one wakes up. It must not lead: it lacks
+    // acknowledged records.
+    for id in [leader, in_sync] {
+        brokers[id as usize - 1].as_mut().expect("running").kill();
+        brokers[id as usize - 1] = None;
+    }
+    brokers[paused as usize - 1]
+        .as_ref()
+        .expect("follower")
+        .signal("CONT");
+    let woke = address(&brokers, paused);
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        if let Some((p, _)) = partition_zero(&woke, "guarded").await {
+            assert!(
+                p.leader != paused,
+                "broker {paused} was elected though it was out of sync: {p:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = produce_all(&woke, "guarded", &["c-refused".to_string()]).await;
+    assert!(
+        refused.is_err(),
+        "a produce succeeded with no in-sync replica alive"
+    );
+
+    // The last in-sync replica returns: it leads, and nothing acknowledged is lost.
+    brokers[in_sync as usize - 1] = Some(start_broker(
+        &dirs[in_sync as usize - 1],
+        in_sync,
+        &controller.address,
+    ));
+    let (back, addresses) = wait_for_partition(&woke, "guarded", |p| p.leader == in_sync).await;
+    assert!(back.leader_epoch > p0.leader_epoch);
+    // The woken follower catches up and rejoins the ISR.
+    wait_for_partition(&address_of(&addresses, in_sync), "guarded", |p| {
+        p.isr.contains(&paused)
+    })
+    .await;
+    let read = read_all(&address_of(&addresses, in_sync), "guarded").await;
+    let expected: Vec<String> = first.iter().chain(second.iter()).cloned().collect();
+    assert_eq!(read, expected, "every acknowledged record, once, in order");
+    drop(brokers);
+    drop(controller);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_comes_back_fenced_and_its_late_write_is_never_acknowledged() {
+    let root = tempfile::tempdir().expect("dir");
+    let controller = ControllerProcess::start(&root.path().join("controller"));
+    let dirs: Vec<_> = (1..=3)
+        .map(|id| root.path().join(format!("broker-{id}")))
+        .collect();
+    let brokers: Vec<BrokerProcess> = (1..=3)
+        .map(|id| start_broker(&dirs[id as usize - 1], id, &controller.address))
+        .collect();
+    let admin = Client::connect(&brokers[0].address).await.expect("connect");
+    admin
+        .create_topic(
+            "zombie",
+            1,
+            3,
+            [("min.insync.replicas".to_string(), "2".to_string())].into(),
+        )
+        .await
+        .expect("create");
+    for broker in &brokers {
+        wait_for_partition(&broker.address, "zombie", |p| p.isr.len() == 3).await;
+    }
+    let (p0, addresses) = partition_zero(&brokers[0].address, "zombie")
+        .await
+        .expect("described");
+    let old = p0.leader;
+    let old_address = address_of(&addresses, old);
+    let first: Vec<String> = (0..100).map(|i| format!("a-{i}")).collect();
+    produce_all(&old_address, "zombie", &first)
+        .await
+        .expect("acks=all");
+
+    // The leader pauses past its deadline; another takes over at the next epoch.
+    let zombie = &brokers[old as usize - 1];
+    zombie.signal("STOP");
+    let other = brokers
+        .iter()
+        .find(|b| b.address != old_address)
+        .expect("another broker");
+    let (moved, addresses) = wait_for_partition(&other.address, "zombie", |p| {
+        p.leader >= 0 && p.leader != old
+    })
+    .await;
+    assert!(moved.leader_epoch > p0.leader_epoch);
+    let second: Vec<String> = (0..100).map(|i| format!("b-{i}")).collect();
+    produce_routed(&address_of(&addresses, moved.leader), "zombie", &second)
+        .await
+        .expect("acks=all at the new leader");
+
+    // It wakes up still believing it leads: a write sent straight to it is not acknowledged.
+    zombie.signal("CONT");
+    let mut direct = WeirClient::connect(format!("http://{old_address}"))
+        .await
+        .expect("connect to the old leader");
+    let late = direct
+        .produce(v1::ProduceRequest {
+            topic: "zombie".to_string(),
+            acks: v1::Acks::All as i32,
+            batches: Vec::new(),
+            records: vec![v1::ProduceRecord {
+                partition: Some(0),
+                value: Some(b"zombie-write".to_vec().into()),
+                ..Default::default()
+            }],
+        })
+        .await;
+    let acknowledged = late
+        .as_ref()
+        .is_ok_and(|r| r.get_ref().results.iter().all(|p| p.error.is_none()));
+    assert!(
+        !acknowledged,
+        "the deposed leader acknowledged a write: {late:?}"
+    );
+
+    // It rejoins as a follower, and its late write is nowhere.
+    wait_for_partition(&other.address, "zombie", |p| p.isr.len() == 3).await;
+    let read = read_all(&address_of(&addresses, moved.leader), "zombie").await;
+    let expected: Vec<String> = first.iter().chain(second.iter()).cloned().collect();
+    assert_eq!(read, expected);
+    drop(brokers);
+    drop(controller);
+}
