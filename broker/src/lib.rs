@@ -178,6 +178,9 @@ pub async fn run(
         )));
         if node.wait_for_metadata(Duration::from_secs(30)).await {
             node.start_coordinator().await?;
+            if let Err(f) = node.reserve_producer_ids().await {
+                tracing::warn!(error = %f.message, "no producer ids reserved yet");
+            }
             ready.store(true, Ordering::Release);
             tracing::info!(grpc = %grpc_address, http = %http_address, broker = config.broker_id, data_dir = %config.data_dir.display(), "broker ready");
             println!("ready grpc={grpc_address} http={http_address}");

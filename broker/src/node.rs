@@ -120,7 +120,12 @@ pub struct Node {
     fetchers: std::sync::Mutex<HashMap<(String, i32), (i32, tokio::task::JoinHandle<()>)>>,
     /// Serializes metadata application.
     applying: std::sync::Mutex<()>,
+    /// The producer ids this broker may still give: `(next, end)`.
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
 }
+
+/// Producer ids a broker asks the controller for at once.
+const PRODUCER_ID_BLOCK: i32 = 1000;
 
 impl Node {
     /// Prepares the data directory (removing directories of deletions a crash interrupted)
@@ -160,6 +165,7 @@ impl Node {
             applied: watch::channel(0).0,
             fetchers: std::sync::Mutex::new(HashMap::new()),
             applying: std::sync::Mutex::new(()),
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
         })
     }
 
@@ -643,19 +649,44 @@ impl Node {
         self.topic(name)
     }
 
-    /// A new producer id (and epoch 0) for an idempotent producer, from the controller: never
-    /// given twice, even across restarts.
+    /// A new producer id (and epoch 0) for an idempotent producer, never given twice, even
+    /// across restarts: from a block the controller gave this broker, so that producers can
+    /// start while the controller is away (a new block is asked for when one runs out).
+    ///
+    /// # Errors
+    /// The controller's, when a new block is needed and it cannot give one.
+    pub async fn init_producer_id(&self) -> Result<(i64, i16), Failure> {
+        let mut block = self.producer_ids.lock().await;
+        Self::refill_producer_ids(self, &mut block).await?;
+        let id = block.0;
+        block.0 += 1;
+        Ok((id, 0))
+    }
+
+    /// Asks for a block of producer ids now unless this broker has some left (at start, so
+    /// that producers can begin while the controller is away).
     ///
     /// # Errors
     /// The controller's.
-    pub async fn init_producer_id(&self) -> Result<(i64, i16), Failure> {
-        let given = self
-            .controller()
-            .allocate_producer_id(v1::InitProducerIdRequest {})
-            .await
-            .map_err(|s| from_controller(&s))?
-            .into_inner();
-        Ok((given.producer_id, 0))
+    pub async fn reserve_producer_ids(&self) -> Result<(), Failure> {
+        let mut block = self.producer_ids.lock().await;
+        Self::refill_producer_ids(self, &mut block).await
+    }
+
+    async fn refill_producer_ids(&self, block: &mut (i64, i64)) -> Result<(), Failure> {
+        if block.0 >= block.1 {
+            let given = self
+                .controller()
+                .allocate_producer_ids(v1::AllocateProducerIdsRequest {
+                    broker_id: self.config.broker_id,
+                    count: PRODUCER_ID_BLOCK,
+                })
+                .await
+                .map_err(|s| from_controller(&s))?
+                .into_inner();
+            *block = (given.first_id, given.first_id + i64::from(given.count));
+        }
+        Ok(())
     }
 
     /// Appends to one partition; returns its first and last offsets.

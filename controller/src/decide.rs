@@ -279,9 +279,14 @@ impl ClusterState {
 
     /// Hands out the next idempotent producer id.
     pub fn allocate_producer_id(&mut self) -> i64 {
-        let id = self.next_producer_id;
-        self.next_producer_id += 1;
-        id
+        self.allocate_producer_ids(1)
+    }
+
+    /// Hands out `count` idempotent producer ids; returns the first.
+    pub fn allocate_producer_ids(&mut self, count: i64) -> i64 {
+        let first = self.next_producer_id;
+        self.next_producer_id += count.max(1);
+        first
     }
 
     fn partition_mut(

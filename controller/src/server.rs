@@ -330,17 +330,18 @@ impl<S: MetadataStore + 'static> v1::controller_server::Controller for Controlle
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn allocate_producer_id(
+    async fn allocate_producer_ids(
         &self,
-        _request: Request<v1::InitProducerIdRequest>,
-    ) -> Result<Response<v1::InitProducerIdResponse>, Status> {
-        let id = self
+        request: Request<v1::AllocateProducerIdsRequest>,
+    ) -> Result<Response<v1::AllocateProducerIdsResponse>, Status> {
+        let count = request.into_inner().count.clamp(1, 1_000_000);
+        let first_id = self
             .0
-            .change(|state| Ok(state.allocate_producer_id()))
+            .change(|state| Ok(state.allocate_producer_ids(i64::from(count))))
             .await?;
-        Ok(Response::new(v1::InitProducerIdResponse {
-            producer_id: id,
-            producer_epoch: 0,
+        Ok(Response::new(v1::AllocateProducerIdsResponse {
+            first_id,
+            count,
         }))
     }
 
