@@ -53,14 +53,50 @@ impl Client {
     /// # Errors
     /// The broker's error, e.g. `UNKNOWN_TOPIC`.
     pub async fn describe_topic(&self, name: &str) -> Result<v1::TopicDescription, ClientError> {
-        Ok(self
+        let mut described = self
             .admin
             .clone()
             .describe_topic(v1::DescribeTopicRequest {
                 name: name.to_string(),
             })
             .await?
-            .into_inner())
+            .into_inner();
+        // A broker knows the offsets of the replicas it holds; each partition's leader is
+        // asked for the others.
+        let mut asked = std::collections::BTreeMap::new();
+        for index in 0..described.partitions.len() {
+            let p = &described.partitions[index];
+            if p.log_end_offset >= 0 || p.leader < 0 {
+                continue;
+            }
+            if !asked.contains_key(&p.leader) {
+                let answer = match self.leader(name, p.partition).await {
+                    Ok(mut leader) => leader
+                        .metadata(v1::MetadataRequest {
+                            topics: vec![name.to_string()],
+                        })
+                        .await
+                        .ok()
+                        .and_then(|r| r.into_inner().topics.into_iter().next()),
+                    Err(_) => None,
+                };
+                asked.insert(p.leader, answer);
+            }
+            let from_leader = asked
+                .get(&p.leader)
+                .and_then(Option::as_ref)
+                .and_then(|t| t.partitions.iter().find(|q| q.partition == p.partition))
+                .filter(|q| q.log_end_offset >= 0)
+                .cloned();
+            if let Some(q) = from_leader {
+                let p = &mut described.partitions[index];
+                p.log_start_offset = q.log_start_offset;
+                p.log_end_offset = q.log_end_offset;
+                p.high_watermark = q.high_watermark;
+                p.size_bytes = q.size_bytes;
+            }
+        }
+        Ok(described)
     }
 
     /// # Errors

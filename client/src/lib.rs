@@ -148,6 +148,15 @@ impl Client {
     /// # Errors
     /// The broker's error, e.g. `UNKNOWN_TOPIC`.
     pub async fn topic_limits(&self, topic: &str) -> Result<TopicLimits, ClientError> {
+        // Once per record sent: no clone of the route when it is cached.
+        if let Some(route) = self
+            .topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+        {
+            return Ok(route.limits);
+        }
         Ok(self.route(topic).await?.limits)
     }
 

@@ -32,9 +32,15 @@ fn main() {
     let record_size = setting("WEIR_BENCH_RECORD_SIZE", 1024);
     let batch_bytes = setting("WEIR_BENCH_BATCH_BYTES", 1 << 20);
     let total = setting("WEIR_BENCH_TOTAL_MIB", 1024) << 20;
-    // Records per batch as the producer fills a batch of batch_bytes.
-    let per_batch = (batch_bytes / (record_size + 8)).max(1);
-    let template = encoded_batch(record_size, per_batch);
+    // Records per batch as the producer fills one: up to batch_bytes and the topic's
+    // max.message.bytes.
+    let limit = batch_bytes.min(LogConfig::default().max_batch_size);
+    let mut per_batch = (batch_bytes / record_size).max(1);
+    let mut template = encoded_batch(record_size, per_batch);
+    while template.len() > limit && per_batch > 1 {
+        per_batch -= 1;
+        template = encoded_batch(record_size, per_batch);
+    }
     let dir = bench_dir();
     let (mut log, _) = Log::open(dir.path(), LogConfig::default()).expect("open");
     let mut bytes = template.clone();
