@@ -19,7 +19,8 @@ use weir_proto::v1;
 use weir_storage::{BatchBuilder, Record, batch};
 
 use crate::group::{Group, Heartbeat, TopicPartition};
-use crate::node::{Failure, Node, Topic};
+use crate::node::{Failure, Node};
+use crate::partition::Partition;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Partitions of `__consumer_offsets` when the broker creates it.
@@ -54,33 +55,41 @@ impl Coordinator {
         }
     }
 
-    /// Replays every record of `__consumer_offsets`.
+    /// Takes over the groups of one `__consumer_offsets` partition (this broker became its
+    /// leader): forgets what it held of them and replays the partition's records. Members
+    /// are not kept in the log: they join again.
     ///
     /// # Errors
     /// A log that cannot be read.
-    pub fn load(&self, offsets_topic: &Topic) -> anyhow::Result<()> {
+    pub fn load_partition(&self, replica: &Partition, partitions: u32) -> anyhow::Result<()> {
         let mut groups = lock(&self.groups);
+        let index = replica.index;
+        let mine = |group: &str| partition_for_key(group.as_bytes(), partitions) as i32 == index;
+        groups.retain(|group, _| !mine(group));
+        let mut loaded = BTreeMap::new();
         let mut records = 0;
-        for partition in offsets_topic.replicas.values() {
-            let mut offset = partition.state().log_start_offset;
-            while let Some(slice) = partition.read(offset, 1 << 20)? {
-                for batch in batch::batches(&slice.bytes) {
-                    let (_, batch) = batch?;
-                    for record in batch.records()? {
-                        let (Some(key), Some(value)) = (record.key, record.value) else {
-                            continue;
-                        };
-                        apply(&mut groups, key, value);
-                        records += 1;
-                    }
+        let mut offset = replica.state().log_start_offset;
+        while let Some(slice) = replica.read_to_end(offset, 1 << 20)? {
+            for batch in batch::batches(&slice.bytes) {
+                let (_, batch) = batch?;
+                for record in batch.records()? {
+                    let (Some(key), Some(value)) = (record.key, record.value) else {
+                        continue;
+                    };
+                    apply(&mut loaded, key, value);
+                    records += 1;
                 }
-                offset = slice.next_offset;
             }
+            offset = slice.next_offset;
         }
+        loaded.retain(|group, _| mine(group));
+        let count = loaded.len();
+        groups.extend(loaded);
         tracing::info!(
-            groups = groups.len(),
+            partition = index,
+            groups = count,
             records,
-            "consumer groups loaded from {OFFSETS_TOPIC}"
+            "coordinating the groups of a __consumer_offsets partition"
         );
         Ok(())
     }

@@ -181,12 +181,28 @@ impl Node {
             .is_ok()
     }
 
-    /// Creates `__consumer_offsets` if it does not exist yet (every commit fsynced, kept
-    /// forever until compaction exists), then loads the groups it holds.
+    /// A broker with its own embedded controller creates `__consumer_offsets` at start; in a
+    /// cluster it is created when the first group needs it, once brokers have joined. The
+    /// groups of each of its partitions load when this broker becomes that partition's
+    /// leader.
     ///
     /// # Errors
-    /// The topic cannot be created or read.
+    /// The topic cannot be created.
     pub async fn start_coordinator(&self) -> anyhow::Result<()> {
+        if self.config.controller.is_none() {
+            self.ensure_offsets_topic()
+                .await
+                .map_err(|f| anyhow::anyhow!("create {OFFSETS_TOPIC}: {}", f.message))?;
+        }
+        Ok(())
+    }
+
+    /// Creates `__consumer_offsets` unless it exists (every commit fsynced, kept forever until
+    /// compaction exists), with as many replicas as brokers are alive, up to three.
+    ///
+    /// # Errors
+    /// The controller's.
+    pub async fn ensure_offsets_topic(&self) -> Result<(), Failure> {
         if self.topic(OFFSETS_TOPIC).is_err() {
             let config = BTreeMap::from([
                 ("flush.messages".to_string(), "1".to_string()),
@@ -202,17 +218,53 @@ impl Node {
                 // Another broker made it first.
                 Err(f) if f.reason == Reason::TopicExists => {
                     self.wait_for(|node| node.topic(OFFSETS_TOPIC).is_ok())
-                        .await
-                        .map_err(|f| anyhow::anyhow!("{}", f.message))?;
+                        .await?;
                 }
-                Err(f) => anyhow::bail!("create {OFFSETS_TOPIC}: {}", f.message),
+                Err(f) => return Err(f),
             }
         }
-        let topic = self
-            .topic(OFFSETS_TOPIC)
-            .map_err(|f| anyhow::anyhow!("{}", f.message))?;
-        let coordinator = &self.coordinator;
-        tokio::task::block_in_place(|| coordinator.load(&topic))
+        Ok(())
+    }
+
+    /// Whether this broker coordinates `group`: it leads the group's partition of
+    /// `__consumer_offsets`.
+    pub fn coordinates(&self, group: &str) -> bool {
+        self.check_coordinator(group).is_ok()
+    }
+
+    /// Checks that this broker coordinates `group` (creating `__consumer_offsets` first if
+    /// need be).
+    ///
+    /// # Errors
+    /// `NotCoordinator`, naming the broker that does when it is known.
+    pub async fn group_coordinator(&self, group: &str) -> Result<(), Failure> {
+        self.ensure_offsets_topic().await?;
+        self.check_coordinator(group)
+    }
+
+    fn check_coordinator(&self, group: &str) -> Result<(), Failure> {
+        let topic = self.topic(OFFSETS_TOPIC)?;
+        let count = topic.partition_count() as u32;
+        let index = partition_for_key(group.as_bytes(), count) as i32;
+        let leads = topic
+            .replicas
+            .get(&index)
+            .is_some_and(|r| r.leading_epoch().is_ok());
+        if leads {
+            return Ok(());
+        }
+        let leader = usize::try_from(index)
+            .ok()
+            .and_then(|i| topic.layout.get(i))
+            .and_then(|p| p.leader);
+        Err(Failure::new(
+            Reason::NotCoordinator,
+            format!(
+                "broker {} does not coordinate group {group:?}; the leader of {OFFSETS_TOPIC}-{index} does ({})",
+                self.config.broker_id,
+                leader.map_or_else(|| "none now".to_string(), |l| format!("broker {l}"))
+            ),
+        ))
     }
 
     fn topics(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Topic>>> {
@@ -365,13 +417,22 @@ impl Node {
                     },
                 };
                 match p.leader {
-                    Some(leader) if leader == me => replica.become_leader(
-                        me,
-                        p.leader_epoch,
-                        p.partition_epoch,
-                        p.replicas.clone(),
-                        p.isr.clone(),
-                    ),
+                    Some(leader) if leader == me => {
+                        let took_over = replica.leading_epoch().ok() != Some(p.leader_epoch);
+                        replica.become_leader(
+                            me,
+                            p.leader_epoch,
+                            p.partition_epoch,
+                            p.replicas.clone(),
+                            p.isr.clone(),
+                        );
+                        if took_over && wire.name == OFFSETS_TOPIC {
+                            let count = wire.partitions.len() as u32;
+                            if let Err(e) = self.coordinator.load_partition(&replica, count) {
+                                tracing::error!(partition = p.partition, error = %format!("{e:#}"), "cannot load the groups of a __consumer_offsets partition");
+                            }
+                        }
+                    }
                     Some(leader) => {
                         replica.become_follower(leader, p.leader_epoch);
                         followed.insert(

@@ -714,6 +714,20 @@ impl Partition {
         self.read_log().read(offset, max_bytes, Some(bound))
     }
 
+    /// Whole batches from `offset` up to the log end, past the high watermark: for a new
+    /// leader replaying its own log (everything in it will be committed, since a leader's
+    /// log is never truncated while it leads).
+    ///
+    /// # Errors
+    /// As [`Partition::read`].
+    pub fn read_to_end(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Option<SegmentSlice>, LogError> {
+        self.read_log().read(offset, max_bytes, None)
+    }
+
     pub fn high_watermark(&self) -> i64 {
         *self.high_watermark.borrow()
     }

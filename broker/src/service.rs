@@ -427,10 +427,15 @@ impl v1::groups_server::Groups for Service {
         request: Request<v1::GroupHeartbeatRequest>,
     ) -> Result<Response<v1::GroupHeartbeatResponse>, Status> {
         let mut timer = self.node.metrics.time("group_heartbeat");
+        let request = request.into_inner();
+        self.node
+            .group_coordinator(&request.group_id)
+            .await
+            .map_err(|f| failed(&mut timer, f))?;
         let answer = self
             .node
             .coordinator
-            .heartbeat(&self.node, request.into_inner())
+            .heartbeat(&self.node, request)
             .await
             .map_err(|f| failed(&mut timer, f))?;
         Ok(Response::new(answer))
@@ -441,9 +446,14 @@ impl v1::groups_server::Groups for Service {
         request: Request<v1::CommitOffsetsRequest>,
     ) -> Result<Response<v1::CommitOffsetsResponse>, Status> {
         let mut timer = self.node.metrics.time("commit_offsets");
+        let request = request.into_inner();
+        self.node
+            .group_coordinator(&request.group_id)
+            .await
+            .map_err(|f| failed(&mut timer, f))?;
         self.node
             .coordinator
-            .commit(&self.node, request.into_inner())
+            .commit(&self.node, request)
             .await
             .map_err(|f| failed(&mut timer, f))?;
         Ok(Response::new(v1::CommitOffsetsResponse {}))
@@ -453,8 +463,12 @@ impl v1::groups_server::Groups for Service {
         &self,
         request: Request<v1::FetchOffsetsRequest>,
     ) -> Result<Response<v1::FetchOffsetsResponse>, Status> {
-        let _timer = self.node.metrics.time("fetch_offsets");
+        let mut timer = self.node.metrics.time("fetch_offsets");
         let r = request.into_inner();
+        self.node
+            .group_coordinator(&r.group_id)
+            .await
+            .map_err(|f| failed(&mut timer, f))?;
         Ok(Response::new(v1::FetchOffsetsResponse {
             offsets: self.node.coordinator.fetch(&r.group_id, &r.topics),
         }))
@@ -464,8 +478,15 @@ impl v1::groups_server::Groups for Service {
         &self,
         _request: Request<v1::ListGroupsRequest>,
     ) -> Result<Response<v1::ListGroupsResponse>, Status> {
+        // The groups this broker coordinates; a client asks every broker.
         Ok(Response::new(v1::ListGroupsResponse {
-            groups: self.node.coordinator.list(),
+            groups: self
+                .node
+                .coordinator
+                .list()
+                .into_iter()
+                .filter(|g| self.node.coordinates(&g.group_id))
+                .collect(),
         }))
     }
 
@@ -474,10 +495,15 @@ impl v1::groups_server::Groups for Service {
         request: Request<v1::DescribeGroupRequest>,
     ) -> Result<Response<v1::GroupDescription>, Status> {
         let mut timer = self.node.metrics.time("describe_group");
+        let group = request.into_inner().group_id;
+        self.node
+            .group_coordinator(&group)
+            .await
+            .map_err(|f| failed(&mut timer, f))?;
         let description = self
             .node
             .coordinator
-            .describe(&self.node, &request.into_inner().group_id)
+            .describe(&self.node, &group)
             .map_err(|f| failed(&mut timer, f))?;
         Ok(Response::new(description))
     }
@@ -487,9 +513,14 @@ impl v1::groups_server::Groups for Service {
         request: Request<v1::ResetOffsetsRequest>,
     ) -> Result<Response<v1::CommitOffsetsResponse>, Status> {
         let mut timer = self.node.metrics.time("reset_offsets");
+        let request = request.into_inner();
+        self.node
+            .group_coordinator(&request.group_id)
+            .await
+            .map_err(|f| failed(&mut timer, f))?;
         self.node
             .coordinator
-            .reset(&self.node, request.into_inner())
+            .reset(&self.node, request)
             .await
             .map_err(|f| failed(&mut timer, f))?;
         Ok(Response::new(v1::CommitOffsetsResponse {}))

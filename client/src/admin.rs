@@ -146,24 +146,80 @@ impl Client {
     /// # Errors
     /// The broker's error.
     pub async fn list_groups(&self) -> Result<Vec<v1::GroupSummary>, ClientError> {
-        Ok(self
-            .groups()
-            .list_groups(v1::ListGroupsRequest {})
-            .await?
-            .into_inner()
-            .groups)
+        // Each broker lists the groups it coordinates.
+        let mut groups = std::collections::BTreeMap::new();
+        let mut first_error = None;
+        for address in self.brokers().await {
+            let answer = if address == self.address() {
+                self.groups().list_groups(v1::ListGroupsRequest {}).await
+            } else {
+                match super::endpoint(&address) {
+                    Ok(endpoint) => {
+                        v1::groups_client::GroupsClient::new(endpoint.connect_lazy())
+                            .list_groups(v1::ListGroupsRequest {})
+                            .await
+                    }
+                    Err(_) => continue,
+                }
+            };
+            match answer {
+                Ok(answer) => {
+                    for group in answer.into_inner().groups {
+                        groups.entry(group.group_id.clone()).or_insert(group);
+                    }
+                }
+                Err(status) => {
+                    first_error.get_or_insert(status);
+                }
+            }
+        }
+        match (groups.is_empty(), first_error) {
+            (true, Some(status)) => Err(status.into()),
+            _ => Ok(groups.into_values().collect()),
+        }
     }
 
     /// # Errors
     /// The broker's error, e.g. `UNKNOWN_GROUP`.
     pub async fn describe_group(&self, group: &str) -> Result<v1::GroupDescription, ClientError> {
-        Ok(self
-            .groups()
-            .describe_group(v1::DescribeGroupRequest {
-                group_id: group.to_string(),
+        let request = v1::DescribeGroupRequest {
+            group_id: group.to_string(),
+        };
+        let answer = self
+            .with_coordinator(group, |mut c| {
+                let request = request.clone();
+                async move { c.describe_group(request).await }
             })
-            .await?
-            .into_inner())
+            .await?;
+        Ok(answer)
+    }
+
+    /// Calls the group's coordinator, finding it again (a few times) when it moved.
+    pub(crate) async fn with_coordinator<T, F, Fut>(
+        &self,
+        group: &str,
+        call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: Fn(v1::groups_client::GroupsClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let result = match self.coordinator(group).await {
+                Ok(coordinator) => call(coordinator).await.map_err(ClientError::from),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(answer) => return Ok(answer.into_inner()),
+                Err(e) if e.is_retryable() && attempt < 20 => {
+                    attempt += 1;
+                    self.forget_coordinators();
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Moves a group's committed offsets of `topic`; the group must have no members.
@@ -185,7 +241,11 @@ impl Client {
             timestamp,
             offset,
         };
-        self.groups().reset_offsets(request).await?;
+        self.with_coordinator(group, |mut c| {
+            let request = request.clone();
+            async move { c.reset_offsets(request).await }
+        })
+        .await?;
         Ok(())
     }
 }

@@ -66,6 +66,7 @@ impl ClientError {
                         | Reason::LeaderNotAvailable
                         | Reason::UnknownLeaderEpoch
                         | Reason::FencedLeaderEpoch
+                        | Reason::NotCoordinator
                 )
             }
             ClientError::Broker {

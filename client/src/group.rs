@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use weir_proto::Reason;
 use weir_proto::v1;
-use weir_proto::v1::groups_client::GroupsClient;
 
 use crate::consumer::decode;
 use crate::{Client, ClientError, ConsumedRecord, StartAt};
@@ -52,7 +51,6 @@ type Partition = (Arc<str>, i32);
 #[derive(Debug)]
 pub struct GroupConsumer {
     client: Client,
-    groups: GroupsClient<tonic::transport::Channel>,
     group: String,
     topics: Vec<String>,
     config: GroupConfig,
@@ -80,10 +78,8 @@ impl GroupConsumer {
         topics: &[&str],
         config: GroupConfig,
     ) -> Result<GroupConsumer, ClientError> {
-        let groups = client.groups();
         let mut consumer = GroupConsumer {
             client,
-            groups,
             group: group.to_string(),
             topics: topics.iter().map(ToString::to_string).collect(),
             config,
@@ -247,7 +243,12 @@ impl GroupConsumer {
                 })
                 .collect(),
         };
-        self.groups.commit_offsets(request).await?;
+        self.client
+            .with_coordinator(&self.group, |mut c| {
+                let request = request.clone();
+                async move { c.commit_offsets(request).await }
+            })
+            .await?;
         self.committed.extend(positions);
         Ok(())
     }
@@ -270,7 +271,13 @@ impl GroupConsumer {
             member_epoch: -1,
             ..Default::default()
         };
-        let left = self.groups.heartbeat(request).await;
+        let left = self
+            .client
+            .with_coordinator(&self.group, |mut c| {
+                let request = request.clone();
+                async move { c.heartbeat(request).await }
+            })
+            .await;
         committed?;
         left?;
         Ok(())
@@ -303,10 +310,16 @@ impl GroupConsumer {
                 .collect(),
             session_timeout_ms: self.config.session_timeout.as_millis() as i32,
         };
-        let answer = match self.groups.heartbeat(request).await {
-            Ok(answer) => answer.into_inner(),
-            Err(status) => {
-                let error = ClientError::from(status);
+        let answer = match self
+            .client
+            .with_coordinator(&self.group, |mut c| {
+                let request = request.clone();
+                async move { c.heartbeat(request).await }
+            })
+            .await
+        {
+            Ok(answer) => answer,
+            Err(error) => {
                 if matches!(
                     error.reason(),
                     Some(Reason::UnknownMemberId | Reason::StaleMemberEpoch)
@@ -375,10 +388,12 @@ impl GroupConsumer {
             topics: topics.iter().cloned().collect(),
         };
         let committed = self
-            .groups
-            .fetch_offsets(request)
+            .client
+            .with_coordinator(&self.group, |mut c| {
+                let request = request.clone();
+                async move { c.fetch_offsets(request).await }
+            })
             .await?
-            .into_inner()
             .offsets;
         let spec = match self.config.reset {
             StartAt::Earliest => v1::OffsetSpec::Earliest,

@@ -31,6 +31,9 @@ pub use group::{GroupConfig, GroupConsumer};
 pub use producer::{Acks, Delivery, Producer, ProducerConfig, ProducerRecord};
 pub use weir_proto::Reason;
 
+/// The internal topic whose partitions' leaders coordinate consumer groups.
+const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
 /// HTTP/2 flow-control windows, large enough for a batch or a fetch to cross in one go.
 const STREAM_WINDOW: u32 = 16 << 20;
 const CONNECTION_WINDOW: u32 = 64 << 20;
@@ -133,6 +136,71 @@ impl Client {
 
     pub(crate) fn groups(&self) -> GroupsClient<Channel> {
         self.groups.clone()
+    }
+
+    /// A client of the broker that coordinates `group`: the leader of the group's partition
+    /// of `__consumer_offsets` (Kafka's murmur2 of the group id). Before that topic exists,
+    /// the bootstrap broker (which creates it). [`Client::forget_coordinators`] after a
+    /// `NOT_COORDINATOR`.
+    ///
+    /// # Errors
+    /// As [`Client::leader`].
+    pub(crate) async fn coordinator(
+        &self,
+        group: &str,
+    ) -> Result<GroupsClient<Channel>, ClientError> {
+        let route = match self.route(OFFSETS_TOPIC).await {
+            Ok(route) => route,
+            Err(e) if e.reason() == Some(Reason::UnknownTopic) => return Ok(self.groups()),
+            Err(e) => return Err(e),
+        };
+        let partition = weir_proto::partitioner::partition_for_key(
+            group.as_bytes(),
+            route.limits.partitions.max(1),
+        ) as usize;
+        let Some(address) = route.leaders.get(partition).cloned().flatten() else {
+            self.forget(OFFSETS_TOPIC);
+            return Err(ClientError::Broker {
+                reason: Some(Reason::NotCoordinator),
+                code: tonic::Code::Unavailable,
+                message: format!("group {group:?} has no coordinator now"),
+            });
+        };
+        if address == self.address {
+            return Ok(self.groups());
+        }
+        Ok(GroupsClient::new(endpoint(&address)?.connect_lazy()))
+    }
+
+    /// Forgets where groups are coordinated (after `NOT_COORDINATOR`).
+    pub(crate) fn forget_coordinators(&self) {
+        self.forget(OFFSETS_TOPIC);
+    }
+
+    /// Every broker's address as the last Metadata named them (the bootstrap's first).
+    pub(crate) async fn brokers(&self) -> Vec<String> {
+        if let Ok(answer) = self
+            .weir()
+            .metadata(v1::MetadataRequest { topics: Vec::new() })
+            .await
+        {
+            *self.known.lock().unwrap_or_else(|p| p.into_inner()) = answer
+                .into_inner()
+                .brokers
+                .into_iter()
+                .map(|b| b.address)
+                .collect();
+        }
+        let mut all = vec![self.address.clone()];
+        all.extend(
+            self.known
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|a| **a != self.address)
+                .cloned(),
+        );
+        all
     }
 
     /// The number of partitions of `topic`, from a cache filled by Metadata.

@@ -63,10 +63,13 @@ pub enum Reason {
     InvalidReplicationFactor,
     /// An ISR change was computed from an older partition state (compare-and-set lost).
     StalePartitionEpoch,
+    /// The broker does not coordinate the group: ask the leader of its `__consumer_offsets`
+    /// partition.
+    NotCoordinator,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 29] = [
+    pub const ALL: [Reason; 30] = [
         Reason::UnknownTopic,
         Reason::InvalidTopic,
         Reason::TopicExists,
@@ -96,6 +99,7 @@ impl Reason {
         Reason::NotController,
         Reason::InvalidReplicationFactor,
         Reason::StalePartitionEpoch,
+        Reason::NotCoordinator,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -129,6 +133,7 @@ impl Reason {
             Reason::NotController => "NOT_CONTROLLER",
             Reason::InvalidReplicationFactor => "INVALID_REPLICATION_FACTOR",
             Reason::StalePartitionEpoch => "STALE_PARTITION_EPOCH",
+            Reason::NotCoordinator => "NOT_COORDINATOR",
         }
     }
 
@@ -158,7 +163,8 @@ impl Reason {
             | Reason::NotLeader
             | Reason::UnknownLeaderEpoch
             | Reason::LeaderNotAvailable
-            | Reason::NotController => tonic::Code::Unavailable,
+            | Reason::NotController
+            | Reason::NotCoordinator => tonic::Code::Unavailable,
             Reason::CorruptRecord => tonic::Code::DataLoss,
             Reason::StorageError => tonic::Code::Internal,
             Reason::InvalidTopic

@@ -906,3 +906,175 @@ async fn a_restarted_controller_takes_over_and_a_torn_follower_recovers() {
     drop(brokers);
     drop(controller);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_offsets_and_the_coordinator_survive_the_coordinators_kill() {
+    use std::collections::BTreeMap;
+    use weir_client::{GroupConfig, GroupConsumer};
+    use weir_proto::partitioner::partition_for_key;
+
+    let root = tempfile::tempdir().expect("dir");
+    let controller = ControllerProcess::start(&root.path().join("controller"));
+    let dirs: Vec<_> = (1..=3)
+        .map(|id| root.path().join(format!("broker-{id}")))
+        .collect();
+    let mut brokers: Vec<Option<BrokerProcess>> = (1..=3)
+        .map(|id| {
+            Some(start_broker(
+                &dirs[id as usize - 1],
+                id,
+                &controller.address,
+            ))
+        })
+        .collect();
+    let addresses: Vec<String> = brokers
+        .iter()
+        .flatten()
+        .map(|b| b.address.clone())
+        .collect();
+    let client = Client::connect(&addresses[0]).await.expect("connect");
+    client
+        .create_topic(
+            "work",
+            3,
+            3,
+            [("min.insync.replicas".to_string(), "2".to_string())].into(),
+        )
+        .await
+        .expect("create");
+    for broker in &addresses {
+        wait_for_partition(broker, "work", |p| p.isr.len() == 3).await;
+    }
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            acks: Acks::All,
+            ..ProducerConfig::default()
+        },
+    );
+    let mut deliveries = Vec::new();
+    for i in 0..300 {
+        let record = ProducerRecord {
+            key: Some(format!("k{i}").into()),
+            ..ProducerRecord::new("work", format!("w-{i}"))
+        };
+        deliveries.push(producer.send(record).await.expect("send"));
+    }
+    producer.flush().await;
+    for delivery in deliveries {
+        delivery.wait().await.expect("acknowledged");
+    }
+
+    let config = GroupConfig {
+        auto_commit: false,
+        reset: StartAt::Earliest,
+        max_wait: Duration::from_millis(200),
+        ..GroupConfig::default()
+    };
+    let mut member = GroupConsumer::join(client.clone(), "billing", &["work"], config.clone())
+        .await
+        .expect("join");
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while seen.len() < 150 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 150 records",
+            seen.len()
+        );
+        let records = member.poll_up_to(150 - seen.len()).await.expect("poll");
+        seen.extend(
+            records
+                .into_iter()
+                .map(|r| String::from_utf8_lossy(&r.value.unwrap_or_default()).into_owned()),
+        );
+    }
+    member.commit().await.expect("commit");
+    let committed = |d: &v1::GroupDescription| -> BTreeMap<i32, i64> {
+        d.partitions
+            .iter()
+            .filter_map(|p| p.committed_offset.map(|o| (p.partition, o)))
+            .collect()
+    };
+    let before = committed(&client.describe_group("billing").await.expect("describe"));
+    assert_eq!(before.values().sum::<i64>(), 150, "{before:?}");
+
+    // Kill the coordinator: the leader of the group's __consumer_offsets partition.
+    let (offsets, brokers_now) = {
+        let mut weir = WeirClient::connect(format!("http://{}", addresses[0]))
+            .await
+            .expect("connect");
+        let metadata = weir
+            .metadata(v1::MetadataRequest {
+                topics: vec!["__consumer_offsets".into()],
+            })
+            .await
+            .expect("metadata")
+            .into_inner();
+        (metadata.topics[0].clone(), metadata.brokers)
+    };
+    let index = partition_for_key(b"billing", offsets.partitions.len() as u32) as usize;
+    let coordinator = offsets.partitions[index].leader;
+    assert_eq!(
+        offsets.partitions[index].replicas.len(),
+        3,
+        "__consumer_offsets replicates"
+    );
+    let _ = brokers_now;
+    brokers[coordinator as usize - 1]
+        .as_mut()
+        .expect("coordinator")
+        .kill();
+    brokers[coordinator as usize - 1] = None;
+
+    // The committed offsets are still there, never behind, at the new coordinator.
+    let live: Vec<String> = brokers
+        .iter()
+        .flatten()
+        .map(|b| b.address.clone())
+        .collect();
+    let survivor = Client::connect(&live[0]).await.expect("connect");
+    let deadline = Instant::now() + DEADLINE;
+    let after = loop {
+        match survivor.describe_group("billing").await {
+            Ok(d) if !committed(&d).is_empty() => break committed(&d),
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no coordinator for the group after the kill: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    for (partition, offset) in &before {
+        assert!(
+            after.get(partition).is_some_and(|o| o >= offset),
+            "partition {partition}: committed {offset} before the kill, {:?} after",
+            after.get(partition)
+        );
+    }
+
+    // The member goes on from the committed offsets: every record exactly once in all.
+    let mut member = GroupConsumer::join(survivor.clone(), "billing", &["work"], config)
+        .await
+        .expect("join again");
+    let deadline = Instant::now() + DEADLINE;
+    while seen.len() < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 300 records",
+            seen.len()
+        );
+        let records = member.poll().await.expect("poll");
+        seen.extend(
+            records
+                .into_iter()
+                .map(|r| String::from_utf8_lossy(&r.value.unwrap_or_default()).into_owned()),
+        );
+    }
+    let distinct: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(distinct.len(), 300, "a record was consumed twice or missed");
+    drop(brokers);
+    drop(controller);
+}
