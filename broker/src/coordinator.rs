@@ -410,6 +410,7 @@ impl Coordinator {
             partition,
             Bytes::from(builder.build()),
             v1::Acks::All,
+            None,
         )
         .await
         .map(|_| ())

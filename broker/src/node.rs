@@ -760,8 +760,10 @@ impl Node {
         partition: i32,
         batches: Bytes,
         acks: v1::Acks,
+        leader_epoch: Option<i32>,
     ) -> Result<(i64, i64), Failure> {
         let target = local_replica(topic, partition)?;
+        target.check_client_epoch(leader_epoch)?;
         let size = batches.len();
         // Unique bytes are reused in place; shared ones are copied once.
         let mut bytes = BytesMut::from(batches);
@@ -846,10 +848,11 @@ impl Node {
         max_bytes: usize,
         min_bytes: usize,
         max_wait: Duration,
+        leader_epoch: Option<i32>,
     ) -> Result<(Option<SegmentSlice>, Arc<Partition>), Failure> {
         let target = self.partition(topic, partition)?;
-        // Consumers read from leaders only.
-        target.leading_epoch()?;
+        // Consumers read from leaders only, at the epoch they believe in.
+        target.check_client_epoch(leader_epoch)?;
         let max_bytes = max_bytes.clamp(1, MAX_FETCH_BYTES);
         let deadline = Instant::now() + max_wait;
         loop {

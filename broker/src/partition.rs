@@ -221,6 +221,31 @@ impl Partition {
         }
     }
 
+    /// Checks a client's leader epoch (KIP-320) against this leader's.
+    ///
+    /// # Errors
+    /// `NotLeader`; `FencedLeaderEpoch` for an older epoch, `UnknownLeaderEpoch` for a newer.
+    pub fn check_client_epoch(&self, epoch: Option<i32>) -> Result<(), Failure> {
+        let current = self.leading_epoch()?;
+        match epoch {
+            Some(e) if e < current => Err(Failure::new(
+                Reason::FencedLeaderEpoch,
+                format!(
+                    "leader epoch {e} of {}-{} is stale; it is {current}: refresh the metadata",
+                    self.topic, self.index
+                ),
+            )),
+            Some(e) if e > current => Err(Failure::new(
+                Reason::UnknownLeaderEpoch,
+                format!(
+                    "leader epoch {e} of {}-{} is newer than this broker knows ({current})",
+                    self.topic, self.index
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The ISR change to ask the controller for, with the epochs it was computed at.
     pub fn isr_proposal(&self, max_lag: Duration) -> Option<(Vec<BrokerId>, i32, i32)> {
         match &*self.role() {

@@ -87,16 +87,18 @@ impl v1::weir_server::Weir for Service {
                 ),
             )
         })?;
-        let mut work: Vec<(i32, bytes::Bytes)> = request
+        let mut work: Vec<(i32, bytes::Bytes, Option<i32>)> = request
             .batches
             .into_iter()
-            .map(|b| (b.partition, b.record_batches))
+            .map(|b| (b.partition, b.record_batches, b.leader_epoch))
             .collect();
         if !request.records.is_empty() {
             work.extend(
                 self.node
                     .encode_records(&topic, &request.records)
-                    .map_err(|f| failed(&mut timer, f))?,
+                    .map_err(|f| failed(&mut timer, f))?
+                    .into_iter()
+                    .map(|(p, b)| (p, b, None)),
             );
         }
         if work.is_empty() {
@@ -109,8 +111,12 @@ impl v1::weir_server::Weir for Service {
             ));
         }
         let mut results = Vec::with_capacity(work.len());
-        for (partition, bytes) in work {
-            let result = match self.node.append(&topic, partition, bytes, acks).await {
+        for (partition, bytes, leader_epoch) in work {
+            let result = match self
+                .node
+                .append(&topic, partition, bytes, acks, leader_epoch)
+                .await
+            {
                 Ok((base, last)) if acks != Acks::None => v1::PartitionProduceResult {
                     partition,
                     base_offset: Some(base),
@@ -151,6 +157,7 @@ impl v1::weir_server::Weir for Service {
                 r.max_bytes.max(1) as usize,
                 r.min_bytes.max(0) as usize,
                 max_wait,
+                r.current_leader_epoch,
             )
             .await
             .map_err(|f| failed(&mut timer, f))?;

@@ -201,6 +201,7 @@ impl Consumer {
                 max_bytes: self.config.max_bytes,
                 min_bytes: 1,
                 max_wait_ms: self.config.max_wait.as_millis() as i32,
+                current_leader_epoch: self.client.leader_epoch(&self.topic, partition),
             };
             fetches.spawn(async move {
                 let fetched = match client.leader(&topic, partition).await {

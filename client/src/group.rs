@@ -150,6 +150,7 @@ impl GroupConsumer {
                 max_bytes: self.config.max_bytes,
                 min_bytes: 1,
                 max_wait_ms: wait.as_millis() as i32,
+                current_leader_epoch: self.client.leader_epoch(topic, *partition),
             };
             let topic = Arc::clone(topic);
             fetches.spawn(async move {

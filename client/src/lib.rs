@@ -74,6 +74,8 @@ struct TopicRoute {
     limits: TopicLimits,
     /// The leader's address per partition; `None` while a partition has no leader.
     leaders: Arc<[Option<String>]>,
+    /// The leader epoch per partition, as the metadata said.
+    epochs: Arc<[i32]>,
 }
 
 fn endpoint(address: &str) -> Result<Endpoint, ClientError> {
@@ -136,6 +138,17 @@ impl Client {
 
     pub(crate) fn groups(&self) -> GroupsClient<Channel> {
         self.groups.clone()
+    }
+
+    /// The leader epoch of a partition as the cached metadata has it (KIP-320: requests carry
+    /// it, so a deposed leader refuses them).
+    pub(crate) fn leader_epoch(&self, topic: &str, partition: i32) -> Option<i32> {
+        let topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        let epoch = *topics
+            .get(topic)?
+            .epochs
+            .get(usize::try_from(partition).ok()?)?;
+        (epoch >= 0).then_some(epoch)
     }
 
     /// A client of the broker that coordinates `group`: the leader of the group's partition
@@ -328,17 +341,19 @@ impl Client {
                 .map(|b| b.address.clone())
         };
         let mut leaders = vec![None; described.partitions.len()];
+        let mut epochs = vec![-1; described.partitions.len()];
         for p in &described.partitions {
-            if let Some(slot) = usize::try_from(p.partition)
-                .ok()
-                .and_then(|i| leaders.get_mut(i))
+            if let Ok(i) = usize::try_from(p.partition)
+                && i < leaders.len()
             {
-                *slot = address(p.leader);
+                leaders[i] = address(p.leader);
+                epochs[i] = p.leader_epoch;
             }
         }
         let route = TopicRoute {
             limits,
             leaders: leaders.into(),
+            epochs: epochs.into(),
         };
         *self.known.lock().unwrap_or_else(|p| p.into_inner()) =
             response.brokers.iter().map(|b| b.address.clone()).collect();

@@ -510,12 +510,13 @@ impl Inner {
 
     /// One produce call with the producer's retries.
     async fn produce(&self, topic: &str, partition: i32, bytes: Bytes) -> BatchResult {
-        let request = v1::ProduceRequest {
+        let mut request = v1::ProduceRequest {
             topic: topic.to_string(),
             acks: self.config.acks.wire() as i32,
             batches: vec![v1::PartitionBatches {
                 partition,
                 record_batches: bytes,
+                leader_epoch: None,
             }],
             records: Vec::new(),
         };
@@ -531,7 +532,11 @@ impl Inner {
                 Err(e) => Err(e),
             };
             let answer = match leader {
-                Ok(mut leader) => leader.produce(request.clone()).await,
+                Ok(mut leader) => {
+                    // The epoch this leader was named at: a deposed one is told apart.
+                    request.batches[0].leader_epoch = self.client.leader_epoch(topic, partition);
+                    leader.produce(request.clone()).await
+                }
                 Err(e) => {
                     let code = match &e {
                         ClientError::Broker { code, .. } => *code,

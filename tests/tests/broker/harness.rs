@@ -88,6 +88,10 @@ impl BrokerProcess {
     }
 
     /// Sends `signal` (`STOP`, `CONT`, ...) to the broker process.
+    #[allow(
+        dead_code,
+        reason = "the cluster tests use it; they share this harness"
+    )]
     pub fn signal(&self, signal: &str) {
         if let Some(child) = &self.child {
             let _ = Command::new("kill")

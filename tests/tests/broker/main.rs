@@ -276,6 +276,7 @@ async fn bad_input_gets_a_clear_error_and_nothing_is_written() {
         batches: vec![v1::PartitionBatches {
             partition: 0,
             record_batches: Bytes::from_static(&[0, 1, 2, 3, 255, 255, 255, 255, 9]),
+            leader_epoch: None,
         }],
         records: Vec::new(),
     };
@@ -294,6 +295,7 @@ async fn bad_input_gets_a_clear_error_and_nothing_is_written() {
             max_bytes: 100,
             min_bytes: 0,
             max_wait_ms: 0,
+            current_leader_epoch: None,
         })
         .await
         .expect_err("no partition 7");
@@ -306,6 +308,7 @@ async fn bad_input_gets_a_clear_error_and_nothing_is_written() {
             max_bytes: 100,
             min_bytes: 0,
             max_wait_ms: 0,
+            current_leader_epoch: None,
         })
         .await
         .expect_err("no topic");
@@ -647,6 +650,7 @@ async fn a_retried_batch_is_written_once_and_a_sequence_gap_is_refused() {
             batches: vec![v1::PartitionBatches {
                 partition: 0,
                 record_batches: bytes,
+                leader_epoch: None,
             }],
             records: Vec::new(),
         };
@@ -722,6 +726,7 @@ async fn a_retried_batch_is_written_once_and_a_sequence_gap_is_refused() {
             max_bytes: 1 << 20,
             min_bytes: 0,
             max_wait_ms: 0,
+            current_leader_epoch: None,
         })
         .await
         .expect("fetch")
@@ -864,6 +869,7 @@ async fn requests_the_broker_cannot_serve_are_refused_with_a_reason() {
             batches: vec![v1::PartitionBatches {
                 partition: 0,
                 record_batches: Bytes::from(bytes),
+                leader_epoch: None,
             }],
             records: Vec::new(),
         })

@@ -738,6 +738,37 @@ async fn a_paused_leader_comes_back_fenced_and_its_late_write_is_never_acknowled
     })
     .await;
     assert!(moved.leader_epoch > p0.leader_epoch);
+    // Requests carrying the old leader epoch are fenced at the new leader (KIP-320); an epoch
+    // from the future is unknown there.
+    let mut new_leader =
+        WeirClient::connect(format!("http://{}", address_of(&addresses, moved.leader)))
+            .await
+            .expect("connect to the new leader");
+    for (epoch, reason) in [
+        (p0.leader_epoch, weir_proto::Reason::FencedLeaderEpoch),
+        (
+            moved.leader_epoch + 1,
+            weir_proto::Reason::UnknownLeaderEpoch,
+        ),
+    ] {
+        let refused = new_leader
+            .fetch(v1::FetchRequest {
+                topic: "zombie".into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: 1 << 20,
+                min_bytes: 0,
+                max_wait_ms: 0,
+                current_leader_epoch: Some(epoch),
+            })
+            .await
+            .expect_err("a fetch at another leader epoch");
+        assert_eq!(
+            weir_proto::Reason::of(&refused),
+            Some(reason),
+            "{refused:?}"
+        );
+    }
     let second: Vec<String> = (0..100).map(|i| format!("b-{i}")).collect();
     produce_routed(&address_of(&addresses, moved.leader), "zombie", &second)
         .await
@@ -1075,6 +1106,110 @@ async fn group_offsets_and_the_coordinator_survive_the_coordinators_kill() {
     }
     let distinct: BTreeSet<&String> = seen.iter().collect();
     assert_eq!(distinct.len(), 300, "a record was consumed twice or missed");
+    drop(brokers);
+    drop(controller);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_of_three_replicas_dead_acks_all_is_refused_and_nothing_is_lost() {
+    let root = tempfile::tempdir().expect("dir");
+    let controller = ControllerProcess::start(&root.path().join("controller"));
+    let dirs: Vec<_> = (1..=3)
+        .map(|id| root.path().join(format!("broker-{id}")))
+        .collect();
+    let mut brokers: Vec<Option<BrokerProcess>> = (1..=3)
+        .map(|id| {
+            Some(start_broker(
+                &dirs[id as usize - 1],
+                id,
+                &controller.address,
+            ))
+        })
+        .collect();
+    let addresses: Vec<String> = brokers
+        .iter()
+        .flatten()
+        .map(|b| b.address.clone())
+        .collect();
+    Client::connect(&addresses[0])
+        .await
+        .expect("connect")
+        .create_topic(
+            "minisr",
+            1,
+            3,
+            [("min.insync.replicas".to_string(), "2".to_string())].into(),
+        )
+        .await
+        .expect("create");
+    for broker in &addresses {
+        wait_for_partition(broker, "minisr", |p| p.isr.len() == 3).await;
+    }
+    let (p0, addresses) = partition_zero(&addresses[0], "minisr")
+        .await
+        .expect("described");
+    let leader = address_of(&addresses, p0.leader);
+    let first: Vec<String> = (0..100).map(|i| format!("a-{i}")).collect();
+    produce_all(&leader, "minisr", &first)
+        .await
+        .expect("acks=all");
+
+    // Both followers die: the ISR shrinks to the leader, below min.insync.replicas.
+    let followers: Vec<i32> = p0
+        .replicas
+        .iter()
+        .copied()
+        .filter(|&r| r != p0.leader)
+        .collect();
+    for id in &followers {
+        brokers[*id as usize - 1].as_mut().expect("follower").kill();
+        brokers[*id as usize - 1] = None;
+    }
+    wait_for_partition(&leader, "minisr", |p| p.isr == vec![p0.leader]).await;
+    let client = Client::connect(&leader).await.expect("connect");
+    let producer = Producer::new(
+        client,
+        ProducerConfig {
+            acks: Acks::All,
+            retries: 0,
+            ..ProducerConfig::default()
+        },
+    );
+    let delivery = producer
+        .send(ProducerRecord {
+            partition: Some(0),
+            ..ProducerRecord::new("minisr", "refused")
+        })
+        .await
+        .expect("send");
+    producer.flush().await;
+    let refused = delivery.wait().await.expect_err("not enough replicas");
+    assert_eq!(
+        refused.reason(),
+        Some(weir_proto::Reason::NotEnoughReplicas),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("nothing was written"),
+        "{refused}"
+    );
+
+    // They come back, catch up and rejoin; acks=all works again; nothing is lost.
+    for id in &followers {
+        brokers[*id as usize - 1] = Some(start_broker(
+            &dirs[*id as usize - 1],
+            *id,
+            &controller.address,
+        ));
+    }
+    wait_for_partition(&leader, "minisr", |p| p.isr.len() == 3).await;
+    let second: Vec<String> = (0..100).map(|i| format!("b-{i}")).collect();
+    produce_all(&leader, "minisr", &second)
+        .await
+        .expect("acks=all again");
+    let read = read_all(&leader, "minisr").await;
+    let expected: Vec<String> = first.iter().chain(second.iter()).cloned().collect();
+    assert_eq!(read, expected);
     drop(brokers);
     drop(controller);
 }
