@@ -84,6 +84,7 @@ pub async fn run(
             let store = weir_controller::FileStore::open(&dir).with_context(|| {
                 format!("open the embedded controller's store in {}", dir.display())
             })?;
+            import_single_node_metadata(&config, &store).await?;
             Some(weir_controller::server::Controller::start(store, Default::default()).await?)
         }
     };
@@ -204,6 +205,51 @@ pub async fn run(
     close(node, config.shutdown_timeout).await;
     served.context("gRPC server")?;
     tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// A data directory from before the controller kept its topics in `metadata.json`: the
+/// embedded controller starts from them (every partition led by this broker), once.
+async fn import_single_node_metadata(
+    config: &BrokerConfig,
+    store: &weir_controller::FileStore,
+) -> anyhow::Result<()> {
+    use weir_controller::MetadataStore;
+    let legacy = config.data_dir.join("metadata.json");
+    if !legacy.exists() || store.load().await?.is_some() {
+        return Ok(());
+    }
+    let old = topic::Metadata::load(&config.data_dir)?;
+    let me = config.broker_id;
+    let mut state = weir_controller::ClusterState {
+        next_producer_id: old.next_producer_id,
+        ..Default::default()
+    };
+    for (name, record) in old.topics {
+        let partition = weir_controller::PartitionState {
+            replicas: vec![me],
+            leader: Some(me),
+            leader_epoch: 0,
+            isr: vec![me],
+            partition_epoch: 0,
+        };
+        state.topics.insert(
+            name.clone(),
+            weir_controller::Topic {
+                id: record.id,
+                name,
+                config: record.config,
+                partitions: vec![partition; usize::try_from(record.partitions).unwrap_or(0)],
+            },
+        );
+    }
+    let topics = state.topics.len();
+    store.store(&state, None).await?;
+    std::fs::rename(&legacy, config.data_dir.join("metadata.json.imported"))?;
+    tracing::info!(
+        topics,
+        "imported the topics of metadata.json into the embedded controller"
+    );
     Ok(())
 }
 

@@ -983,3 +983,46 @@ async fn a_refused_record_costs_only_itself_and_keyless_records_spread() {
         .expect("resolved, not hanging");
     assert!(outcome.is_err());
 }
+
+#[test]
+fn a_data_directory_from_before_the_controller_keeps_its_topics() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    // What the broker wrote before topics moved to the controller.
+    std::fs::write(
+        data.join("metadata.json"),
+        r#"{"topics":{"legacy":{"id":"00000000000000000000000000000001","partitions":2,"config":{"retention.ms":"86400000"}}},"next_producer_id":7}"#,
+    )
+    .expect("write metadata.json");
+    let broker = BrokerProcess::start(&data, &[]);
+    let listed = weir_ok(
+        &broker.address,
+        &["topic", "describe", "legacy", "--output", "json"],
+        "",
+    );
+    let described: Value = serde_json::from_str(&listed).expect("json");
+    assert_eq!(described["partitions"].as_array().map(Vec::len), Some(2));
+    assert_eq!(described["config"]["retention.ms"], "86400000");
+    weir_ok(
+        &broker.address,
+        &["produce", "legacy", "--partition", "1"],
+        "kept\n",
+    );
+    let read = weir_ok(
+        &broker.address,
+        &[
+            "consume",
+            "legacy",
+            "--from-beginning",
+            "--max-messages",
+            "1",
+            "--timeout",
+            "10s",
+        ],
+        "",
+    );
+    assert_eq!(read.trim(), "kept");
+    assert!(data.join("metadata.json.imported").exists());
+    assert!(!data.join("metadata.json").exists());
+}
