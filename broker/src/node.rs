@@ -117,12 +117,15 @@ pub struct Node {
     /// Counts applied metadata: admin calls wait for their change to arrive here.
     applied: watch::Sender<u64>,
     /// The follower task of each partition followed here, with the leader epoch it follows.
-    fetchers: std::sync::Mutex<HashMap<(String, i32), (i32, tokio::task::JoinHandle<()>)>>,
+    fetchers: std::sync::Mutex<Fetchers>,
     /// Serializes metadata application.
     applying: std::sync::Mutex<()>,
     /// The producer ids this broker may still give: `(next, end)`.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
 }
+
+/// Each followed partition's fetcher task, with the leader epoch it follows.
+type Fetchers = HashMap<(String, i32), (i32, tokio::task::JoinHandle<()>)>;
 
 /// Producer ids a broker asks the controller for at once.
 const PRODUCER_ID_BLOCK: i32 = 1000;
@@ -840,6 +843,10 @@ impl Node {
     ///
     /// # Errors
     /// `UnknownTopic`, `UnknownPartition`, `OffsetOutOfRange`, `CorruptRecord`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one per field of the fetch request it serves"
+    )]
     pub async fn fetch(
         &self,
         topic: &str,

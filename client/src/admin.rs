@@ -69,7 +69,7 @@ impl Client {
             if p.log_end_offset >= 0 || p.leader < 0 {
                 continue;
             }
-            if !asked.contains_key(&p.leader) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = asked.entry(p.leader) {
                 let answer = match self.leader(name, p.partition).await {
                     Ok(mut leader) => leader
                         .metadata(v1::MetadataRequest {
@@ -80,7 +80,7 @@ impl Client {
                         .and_then(|r| r.into_inner().topics.into_iter().next()),
                     Err(_) => None,
                 };
-                asked.insert(p.leader, answer);
+                slot.insert(answer);
             }
             let from_leader = asked
                 .get(&p.leader)

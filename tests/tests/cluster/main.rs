@@ -673,12 +673,18 @@ async fn a_replica_out_of_sync_is_never_elected_and_a_paused_follower_rejoins() 
         "a produce succeeded with no in-sync replica alive"
     );
 
-    // The last in-sync replica returns: it leads, and nothing acknowledged is lost.
-    brokers[in_sync as usize - 1] = Some(start_broker(
-        &dirs[in_sync as usize - 1],
-        in_sync,
+    // The last in-sync replica (whichever of the two the controller saw die last) returns:
+    // it leads, and nothing acknowledged is lost.
+    let (offline, _) = wait_for_partition(&woke, "guarded", |p| p.leader < 0).await;
+    assert_eq!(offline.isr.len(), 1, "{offline:?}");
+    let last = offline.isr[0];
+    assert!(last == leader || last == in_sync, "{offline:?}");
+    brokers[last as usize - 1] = Some(start_broker(
+        &dirs[last as usize - 1],
+        last,
         &controller.address,
     ));
+    let in_sync = last;
     let (back, addresses) = wait_for_partition(&woke, "guarded", |p| p.leader == in_sync).await;
     assert!(back.leader_epoch > p0.leader_epoch);
     // The woken follower catches up and rejoins the ISR.
