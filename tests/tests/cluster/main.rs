@@ -685,7 +685,12 @@ async fn a_replica_out_of_sync_is_never_elected_and_a_paused_follower_rejoins() 
         &controller.address,
     ));
     let in_sync = last;
+    let returned_at = Instant::now();
     let (back, addresses) = wait_for_partition(&woke, "guarded", |p| p.leader == in_sync).await;
+    println!(
+        "recovery: {:?} from the last in-sync replica's restart to its leadership",
+        returned_at.elapsed()
+    );
     assert!(back.leader_epoch > p0.leader_epoch);
     // The woken follower catches up and rejoins the ISR.
     wait_for_partition(&address_of(&addresses, in_sync), "guarded", |p| {
@@ -734,6 +739,7 @@ async fn a_paused_leader_comes_back_fenced_and_its_late_write_is_never_acknowled
 
     // The leader pauses past its deadline; another takes over at the next epoch.
     let zombie = &brokers[old as usize - 1];
+    let paused_at = Instant::now();
     zombie.signal("STOP");
     let other = brokers
         .iter()
@@ -776,9 +782,24 @@ async fn a_paused_leader_comes_back_fenced_and_its_late_write_is_never_acknowled
         );
     }
     let second: Vec<String> = (0..100).map(|i| format!("b-{i}")).collect();
-    produce_routed(&address_of(&addresses, moved.leader), "zombie", &second)
-        .await
-        .expect("acks=all at the new leader");
+    produce_routed(
+        &address_of(&addresses, moved.leader),
+        "zombie",
+        &second[..1],
+    )
+    .await
+    .expect("acks=all at the new leader");
+    println!(
+        "recovery: {:?} from SIGSTOP of the leader to an acks=all produce at the next one",
+        paused_at.elapsed()
+    );
+    produce_routed(
+        &address_of(&addresses, moved.leader),
+        "zombie",
+        &second[1..],
+    )
+    .await
+    .expect("acks=all at the new leader");
 
     // It wakes up still believing it leads: a write sent straight to it is not acknowledged.
     zombie.signal("CONT");
@@ -859,11 +880,16 @@ async fn a_restarted_controller_takes_over_and_a_torn_follower_recovers() {
         .expect("acks=all");
 
     // The controller dies: the data path does not need it.
+    let killed_at = Instant::now();
     controller.kill();
     let without = batch("b");
     produce_routed(&addresses[0], "steady", &without)
         .await
         .expect("acks=all with no controller");
+    println!(
+        "recovery: {:?} from the controller's kill -9 to 100 records acknowledged with acks=all (no outage)",
+        killed_at.elapsed()
+    );
     expected.extend(without);
 
     // A new controller on the same store and address takes over at the next epoch, and
@@ -919,12 +945,17 @@ async fn a_restarted_controller_takes_over_and_a_torn_follower_recovers() {
         .expect("open segment")
         .write_all(&[0x5a; 37])
         .expect("append junk");
+    let restarted_at = Instant::now();
     brokers[leader as usize - 1] = Some(start_broker(
         &dirs[leader as usize - 1],
         leader,
         &controller.address,
     ));
     wait_for_partition(&live[0], "steady", |p| p.isr.len() == 3).await;
+    println!(
+        "recovery: {:?} from restarting the torn replica to a whole ISR",
+        restarted_at.elapsed()
+    );
     let (now, addresses) = partition_zero(&live[0], "steady").await.expect("described");
     let read = read_all(&address_of(&addresses, now.leader), "steady").await;
     assert_eq!(read, expected);
@@ -1058,6 +1089,7 @@ async fn group_offsets_and_the_coordinator_survive_the_coordinators_kill() {
         "__consumer_offsets replicates"
     );
     let _ = brokers_now;
+    let killed_at = Instant::now();
     brokers[coordinator as usize - 1]
         .as_mut()
         .expect("coordinator")
@@ -1084,6 +1116,10 @@ async fn group_offsets_and_the_coordinator_survive_the_coordinators_kill() {
             }
         }
     };
+    println!(
+        "recovery: {:?} from the coordinator's kill -9 to the group's offsets at the next one",
+        killed_at.elapsed()
+    );
     for (partition, offset) in &before {
         assert!(
             after.get(partition).is_some_and(|o| o >= offset),
@@ -1201,6 +1237,7 @@ async fn with_two_of_three_replicas_dead_acks_all_is_refused_and_nothing_is_lost
     );
 
     // They come back, catch up and rejoin; acks=all works again; nothing is lost.
+    let healed_at = Instant::now();
     for id in &followers {
         brokers[*id as usize - 1] = Some(start_broker(
             &dirs[*id as usize - 1],
@@ -1213,6 +1250,10 @@ async fn with_two_of_three_replicas_dead_acks_all_is_refused_and_nothing_is_lost
     produce_all(&leader, "minisr", &second)
         .await
         .expect("acks=all again");
+    println!(
+        "recovery: {:?} from restarting the two followers to acks=all again",
+        healed_at.elapsed()
+    );
     let read = read_all(&leader, "minisr").await;
     let expected: Vec<String> = first.iter().chain(second.iter()).cloned().collect();
     assert_eq!(read, expected);
