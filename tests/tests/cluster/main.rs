@@ -677,6 +677,7 @@ async fn a_replica_out_of_sync_is_never_elected_and_a_paused_follower_rejoins() 
     // it leads, and nothing acknowledged is lost.
     let (offline, _) = wait_for_partition(&woke, "guarded", |p| p.leader < 0).await;
     assert_eq!(offline.isr.len(), 1, "{offline:?}");
+    let returned_at = Instant::now();
     let last = offline.isr[0];
     assert!(last == leader || last == in_sync, "{offline:?}");
     brokers[last as usize - 1] = Some(start_broker(
@@ -685,7 +686,6 @@ async fn a_replica_out_of_sync_is_never_elected_and_a_paused_follower_rejoins() 
         &controller.address,
     ));
     let in_sync = last;
-    let returned_at = Instant::now();
     let (back, addresses) = wait_for_partition(&woke, "guarded", |p| p.leader == in_sync).await;
     println!(
         "recovery: {:?} from the last in-sync replica's restart to its leadership",
