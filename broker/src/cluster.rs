@@ -36,6 +36,13 @@ pub fn channel(address: &str) -> Result<Channel, tonic::transport::Error> {
     };
     Ok(Endpoint::from_shared(url)?
         .connect_timeout(Duration::from_secs(2))
+        // No call between brokers, or to the controller, waits for ever on a half-dead
+        // connection: unary calls time out (a watch stream's headers come at once), and
+        // keepalive pings find a silent peer.
+        .timeout(Duration::from_secs(15))
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(16 << 20))
         .initial_connection_window_size(Some(64 << 20))
@@ -193,8 +200,14 @@ pub async fn propose_isr_changes(node: Arc<Node>, mut stopped: watch::Receiver<b
                         c.isr,
                     );
                 }
+                Err(status)
+                    if Reason::of(&status) == Some(Reason::StalePartitionEpoch)
+                        || status.code() == tonic::Code::Unavailable =>
+                {
+                    tracing::debug!(topic, partition = partition.index, error = %status.message(), "ISR change not made now")
+                }
                 Err(status) => {
-                    tracing::debug!(topic, partition = partition.index, error = %status.message(), "ISR change refused")
+                    tracing::warn!(topic, partition = partition.index, error = %status.message(), "ISR change refused")
                 }
             }
         }
@@ -252,7 +265,7 @@ pub async fn follow(
         };
         if fetched.log_start_offset > fetch_offset && fetched.diverging.is_none() {
             // The leader no longer has what follows this log: start over where it starts.
-            if let Err(f) = partition.restart_at(fetched.log_start_offset) {
+            if let Err(f) = partition.restart_at(fetched.log_start_offset, leader_epoch) {
                 tracing::error!(topic, partition = partition.index, error = %f.message, "cannot restart the log at the leader's start");
                 tokio::time::sleep(RETRY).await;
             }

@@ -125,7 +125,7 @@ pub struct Node {
 }
 
 /// Each followed partition's fetcher task, with the leader epoch it follows.
-type Fetchers = HashMap<(String, i32), (i32, tokio::task::JoinHandle<()>)>;
+type Fetchers = HashMap<(String, i32), (i32, Arc<Partition>, tokio::task::JoinHandle<()>)>;
 
 /// Producer ids a broker asks the controller for at once.
 const PRODUCER_ID_BLOCK: i32 = 1000;
@@ -494,8 +494,13 @@ impl Node {
             .fetchers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        fetchers.retain(|key, (epoch, task)| {
-            let keep = followed.get(key).is_some_and(|(_, e, _)| e == epoch) && !task.is_finished();
+        fetchers.retain(|key, (epoch, replica, task)| {
+            // The same replica (a topic deleted and created again is a new one) at the same
+            // epoch, still running.
+            let keep = followed
+                .get(key)
+                .is_some_and(|(_, e, p)| e == epoch && Arc::ptr_eq(p, replica))
+                && !task.is_finished();
             if !keep {
                 task.abort();
             }
@@ -511,17 +516,17 @@ impl Node {
             };
             let task = tokio::spawn(crate::cluster::follow(
                 Arc::clone(self),
-                partition,
+                Arc::clone(&partition),
                 address,
                 epoch,
             ));
-            fetchers.insert(key, (epoch, task));
+            fetchers.insert(key, (epoch, partition, task));
         }
     }
 
     /// Stops every follower's fetcher (at shutdown).
     pub fn stop_fetchers(&self) {
-        for (_, (_, task)) in self
+        for (_, (_, _, task)) in self
             .fetchers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -8,6 +8,7 @@
 //! (KIP-101, KIP-279). Roles change only by the controller's decisions.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use weir_storage::{Appended, BatchHeader, Log, LogConfig, LogError, OpenReport, 
 
 use crate::node::Failure;
 use crate::producer::{Check, Producers};
-use crate::replica::{BrokerId, IsrProposal, LeaderView};
+use crate::replica::{BrokerId, IsrProposal, LeaderView, Leadership};
 
 /// How long an idempotent producer's batch waits for the batches before it.
 const SEQUENCE_WAIT: Duration = Duration::from_secs(1);
@@ -76,6 +77,9 @@ pub struct Partition {
     /// The log end offset, published after every append, for followers' long polls.
     log_end: watch::Sender<i64>,
     role: Mutex<Role>,
+    /// The newest leader epoch this replica was told of: a role change for an older one (a
+    /// late answer) is ignored. Changed only under the role lock.
+    known_epoch: std::sync::atomic::AtomicI32,
     /// Bumped on every change of role or leader epoch: waiters for a leadership that ended
     /// give up.
     generation: watch::Sender<u64>,
@@ -116,6 +120,7 @@ impl Partition {
             high_watermark: watch::channel(end).0,
             log_end: watch::channel(end).0,
             role: Mutex::new(Role::None),
+            known_epoch: std::sync::atomic::AtomicI32::new(-1),
             generation: watch::channel(0).0,
         };
         Ok((partition, report))
@@ -144,23 +149,48 @@ impl Partition {
         isr: Vec<BrokerId>,
     ) {
         let durable_end = self.durable_end();
+        // The log first (the lock order is log, then role): a new epoch starts at the log
+        // end in the epoch cache before anything is appended, so followers that fetch with a
+        // later epoch than this log has batches of are answered where the logs agree.
+        let mut log = self.write_log();
         let mut role = self.role();
+        let known = self.known_epoch.load(Ordering::Acquire);
+        if leader_epoch < known {
+            tracing::debug!(topic = %self.topic, partition = self.index, leader_epoch, known, "ignored a stale leadership");
+            return;
+        }
         if let Role::Leader(view) = &mut *role
             && view.leader_epoch == leader_epoch
         {
+            if partition_epoch < view.partition_epoch {
+                // An older decision arriving late (an ISR change answered after metadata).
+                return;
+            }
             view.replicas = replicas;
             let hw = view.set_isr(isr, partition_epoch, durable_end);
             drop(role);
+            drop(log);
             self.publish_high_watermark(hw);
             return;
         }
-        let view = LeaderView::new(
+        if let Err(e) = log.start_epoch(leader_epoch) {
+            tracing::error!(topic = %self.topic, partition = self.index, leader_epoch, error = %crate::node::error_chain(&e), "cannot record the new leader epoch; not leading");
+            return;
+        }
+        let epoch_start = log.log_end_offset();
+        drop(log);
+        self.known_epoch.store(leader_epoch, Ordering::Release);
+        let leadership = Leadership {
             me,
             leader_epoch,
             partition_epoch,
             replicas,
             isr,
+        };
+        let view = LeaderView::new(
+            leadership,
             self.high_watermark(),
+            epoch_start,
             Instant::now(),
         );
         *role = Role::Leader(view);
@@ -181,6 +211,10 @@ impl Partition {
         {
             return;
         }
+        if leader_epoch < self.known_epoch.load(Ordering::Acquire) {
+            return;
+        }
+        self.known_epoch.store(leader_epoch, Ordering::Release);
         *role = Role::Follower {
             leader,
             leader_epoch,
@@ -480,11 +514,12 @@ impl Partition {
                         });
                     }
                     None => {
-                        // The follower saw an epoch this leader never had: a stale leader's
-                        // writes. Back to the start of this leader's log.
+                        // An epoch newer than any this log knows (it cannot be, once a leader
+                        // records its epoch on taking over): the follower keeps no more than
+                        // this log's end.
                         return Ok(ReplicaFetched::Diverging {
-                            epoch: -1,
-                            end_offset: log.log_start_offset(),
+                            epoch: log.latest_epoch().map_or(-1, |e| e.epoch),
+                            end_offset: log.log_end_offset(),
                         });
                     }
                 }
@@ -550,17 +585,9 @@ impl Partition {
         batches: &[u8],
         leader_epoch: i32,
     ) -> Result<i64, Failure> {
-        if !matches!(&*self.role(), Role::Follower { leader_epoch: e, .. } if *e == leader_epoch) {
-            return Err(Failure::new(
-                Reason::NotLeader,
-                format!(
-                    "{}-{} no longer follows at epoch {leader_epoch}",
-                    self.topic, self.index
-                ),
-            ));
-        }
         let appended = {
             let mut log = self.write_log();
+            self.check_following(leader_epoch)?;
             let appended = log.append_replicated(batches)?;
             let mut producers = self.producers();
             for header in headers_of(batches) {
@@ -584,8 +611,14 @@ impl Partition {
     ///
     /// # Errors
     /// The log's.
-    pub fn truncate_diverging(&self, epoch: i32, leader_end: i64) -> Result<i64, Failure> {
+    pub fn truncate_diverging(
+        &self,
+        epoch: i32,
+        leader_end: i64,
+        leader_epoch: i32,
+    ) -> Result<i64, Failure> {
         let mut log = self.write_log();
+        self.check_following(leader_epoch)?;
         let own_end = if epoch < 0 {
             leader_end
         } else {
@@ -615,8 +648,9 @@ impl Partition {
     ///
     /// # Errors
     /// The log's.
-    pub fn restart_at(&self, offset: i64) -> Result<(), Failure> {
+    pub fn restart_at(&self, offset: i64, leader_epoch: i32) -> Result<(), Failure> {
         let mut log = self.write_log();
+        self.check_following(leader_epoch)?;
         log.truncate_fully_and_start_at(offset)?;
         *self.producers() = Producers::default();
         drop(log);
@@ -644,13 +678,32 @@ impl Partition {
                 if !batches.is_empty() {
                     self.append_from_leader(&batches, leader_epoch).await?;
                 }
+                let log = self.read_log();
+                self.check_following(leader_epoch)?;
                 self.follow_high_watermark(high_watermark);
+                drop(log);
             }
             ReplicaFetched::Diverging { epoch, end_offset } => {
-                self.truncate_diverging(epoch, end_offset)?;
+                self.truncate_diverging(epoch, end_offset, leader_epoch)?;
             }
         }
         Ok(())
+    }
+
+    /// Fails unless this replica follows at `leader_epoch` (call with the log locked, so the
+    /// role cannot change before the caller's change to the log is done).
+    fn check_following(&self, leader_epoch: i32) -> Result<(), Failure> {
+        if matches!(&*self.role(), Role::Follower { leader_epoch: e, .. } if *e == leader_epoch) {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                Reason::NotLeader,
+                format!(
+                    "{}-{} no longer follows at epoch {leader_epoch}",
+                    self.topic, self.index
+                ),
+            ))
+        }
     }
 
     /// The follower's high watermark: the leader's, as far as this log reaches.
@@ -675,6 +728,17 @@ impl Partition {
         leader_epoch: i32,
     ) -> Result<Option<Appended>, Failure> {
         let mut log = self.write_log();
+        // Still the leader at that epoch, now that the log is held (a waiting batch may have
+        // outlived the leadership).
+        if !matches!(&*self.role(), Role::Leader(view) if view.leader_epoch == leader_epoch) {
+            return Err(Failure::new(
+                Reason::NotLeader,
+                format!(
+                    "this broker no longer leads {}-{} at epoch {leader_epoch}",
+                    self.topic, self.index
+                ),
+            ));
+        }
         let headers = headers_of(batches);
         // Sequences are checked against the state before the request: one idempotent batch
         // per request (as Kafka's producers send), or its later batches would look early.

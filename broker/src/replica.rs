@@ -41,20 +41,39 @@ pub struct LeaderView {
     pub replicas: Vec<BrokerId>,
     followers: BTreeMap<BrokerId, Progress>,
     high_watermark: i64,
+    /// Where this leader's epoch starts in its log: a follower joins the ISR only once it
+    /// has reached it too, since a new leader's high watermark may lag what was committed
+    /// (KAFKA-7128).
+    epoch_start: i64,
+}
+
+/// A leadership as the controller decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leadership {
+    pub me: BrokerId,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<BrokerId>,
+    pub isr: Vec<BrokerId>,
 }
 
 impl LeaderView {
     /// A new leadership: followers count as caught up as of now (they get a full lag
-    /// allowance), and the high watermark starts where this replica had it.
+    /// allowance), and the high watermark starts where this replica had it; the leader's
+    /// epoch starts at `epoch_start` in its log.
     pub fn new(
-        me: BrokerId,
-        leader_epoch: i32,
-        partition_epoch: i32,
-        replicas: Vec<BrokerId>,
-        isr: Vec<BrokerId>,
+        leadership: Leadership,
         high_watermark: i64,
+        epoch_start: i64,
         now: Instant,
     ) -> LeaderView {
+        let Leadership {
+            me,
+            leader_epoch,
+            partition_epoch,
+            replicas,
+            isr,
+        } = leadership;
         let followers = replicas
             .iter()
             .filter(|&&r| r != me)
@@ -78,6 +97,7 @@ impl LeaderView {
             replicas,
             followers,
             high_watermark,
+            epoch_start,
         }
     }
 
@@ -162,7 +182,11 @@ impl LeaderView {
         let joining: Vec<BrokerId> = self
             .followers
             .iter()
-            .filter(|(r, p)| !self.isr.contains(r) && p.log_end_offset >= self.high_watermark)
+            .filter(|(r, p)| {
+                !self.isr.contains(r)
+                    && p.log_end_offset >= self.high_watermark
+                    && p.log_end_offset >= self.epoch_start
+            })
             .map(|(r, _)| *r)
             .collect();
         (!joining.is_empty()).then_some(IsrProposal::Expand(joining))
@@ -199,7 +223,14 @@ mod tests {
     const LAG: Duration = Duration::from_secs(10);
 
     fn view(now: Instant) -> LeaderView {
-        LeaderView::new(1, 3, 7, vec![1, 2, 3], vec![1, 2, 3], 0, now)
+        let leadership = Leadership {
+            me: 1,
+            leader_epoch: 3,
+            partition_epoch: 7,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+        };
+        LeaderView::new(leadership, 0, 0, now)
     }
 
     #[test]

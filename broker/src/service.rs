@@ -571,7 +571,7 @@ impl v1::replication_server::Replication for Service {
                     &r.topic,
                     r.partition,
                     r.replica_id,
-                    log_end_offset - r.fetch_offset,
+                    log_end_offset.saturating_sub(r.fetch_offset),
                 );
                 v1::ReplicaFetchResponse {
                     record_batches: batches,

@@ -208,3 +208,96 @@ async fn a_deposed_leader_truncates_what_the_new_leader_never_had() {
     assert_eq!(values(&b), ["1", "2", "5"]);
     assert_eq!(a.fetch_position(), b.fetch_position());
 }
+
+#[tokio::test]
+async fn a_new_leader_that_has_not_written_yet_does_not_empty_a_follower_ahead_of_it() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let (a, b, c) = (
+        open(dirs[0].path()),
+        open(dirs[1].path()),
+        open(dirs[2].path()),
+    );
+    const C: i32 = 3;
+    // Epoch 1: a leads; b and c copy "x1".
+    a.become_leader(
+        LEADER,
+        1,
+        0,
+        vec![LEADER, FOLLOWER, C],
+        vec![LEADER, FOLLOWER, C],
+    );
+    b.become_follower(LEADER, 1);
+    c.become_follower(LEADER, 1);
+    let _ = a
+        .append(&mut batch(&["x1"]), AckLevel::Leader)
+        .await
+        .expect("append");
+    follow_once(&a, &b, 1).await;
+    let (offset, last_epoch) = c.fetch_position();
+    let fetched = a
+        .replica_fetch(C, 1, offset, last_epoch, 1 << 20, Duration::ZERO)
+        .await
+        .expect("fetch");
+    c.apply_fetched(fetched, 1).await.expect("apply");
+    // Epoch 2: a again; only b copies "x2".
+    a.become_leader(
+        LEADER,
+        2,
+        1,
+        vec![LEADER, FOLLOWER, C],
+        vec![LEADER, FOLLOWER, C],
+    );
+    b.become_follower(LEADER, 2);
+    let _ = a
+        .append(&mut batch(&["x2"]), AckLevel::Leader)
+        .await
+        .expect("append");
+    follow_once(&a, &b, 2).await;
+    // Epoch 3: c leads without having written at epoch 2 or 3. b's last epoch (2) is newer
+    // than any batch c holds; it must keep "x1" and drop only "x2".
+    c.become_leader(C, 3, 2, vec![LEADER, FOLLOWER, C], vec![FOLLOWER, C]);
+    b.become_follower(C, 3);
+    // The first answer makes b truncate: to where the logs agree, never below it.
+    let (offset, last_epoch) = b.fetch_position();
+    let fetched = c
+        .replica_fetch(FOLLOWER, 3, offset, last_epoch, 1 << 20, Duration::ZERO)
+        .await
+        .expect("fetch");
+    b.apply_fetched(fetched, 3).await.expect("apply");
+    assert_eq!(b.fetch_position().0, 1, "b dropped more than c lacks");
+    for _ in 0..5 {
+        let (offset, last_epoch) = b.fetch_position();
+        let fetched = c
+            .replica_fetch(FOLLOWER, 3, offset, last_epoch, 1 << 20, Duration::ZERO)
+            .await
+            .expect("fetch");
+        b.apply_fetched(fetched, 3).await.expect("apply");
+    }
+    assert_eq!(values(&b), ["x1"]);
+    assert_eq!(b.fetch_position().0, 1);
+}
+
+#[tokio::test]
+async fn a_late_answer_for_an_older_epoch_does_not_bring_a_leadership_back() {
+    let dir = tempfile::tempdir().expect("dir");
+    let p = open(dir.path());
+    p.become_leader(LEADER, 5, 3, vec![LEADER, FOLLOWER], vec![LEADER, FOLLOWER]);
+    p.become_follower(FOLLOWER, 6);
+    // An ISR change committed at epoch 5 arrives after the metadata of epoch 6.
+    p.become_leader(LEADER, 5, 4, vec![LEADER, FOLLOWER], vec![LEADER]);
+    assert_eq!(
+        p.leading_epoch().expect_err("a follower").reason,
+        Reason::NotLeader
+    );
+    // And at the same epoch, an older partition epoch does not undo a newer one.
+    let q_dir = tempfile::tempdir().expect("dir");
+    let q = open(q_dir.path());
+    q.become_leader(LEADER, 1, 4, vec![LEADER, FOLLOWER], vec![LEADER]);
+    q.become_leader(LEADER, 1, 3, vec![LEADER, FOLLOWER], vec![LEADER, FOLLOWER]);
+    match q.role_now() {
+        weir_broker::partition::Role::Leader(view) => {
+            assert_eq!((view.partition_epoch, view.isr.clone()), (4, vec![LEADER]));
+        }
+        other => panic!("not leading: {other:?}"),
+    }
+}

@@ -194,18 +194,23 @@ impl Consumer {
         for (&partition, &offset) in &self.positions {
             let client = self.client.clone();
             let topic = Arc::clone(&self.topic);
-            let request = v1::FetchRequest {
+            let mut request = v1::FetchRequest {
                 topic: self.topic.to_string(),
                 partition,
                 offset,
                 max_bytes: self.config.max_bytes,
                 min_bytes: 1,
                 max_wait_ms: self.config.max_wait.as_millis() as i32,
-                current_leader_epoch: self.client.leader_epoch(&self.topic, partition),
+                current_leader_epoch: None,
             };
             fetches.spawn(async move {
                 let fetched = match client.leader(&topic, partition).await {
-                    Ok(mut leader) => leader.fetch(request).await.map_err(ClientError::from),
+                    Ok(mut leader) => {
+                        // The epoch of the leader just looked up (the lookup may have
+                        // refreshed the metadata).
+                        request.current_leader_epoch = client.leader_epoch(&topic, partition);
+                        leader.fetch(request).await.map_err(ClientError::from)
+                    }
                     Err(e) => Err(e),
                 };
                 match fetched {

@@ -143,23 +143,27 @@ impl GroupConsumer {
         let mut fetches = tokio::task::JoinSet::new();
         for ((topic, partition), &offset) in &self.positions {
             let client = self.client.clone();
-            let request = v1::FetchRequest {
+            let mut request = v1::FetchRequest {
                 topic: topic.to_string(),
                 partition: *partition,
                 offset,
                 max_bytes: self.config.max_bytes,
                 min_bytes: 1,
                 max_wait_ms: wait.as_millis() as i32,
-                current_leader_epoch: self.client.leader_epoch(topic, *partition),
+                current_leader_epoch: None,
             };
             let topic = Arc::clone(topic);
             fetches.spawn(async move {
                 let fetched = match client.leader(&topic, request.partition).await {
-                    Ok(mut leader) => leader
-                        .fetch(request)
-                        .await
-                        .map(tonic::Response::into_inner)
-                        .map_err(ClientError::from),
+                    Ok(mut leader) => {
+                        request.current_leader_epoch =
+                            client.leader_epoch(&topic, request.partition);
+                        leader
+                            .fetch(request)
+                            .await
+                            .map(tonic::Response::into_inner)
+                            .map_err(ClientError::from)
+                    }
                     Err(e) => Err(e),
                 };
                 (topic, fetched)

@@ -87,6 +87,12 @@ fn endpoint(address: &str) -> Result<Endpoint, ClientError> {
     Ok(Endpoint::from_shared(url)
         .map_err(|e| ClientError::InvalidArgument(format!("broker address {address:?}: {e}")))?
         .connect_timeout(Duration::from_secs(5))
+        // A request never waits for ever (the broker bounds long polls at 60 s), and keepalive
+        // pings find a broker that went silent.
+        .timeout(Duration::from_secs(65))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
         .tcp_nodelay(true)
         // Batches of a MiB and more: HTTP/2's default 64 KiB windows would stall them.
         .initial_stream_window_size(Some(STREAM_WINDOW))

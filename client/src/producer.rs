@@ -68,7 +68,9 @@ impl Default for ProducerConfig {
             // and costs latency when idle.
             linger: Duration::ZERO,
             batch_size: 256 * 1024,
-            retries: 5,
+            // About ten seconds of retries: long enough to ride out a leader's failover
+            // (the controller's session timeout is 3 s by default).
+            retries: 100,
             retry_backoff: Duration::from_millis(100),
             queued_batches: 4,
             idempotent: true,

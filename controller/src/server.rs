@@ -18,6 +18,9 @@ use crate::error::ControllerError;
 use crate::model::{BrokerId, ClusterState};
 use crate::store::{MetadataStore, StoreError, Version};
 
+/// The most partitions a topic may have.
+const MAX_PARTITIONS: usize = 10_000;
+
 /// How the controller judges liveness.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -114,6 +117,15 @@ impl<S: MetadataStore> Controller<S> {
         decide: impl FnOnce(&mut ClusterState) -> Result<T, ControllerError>,
     ) -> Result<T, Status> {
         let mut inner = self.inner.lock().await;
+        self.change_locked(&mut inner, decide).await
+    }
+
+    /// [`Controller::change`] with the state already locked.
+    async fn change_locked<T>(
+        &self,
+        inner: &mut Inner,
+        decide: impl FnOnce(&mut ClusterState) -> Result<T, ControllerError>,
+    ) -> Result<T, Status> {
         if inner.fenced {
             return Err(Reason::NotController
                 .status("another controller took over; this one no longer decides anything"));
@@ -164,17 +176,25 @@ impl<S: MetadataStore> Controller<S> {
                 .collect()
         };
         for id in expired {
+            let mut inner = self.inner.lock().await;
+            // It may have heartbeated or registered again since the list was made.
+            let stale = inner
+                .heard
+                .get(&id)
+                .is_none_or(|at| Instant::now().duration_since(*at) > self.timing.session_timeout);
+            if !stale {
+                continue;
+            }
             let result = self
-                .change(|state| {
-                    // It may have registered again meanwhile.
-                    let still = state.is_alive(id);
-                    Ok(if still {
+                .change_locked(&mut inner, |state| {
+                    Ok(if state.is_alive(id) {
                         state.broker_lost(id)
                     } else {
                         Vec::new()
                     })
                 })
                 .await;
+            drop(inner);
             match result {
                 Ok(changed) => tracing::warn!(
                     broker = id,
@@ -351,7 +371,14 @@ impl<S: MetadataStore + 'static> v1::controller_server::Controller for Controlle
     ) -> Result<Response<v1::ClusterTopic>, Status> {
         let r = request.into_inner();
         let partitions = usize::try_from(r.partitions)
-            .map_err(|_| Reason::InvalidRequest.status("a negative partition count"))?;
+            .ok()
+            .filter(|p| (1..=MAX_PARTITIONS).contains(p))
+            .ok_or_else(|| {
+                Reason::InvalidRequest.status(format!(
+                    "a topic needs 1 to {MAX_PARTITIONS} partitions, not {}",
+                    r.partitions
+                ))
+            })?;
         let replication_factor = usize::try_from(r.replication_factor).map_err(|_| {
             Reason::InvalidReplicationFactor.status("a negative replication factor")
         })?;
@@ -409,7 +436,14 @@ impl<S: MetadataStore + 'static> v1::controller_server::Controller for Controlle
     ) -> Result<Response<v1::ClusterTopic>, Status> {
         let r = request.into_inner();
         let total = usize::try_from(r.partitions)
-            .map_err(|_| Reason::InvalidRequest.status("a negative partition count"))?;
+            .ok()
+            .filter(|p| (1..=MAX_PARTITIONS).contains(p))
+            .ok_or_else(|| {
+                Reason::InvalidRequest.status(format!(
+                    "a topic can have 1 to {MAX_PARTITIONS} partitions, not {}",
+                    r.partitions
+                ))
+            })?;
         let topic = self
             .0
             .change(|state| {

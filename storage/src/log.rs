@@ -936,6 +936,20 @@ impl Log {
         Ok(())
     }
 
+    /// Records that leader epoch `epoch` starts at the log end, as a new leader does before
+    /// its first append (Kafka's `assign` on becoming leader), so that followers comparing
+    /// epochs find where this leader's log agrees with theirs. Older epochs are ignored.
+    ///
+    /// # Errors
+    /// `WriteCheckpoint`.
+    pub fn start_epoch(&mut self, epoch: i32) -> Result<(), LogError> {
+        if self.epochs.latest().is_some_and(|e| e.epoch >= epoch) {
+            return Ok(());
+        }
+        let end = self.log_end_offset();
+        self.epochs.assign(epoch, end)
+    }
+
     /// The latest leader epoch and where it started.
     pub fn latest_epoch(&self) -> Option<EpochEntry> {
         self.epochs.latest()
