@@ -243,7 +243,30 @@ pub async fn follow(
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let max_wait = i32::try_from(node.config.replica_fetch_wait.as_millis()).unwrap_or(500);
+    // An answer later than the long poll plus this is a dead stream: open another.
+    let answer_deadline = node.config.replica_fetch_wait + Duration::from_secs(10);
+    let mut stream: Option<(
+        tokio::sync::mpsc::Sender<v1::ReplicaFetchRequest>,
+        tonic::Streaming<v1::ReplicaFetchResponse>,
+    )> = None;
     loop {
+        if stream.is_none() {
+            let (sender, receiver) = tokio::sync::mpsc::channel(1);
+            match client
+                .replica_fetch(tokio_stream::wrappers::ReceiverStream::new(receiver))
+                .await
+            {
+                Ok(response) => stream = Some((sender, response.into_inner())),
+                Err(status) => {
+                    tracing::debug!(topic, partition = partition.index, error = %status.message(), "cannot open the replica stream");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            }
+        }
+        let Some((sender, answers)) = stream.as_mut() else {
+            continue;
+        };
         let (fetch_offset, last_fetched_epoch) = partition.fetch_position();
         let request = v1::ReplicaFetchRequest {
             replica_id: node.config.broker_id,
@@ -255,11 +278,31 @@ pub async fn follow(
             max_bytes: REPLICA_FETCH_BYTES,
             max_wait_ms: max_wait,
         };
-        let fetched = match client.replica_fetch(request).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => {
-                tracing::debug!(topic, partition = partition.index, error = %status.message(), "replica fetch failed");
+        let answer = if sender.send(request).await.is_ok() {
+            tokio::time::timeout(answer_deadline, answers.message()).await
+        } else {
+            Ok(Ok(None))
+        };
+        let fetched = match answer {
+            Ok(Ok(Some(fetched))) => fetched,
+            Ok(Ok(None)) => {
+                stream = None;
                 tokio::time::sleep(RETRY).await;
+                continue;
+            }
+            Ok(Err(status)) => {
+                tracing::debug!(topic, partition = partition.index, error = %status.message(), "replica fetch failed");
+                stream = None;
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    topic,
+                    partition = partition.index,
+                    "the leader did not answer a fetch in time; reconnecting"
+                );
+                stream = None;
                 continue;
             }
         };

@@ -186,6 +186,9 @@ impl LeaderView {
                 !self.isr.contains(r)
                     && p.log_end_offset >= self.high_watermark
                     && p.log_end_offset >= self.epoch_start
+                    // Still fetching: a replica that stopped (it died) would have the
+                    // controller refuse the whole change.
+                    && now.duration_since(p.last_fetch_at) <= max_lag
             })
             .map(|(r, _)| *r)
             .collect();

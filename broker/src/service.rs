@@ -534,60 +534,95 @@ impl v1::groups_server::Groups for Service {
     }
 }
 
+type ReplicaStream = Pin<Box<dyn Stream<Item = Result<v1::ReplicaFetchResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl v1::replication_server::Replication for Service {
+    type ReplicaFetchStream = ReplicaStream;
+
+    /// One answer per request, in order, until the follower closes the stream or a request
+    /// fails (its status ends the stream).
     async fn replica_fetch(
         &self,
-        request: Request<v1::ReplicaFetchRequest>,
-    ) -> Result<Response<v1::ReplicaFetchResponse>, Status> {
-        let r = request.into_inner();
-        let partition = self
-            .node
-            .partition(&r.topic, r.partition)
-            .map_err(|f| f.status())?;
-        let max_wait = Duration::from_millis(u64::try_from(r.max_wait_ms).unwrap_or(0).min(30_000));
-        let fetched = partition
-            .replica_fetch(
+        request: Request<tonic::Streaming<v1::ReplicaFetchRequest>>,
+    ) -> Result<Response<Self::ReplicaFetchStream>, Status> {
+        let mut incoming = request.into_inner();
+        let node = Arc::clone(&self.node);
+        let mut stopping = self.stopping.clone();
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = incoming.message() => next,
+                    _ = stopping.wait_for(|&stop| stop) => return,
+                };
+                let request = match next {
+                    Ok(Some(request)) => request,
+                    Ok(None) | Err(_) => return,
+                };
+                let answer = replica_fetch(&node, request).await;
+                let failed = answer.is_err();
+                if sender.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+}
+
+/// One follower's fetch, answered.
+async fn replica_fetch(
+    node: &Node,
+    r: v1::ReplicaFetchRequest,
+) -> Result<v1::ReplicaFetchResponse, Status> {
+    let partition = node
+        .partition(&r.topic, r.partition)
+        .map_err(|f| f.status())?;
+    let max_wait = Duration::from_millis(u64::try_from(r.max_wait_ms).unwrap_or(0).min(30_000));
+    let fetched = partition
+        .replica_fetch(
+            r.replica_id,
+            r.leader_epoch,
+            r.fetch_offset,
+            r.last_fetched_epoch,
+            usize::try_from(r.max_bytes)
+                .unwrap_or(1)
+                .clamp(1, MAX_FETCH_BYTES),
+            max_wait,
+        )
+        .await
+        .map_err(|f| f.status())?;
+    let state = partition.state();
+    Ok(match fetched {
+        ReplicaFetched::Batches {
+            batches,
+            high_watermark,
+            log_start_offset,
+            log_end_offset,
+        } => {
+            node.metrics.follower_lag(
+                &r.topic,
+                r.partition,
                 r.replica_id,
-                r.leader_epoch,
-                r.fetch_offset,
-                r.last_fetched_epoch,
-                usize::try_from(r.max_bytes)
-                    .unwrap_or(1)
-                    .clamp(1, MAX_FETCH_BYTES),
-                max_wait,
-            )
-            .await
-            .map_err(|f| f.status())?;
-        let state = partition.state();
-        Ok(Response::new(match fetched {
-            ReplicaFetched::Batches {
-                batches,
+                log_end_offset.saturating_sub(r.fetch_offset),
+            );
+            v1::ReplicaFetchResponse {
+                record_batches: batches,
                 high_watermark,
                 log_start_offset,
                 log_end_offset,
-            } => {
-                self.node.metrics.follower_lag(
-                    &r.topic,
-                    r.partition,
-                    r.replica_id,
-                    log_end_offset.saturating_sub(r.fetch_offset),
-                );
-                v1::ReplicaFetchResponse {
-                    record_batches: batches,
-                    high_watermark,
-                    log_start_offset,
-                    log_end_offset,
-                    diverging: None,
-                }
+                diverging: None,
             }
-            ReplicaFetched::Diverging { epoch, end_offset } => v1::ReplicaFetchResponse {
-                record_batches: bytes::Bytes::new(),
-                high_watermark: state.high_watermark,
-                log_start_offset: state.log_start_offset,
-                log_end_offset: state.log_end_offset,
-                diverging: Some(v1::EpochEndOffset { epoch, end_offset }),
-            },
-        }))
-    }
+        }
+        ReplicaFetched::Diverging { epoch, end_offset } => v1::ReplicaFetchResponse {
+            record_batches: bytes::Bytes::new(),
+            high_watermark: state.high_watermark,
+            log_start_offset: state.log_start_offset,
+            log_end_offset: state.log_end_offset,
+            diverging: Some(v1::EpochEndOffset { epoch, end_offset }),
+        },
+    })
 }
