@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -201,42 +201,78 @@ async fn read_all(leader: &str, topic: &str) -> Vec<String> {
     values
 }
 
+/// A controller and three brokers (ids 1 to 3) as processes, with one topic of three replicas
+/// and `min.insync.replicas=2` whose ISR is whole as every broker sees it.
+struct ThreeBrokers {
+    controller: ControllerProcess,
+    controller_dir: PathBuf,
+    dirs: Vec<PathBuf>,
+    brokers: Vec<Option<BrokerProcess>>,
+    /// Last, so the directories go only after the processes.
+    root: tempfile::TempDir,
+}
+
+impl ThreeBrokers {
+    async fn with_topic(topic: &str, partitions: i32) -> ThreeBrokers {
+        let root = tempfile::tempdir().expect("dir");
+        let controller_dir = root.path().join("controller");
+        let controller = ControllerProcess::start(&controller_dir);
+        let dirs: Vec<PathBuf> = (1..=3)
+            .map(|id| root.path().join(format!("broker-{id}")))
+            .collect();
+        let brokers: Vec<Option<BrokerProcess>> = (1..=3)
+            .map(|id| {
+                Some(start_broker(
+                    &dirs[id as usize - 1],
+                    id,
+                    &controller.address,
+                ))
+            })
+            .collect();
+        let addresses: Vec<String> = brokers
+            .iter()
+            .flatten()
+            .map(|b| b.address.clone())
+            .collect();
+        Client::connect(&addresses[0])
+            .await
+            .expect("connect")
+            .create_topic(
+                topic,
+                partitions,
+                3,
+                [("min.insync.replicas".to_string(), "2".to_string())].into(),
+            )
+            .await
+            .expect("create a topic with three replicas");
+        // Metadata reaches each broker in its own time.
+        for broker in &addresses {
+            wait_for_partition(broker, topic, |p| p.isr.len() == 3).await;
+        }
+        ThreeBrokers {
+            controller,
+            controller_dir,
+            dirs,
+            brokers,
+            root,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_the_leaders_kill_and_it_rejoins_as_follower() {
-    let root = tempfile::tempdir().expect("dir");
-    let controller = ControllerProcess::start(&root.path().join("controller"));
-    let dirs: Vec<_> = (1..=3)
-        .map(|id| root.path().join(format!("broker-{id}")))
-        .collect();
-    let mut brokers: Vec<Option<BrokerProcess>> = (1..=3)
-        .map(|id| {
-            Some(start_broker(
-                &dirs[id as usize - 1],
-                id,
-                &controller.address,
-            ))
-        })
-        .collect();
+    let ThreeBrokers {
+        controller,
+        controller_dir: _,
+        dirs,
+        mut brokers,
+        root: _root,
+    } = ThreeBrokers::with_topic("replicated", 1).await;
     let any = brokers[0].as_ref().expect("broker 1").address.clone();
-
-    let admin = Client::connect(&any).await.expect("connect");
-    admin
-        .create_topic(
-            "replicated",
-            1,
-            3,
-            [("min.insync.replicas".to_string(), "2".to_string())].into(),
-        )
-        .await
-        .expect("create a topic with three replicas");
     let (p0, addresses) = wait_for_partition(&any, "replicated", |p| p.isr.len() == 3).await;
     assert_eq!(p0.replicas.len(), 3);
     let leader = p0.leader;
     let leader_address = address_of(&addresses, leader);
-    // Metadata reaches each broker in its own time.
-    for broker in brokers.iter().flatten() {
-        wait_for_partition(&broker.address, "replicated", |p| p.isr.len() == 3).await;
-    }
 
     let first: Vec<String> = (0..500).map(|i| format!("before-{i}")).collect();
     produce_all(&leader_address, "replicated", &first)
@@ -340,38 +376,18 @@ async fn killing_the_leader_five_times_while_producing_loses_and_duplicates_noth
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let root = tempfile::tempdir().expect("dir");
-    let controller = ControllerProcess::start(&root.path().join("controller"));
-    let dirs: Vec<_> = (1..=3)
-        .map(|id| root.path().join(format!("broker-{id}")))
-        .collect();
-    let mut brokers: Vec<Option<BrokerProcess>> = (1..=3)
-        .map(|id| {
-            Some(start_broker(
-                &dirs[id as usize - 1],
-                id,
-                &controller.address,
-            ))
-        })
-        .collect();
+    let ThreeBrokers {
+        controller,
+        controller_dir: _,
+        dirs,
+        mut brokers,
+        root: _root,
+    } = ThreeBrokers::with_topic("chase", 1).await;
     let addresses: Vec<String> = brokers
         .iter()
         .flatten()
         .map(|b| b.address.clone())
         .collect();
-    let admin = Client::connect(&addresses[0]).await.expect("connect");
-    admin
-        .create_topic(
-            "chase",
-            1,
-            3,
-            [("min.insync.replicas".to_string(), "2".to_string())].into(),
-        )
-        .await
-        .expect("create");
-    for broker in &addresses {
-        wait_for_partition(broker, "chase", |p| p.isr.len() == 3).await;
-    }
 
     // One idempotent producer sends numbered values until told to stop, through whichever
     // broker it can reach, and logs how each send ended.
@@ -579,20 +595,13 @@ async fn produce_routed(bootstrap: &str, topic: &str, values: &[String]) -> Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_out_of_sync_is_never_elected_and_a_paused_follower_rejoins() {
-    let root = tempfile::tempdir().expect("dir");
-    let controller = ControllerProcess::start(&root.path().join("controller"));
-    let dirs: Vec<_> = (1..=3)
-        .map(|id| root.path().join(format!("broker-{id}")))
-        .collect();
-    let mut brokers: Vec<Option<BrokerProcess>> = (1..=3)
-        .map(|id| {
-            Some(start_broker(
-                &dirs[id as usize - 1],
-                id,
-                &controller.address,
-            ))
-        })
-        .collect();
+    let ThreeBrokers {
+        controller,
+        controller_dir: _,
+        dirs,
+        mut brokers,
+        root: _root,
+    } = ThreeBrokers::with_topic("guarded", 1).await;
     let address = |brokers: &[Option<BrokerProcess>], id: i32| {
         brokers[id as usize - 1]
             .as_ref()
@@ -600,21 +609,6 @@ async fn a_replica_out_of_sync_is_never_elected_and_a_paused_follower_rejoins() 
             .address
             .clone()
     };
-    let admin = Client::connect(&address(&brokers, 1))
-        .await
-        .expect("connect");
-    admin
-        .create_topic(
-            "guarded",
-            1,
-            3,
-            [("min.insync.replicas".to_string(), "2".to_string())].into(),
-        )
-        .await
-        .expect("create");
-    for id in 1..=3 {
-        wait_for_partition(&address(&brokers, id), "guarded", |p| p.isr.len() == 3).await;
-    }
     let (p0, _) = partition_zero(&address(&brokers, 1), "guarded")
         .await
         .expect("described");
@@ -706,27 +700,14 @@ async fn a_replica_out_of_sync_is_never_elected_and_a_paused_follower_rejoins() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_comes_back_fenced_and_its_late_write_is_never_acknowledged() {
-    let root = tempfile::tempdir().expect("dir");
-    let controller = ControllerProcess::start(&root.path().join("controller"));
-    let dirs: Vec<_> = (1..=3)
-        .map(|id| root.path().join(format!("broker-{id}")))
-        .collect();
-    let brokers: Vec<BrokerProcess> = (1..=3)
-        .map(|id| start_broker(&dirs[id as usize - 1], id, &controller.address))
-        .collect();
-    let admin = Client::connect(&brokers[0].address).await.expect("connect");
-    admin
-        .create_topic(
-            "zombie",
-            1,
-            3,
-            [("min.insync.replicas".to_string(), "2".to_string())].into(),
-        )
-        .await
-        .expect("create");
-    for broker in &brokers {
-        wait_for_partition(&broker.address, "zombie", |p| p.isr.len() == 3).await;
-    }
+    let ThreeBrokers {
+        controller,
+        controller_dir: _,
+        dirs: _,
+        brokers,
+        root: _root,
+    } = ThreeBrokers::with_topic("zombie", 1).await;
+    let brokers: Vec<BrokerProcess> = brokers.into_iter().flatten().collect();
     let (p0, addresses) = partition_zero(&brokers[0].address, "zombie")
         .await
         .expect("described");
@@ -840,39 +821,18 @@ async fn a_restarted_controller_takes_over_and_a_torn_follower_recovers() {
     use std::io::Write;
     use weir_proto::v1::controller_client::ControllerClient;
 
-    let root = tempfile::tempdir().expect("dir");
-    let controller_dir = root.path().join("controller");
-    let mut controller = ControllerProcess::start(&controller_dir);
-    let dirs: Vec<_> = (1..=3)
-        .map(|id| root.path().join(format!("broker-{id}")))
-        .collect();
-    let mut brokers: Vec<Option<BrokerProcess>> = (1..=3)
-        .map(|id| {
-            Some(start_broker(
-                &dirs[id as usize - 1],
-                id,
-                &controller.address,
-            ))
-        })
-        .collect();
+    let ThreeBrokers {
+        mut controller,
+        controller_dir,
+        dirs,
+        mut brokers,
+        root: _root,
+    } = ThreeBrokers::with_topic("steady", 1).await;
     let addresses: Vec<String> = brokers
         .iter()
         .flatten()
         .map(|b| b.address.clone())
         .collect();
-    let admin = Client::connect(&addresses[0]).await.expect("connect");
-    admin
-        .create_topic(
-            "steady",
-            1,
-            3,
-            [("min.insync.replicas".to_string(), "2".to_string())].into(),
-        )
-        .await
-        .expect("create");
-    for broker in &addresses {
-        wait_for_partition(broker, "steady", |p| p.isr.len() == 3).await;
-    }
     let batch = |tag: &str| -> Vec<String> { (0..100).map(|i| format!("{tag}-{i}")).collect() };
     let mut expected = batch("a");
     produce_routed(&addresses[0], "steady", &expected)
@@ -981,38 +941,19 @@ async fn group_offsets_and_the_coordinator_survive_the_coordinators_kill() {
     use weir_client::{GroupConfig, GroupConsumer};
     use weir_proto::partitioner::partition_for_key;
 
-    let root = tempfile::tempdir().expect("dir");
-    let controller = ControllerProcess::start(&root.path().join("controller"));
-    let dirs: Vec<_> = (1..=3)
-        .map(|id| root.path().join(format!("broker-{id}")))
-        .collect();
-    let mut brokers: Vec<Option<BrokerProcess>> = (1..=3)
-        .map(|id| {
-            Some(start_broker(
-                &dirs[id as usize - 1],
-                id,
-                &controller.address,
-            ))
-        })
-        .collect();
+    let ThreeBrokers {
+        controller,
+        controller_dir: _,
+        dirs: _,
+        mut brokers,
+        root: _root,
+    } = ThreeBrokers::with_topic("work", 3).await;
     let addresses: Vec<String> = brokers
         .iter()
         .flatten()
         .map(|b| b.address.clone())
         .collect();
     let client = Client::connect(&addresses[0]).await.expect("connect");
-    client
-        .create_topic(
-            "work",
-            3,
-            3,
-            [("min.insync.replicas".to_string(), "2".to_string())].into(),
-        )
-        .await
-        .expect("create");
-    for broker in &addresses {
-        wait_for_partition(broker, "work", |p| p.isr.len() == 3).await;
-    }
     let producer = Producer::new(
         client.clone(),
         ProducerConfig {
@@ -1154,39 +1095,18 @@ async fn group_offsets_and_the_coordinator_survive_the_coordinators_kill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_of_three_replicas_dead_acks_all_is_refused_and_nothing_is_lost() {
-    let root = tempfile::tempdir().expect("dir");
-    let controller = ControllerProcess::start(&root.path().join("controller"));
-    let dirs: Vec<_> = (1..=3)
-        .map(|id| root.path().join(format!("broker-{id}")))
-        .collect();
-    let mut brokers: Vec<Option<BrokerProcess>> = (1..=3)
-        .map(|id| {
-            Some(start_broker(
-                &dirs[id as usize - 1],
-                id,
-                &controller.address,
-            ))
-        })
-        .collect();
+    let ThreeBrokers {
+        controller,
+        controller_dir: _,
+        dirs,
+        mut brokers,
+        root: _root,
+    } = ThreeBrokers::with_topic("minisr", 1).await;
     let addresses: Vec<String> = brokers
         .iter()
         .flatten()
         .map(|b| b.address.clone())
         .collect();
-    Client::connect(&addresses[0])
-        .await
-        .expect("connect")
-        .create_topic(
-            "minisr",
-            1,
-            3,
-            [("min.insync.replicas".to_string(), "2".to_string())].into(),
-        )
-        .await
-        .expect("create");
-    for broker in &addresses {
-        wait_for_partition(broker, "minisr", |p| p.isr.len() == 3).await;
-    }
     let (p0, addresses) = partition_zero(&addresses[0], "minisr")
         .await
         .expect("described");
