@@ -1039,9 +1039,19 @@ pub fn local_replica(topic: &Topic, index: i32) -> Result<Arc<Partition>, Failur
 fn from_controller(status: &tonic::Status) -> Failure {
     match Reason::of(status) {
         Some(reason) => Failure::new(reason, status.message()),
+        None if matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+        ) =>
+        {
+            Failure::new(
+                Reason::NotController,
+                format!("the controller cannot be reached: {}", status.message()),
+            )
+        }
         None => Failure::new(
             Reason::NotController,
-            format!("the controller cannot be reached: {}", status.message()),
+            format!("the controller failed the request: {}", status.message()),
         ),
     }
 }

@@ -22,6 +22,9 @@ pub struct TopicConfig {
     /// `min.insync.replicas`: how many replicas must have a record for acks=all.
     pub min_insync_replicas: i32,
     pub cleanup_policy: CleanupPolicy,
+    /// `unclean.leader.election.enable`: whether the controller may elect a replica outside
+    /// the ISR when none in it is alive (losing what only the ISR had).
+    pub unclean_leader_election: bool,
 }
 
 impl Default for TopicConfig {
@@ -30,6 +33,7 @@ impl Default for TopicConfig {
             log: LogConfig::default(),
             min_insync_replicas: 1,
             cleanup_policy: CleanupPolicy::Delete,
+            unclean_leader_election: false,
         }
     }
 }
@@ -54,6 +58,13 @@ impl TopicConfig {
                     .filter(|&n: &i32| n >= 1)
                     .ok_or_else(|| invalid("a positive number of replicas"))?;
             }
+            "unclean.leader.election.enable" => {
+                self.unclean_leader_election = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(invalid("true or false")),
+                };
+            }
             "cleanup.policy" => match value.trim() {
                 "delete" => self.cleanup_policy = CleanupPolicy::Delete,
                 _ => return Err(invalid("\"delete\" (compaction is not supported yet)")),
@@ -76,6 +87,10 @@ impl TopicConfig {
             self.min_insync_replicas.to_string(),
         );
         properties.insert("cleanup.policy".into(), "delete".into());
+        properties.insert(
+            "unclean.leader.election.enable".into(),
+            self.unclean_leader_election.to_string(),
+        );
         properties
     }
 
@@ -236,6 +251,12 @@ mod tests {
         assert_eq!(config.min_insync_replicas, 2);
         assert_eq!(config.to_properties()["retention.bytes"], "1000");
         assert!(config.set("cleanup.policy", "compact").is_err());
+        assert!(!config.unclean_leader_election);
+        config
+            .set("unclean.leader.election.enable", "true")
+            .expect("valid");
+        assert!(config.unclean_leader_election);
+        assert!(config.set("unclean.leader.election.enable", "yes").is_err());
         assert!(matches!(
             config.set("no.such.key", "1"),
             Err(ConfigError::UnknownKey { .. })
