@@ -1180,3 +1180,88 @@ async fn with_two_of_three_replicas_dead_acks_all_is_refused_and_nothing_is_lost
     drop(brokers);
     drop(controller);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_that_allows_unclean_election_gets_an_out_of_sync_leader() {
+    let ThreeBrokers {
+        controller,
+        controller_dir: _,
+        dirs: _,
+        mut brokers,
+        root: _root,
+    } = ThreeBrokers::with_topic("clean", 1).await;
+    let addresses: Vec<String> = brokers
+        .iter()
+        .flatten()
+        .map(|b| b.address.clone())
+        .collect();
+    Client::connect(&addresses[0])
+        .await
+        .expect("connect")
+        .create_topic(
+            "unclean",
+            1,
+            3,
+            [(
+                "unclean.leader.election.enable".to_string(),
+                "true".to_string(),
+            )]
+            .into(),
+        )
+        .await
+        .expect("create");
+    for broker in &addresses {
+        wait_for_partition(broker, "unclean", |p| p.isr.len() == 3).await;
+    }
+    // The two topics may have different leaders; pause a replica that leads neither if one
+    // exists, else one that does not lead "unclean".
+    let (unclean, _) = partition_zero(&addresses[0], "unclean")
+        .await
+        .expect("described");
+    let (clean, _) = partition_zero(&addresses[0], "clean")
+        .await
+        .expect("described");
+    let paused = (1..=3)
+        .find(|&id| id != unclean.leader && id != clean.leader)
+        .or_else(|| (1..=3).find(|&id| id != unclean.leader))
+        .expect("a follower");
+    brokers[paused as usize - 1]
+        .as_ref()
+        .expect("running")
+        .signal("STOP");
+    let other = (1..=3).find(|&id| id != paused).expect("another broker");
+    let other_address = brokers[other as usize - 1]
+        .as_ref()
+        .expect("running")
+        .address
+        .clone();
+    wait_for_partition(&other_address, "unclean", |p| !p.isr.contains(&paused)).await;
+    // Both in-sync replicas die; the out-of-sync one resumes.
+    for id in (1..=3).filter(|&id| id != paused) {
+        brokers[id as usize - 1].as_mut().expect("running").kill();
+        brokers[id as usize - 1] = None;
+    }
+    brokers[paused as usize - 1]
+        .as_ref()
+        .expect("paused")
+        .signal("CONT");
+    let woke = brokers[paused as usize - 1]
+        .as_ref()
+        .expect("running")
+        .address
+        .clone();
+    // "unclean" allows it: the out-of-sync replica leads, alone in its ISR, and takes writes.
+    let (led, _) = wait_for_partition(&woke, "unclean", |p| p.leader == paused).await;
+    assert_eq!(led.isr, vec![paused]);
+    produce_all(&woke, "unclean", &["after".to_string()])
+        .await
+        .expect("acks=all with min.insync.replicas=1 on the new leader");
+    // "clean" does not: it stays without a leader.
+    let (stuck, _) = partition_zero(&woke, "clean").await.expect("described");
+    assert_ne!(
+        stuck.leader, paused,
+        "an out-of-sync replica led a clean topic: {stuck:?}"
+    );
+    drop(brokers);
+    drop(controller);
+}
