@@ -2,11 +2,14 @@
 //!
 //! - [`crd`]: `Cluster`, `Topic` and `ConsumerGroup` (group `weir.dev`, version `v1alpha1`),
 //!   with their status; `crdgen` writes the CRDs in `crds/` from them.
+//! - [`objects`]: what a `Cluster` yields (ConfigMap, Services, StatefulSet), as a pure
+//!   function of its spec.
 //!
 //! Still to come (the operator issue): the reconcilers, the Kubernetes-backed metadata store,
 //! Lease election and the Helm chart.
 
 pub mod crd;
+pub mod objects;
 
 use kube::CustomResourceExt;
 

@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use kube::{Client, Config};
-use weir_operator::crd::{Topic, TopicSpec};
+use weir_operator::crd::{Cluster, ClusterSpec, RackSpec, StorageSpec, Topic, TopicSpec};
 
 const TOKEN: &str = "weir-test-admin-token";
 /// Every wait here has this deadline.
@@ -210,6 +212,55 @@ async fn the_crds_are_served_and_bad_specs_are_refused_by_the_schema() {
     };
     assert_eq!(created.spec.partitions, 6);
     assert_eq!(created.spec.config["retention.ms"], "86400000");
+
+    // What a Cluster yields is accepted by the server as it is.
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), "default");
+    let cluster = clusters
+        .create(
+            &PostParams::default(),
+            &Cluster::new(
+                "main",
+                ClusterSpec {
+                    brokers: 3,
+                    image: None,
+                    storage: StorageSpec {
+                        size: "1Gi".into(),
+                        storage_class_name: None,
+                    },
+                    resources: None,
+                    rack: Some(RackSpec {
+                        topology_key: "topology.kubernetes.io/zone".into(),
+                    }),
+                    topic_defaults: Default::default(),
+                    broker_config: Default::default(),
+                    ports: None,
+                },
+            ),
+        )
+        .await
+        .expect("a Cluster");
+    let objects =
+        weir_operator::objects::cluster_objects(&cluster, "weir-operator.default.svc:9190")
+            .expect("objects");
+    let post = PostParams::default();
+    Api::<ConfigMap>::namespaced(client.clone(), "default")
+        .create(&post, &objects.config)
+        .await
+        .expect("the ConfigMap is accepted");
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    services
+        .create(&post, &objects.headless)
+        .await
+        .expect("the headless Service is accepted");
+    services
+        .create(&post, &objects.client)
+        .await
+        .expect("the client Service is accepted");
+    let created = Api::<StatefulSet>::namespaced(client.clone(), "default")
+        .create(&post, &objects.brokers)
+        .await
+        .expect("the StatefulSet is accepted");
+    assert_eq!(created.spec.and_then(|s| s.replicas), Some(3));
 
     for (bad, field) in [
         (topic("negative", -3, 3), "spec.partitions"),
