@@ -2,6 +2,7 @@
 //!
 //! - [`crd`]: `Cluster`, `Topic` and `ConsumerGroup` (group `weir.dev`, version `v1alpha1`),
 //!   with their status; `crdgen` writes the CRDs in `crds/` from them.
+//! - [`lease`]: leader election over a Lease; its transition count is the controller epoch.
 //! - [`objects`]: what a `Cluster` yields (ConfigMap, Services, StatefulSet), as a pure
 //!   function of its spec.
 //!
@@ -9,6 +10,7 @@
 //! Lease election and the Helm chart.
 
 pub mod crd;
+pub mod lease;
 pub mod objects;
 
 use kube::CustomResourceExt;

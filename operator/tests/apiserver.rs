@@ -275,3 +275,64 @@ async fn the_crds_are_served_and_bad_specs_are_refused_by_the_schema() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_operator_holds_the_lease_and_another_takes_it_over_when_it_stops() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use weir_operator::lease::{Elector, Role};
+
+    let Some(apiserver) = apiserver_binary() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no kube-apiserver: CI must run .ci/kube-apiserver first"
+        );
+        eprintln!("skipped: no kube-apiserver (run .ci/kube-apiserver to build it)");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let (_running, port) = start(dir.path(), &apiserver);
+    let client = client(port).await;
+    wait_ready(&client, dir.path()).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let duration = Duration::from_secs(2);
+    let a = Elector::new(leases.clone(), "weir-operator", "operator-a", duration);
+    let b = Elector::new(leases.clone(), "weir-operator", "operator-b", duration);
+    assert_eq!(a.round().await.expect("a"), Role::Leading { epoch: 0 });
+    // While a renews, b follows.
+    for _ in 0..8 {
+        assert_eq!(
+            b.round().await.expect("b"),
+            Role::Following {
+                holder: Some("operator-a".into())
+            }
+        );
+        assert_eq!(a.round().await.expect("a"), Role::Leading { epoch: 0 });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // a stops (killed): b takes over within the lease duration and its epoch is higher.
+    let stopped = Instant::now();
+    let deadline = stopped + DEADLINE;
+    let epoch = loop {
+        match b.round().await.expect("b") {
+            Role::Leading { epoch } => break epoch,
+            Role::Following { .. } => {
+                assert!(Instant::now() < deadline, "b never took over");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let handover = stopped.elapsed();
+    println!("lease handover: {handover:?} with a {duration:?} lease");
+    assert_eq!(epoch, 1);
+    assert!(
+        handover >= duration,
+        "taken over before the lease ran out: {handover:?}"
+    );
+    // a comes back: it follows b.
+    assert_eq!(
+        a.round().await.expect("a"),
+        Role::Following {
+            holder: Some("operator-b".into())
+        }
+    );
+}
