@@ -16,7 +16,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use kube::{Client, Config};
-use weir_operator::crd::{Cluster, ClusterSpec, RackSpec, StorageSpec, Topic, TopicSpec};
+use weir_operator::crd::{
+    Cluster, ClusterSpec, ConsumerGroup, RackSpec, StorageSpec, Topic, TopicSpec,
+};
 
 const TOKEN: &str = "weir-test-admin-token";
 /// Every wait here has this deadline.
@@ -261,6 +263,33 @@ async fn the_crds_are_served_and_bad_specs_are_refused_by_the_schema() {
         .await
         .expect("the StatefulSet is accepted");
     assert_eq!(created.spec.and_then(|s| s.replicas), Some(3));
+
+    // The examples in manifests/ are valid as they are (in a namespace of their own).
+    let namespace: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "examples"}}))
+            .expect("a namespace");
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&post, &namespace)
+        .await
+        .expect("namespace");
+    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests");
+    let read = |name: &str| std::fs::read_to_string(manifests.join(name)).expect("a manifest");
+    let example: Cluster = serde_saphyr::from_str(&read("cluster.yaml")).expect("cluster.yaml");
+    Api::<Cluster>::namespaced(client.clone(), "examples")
+        .create(&post, &example)
+        .await
+        .expect("cluster.yaml is accepted");
+    let example: Topic = serde_saphyr::from_str(&read("topic.yaml")).expect("topic.yaml");
+    Api::<Topic>::namespaced(client.clone(), "examples")
+        .create(&post, &example)
+        .await
+        .expect("topic.yaml is accepted");
+    let example: ConsumerGroup =
+        serde_saphyr::from_str(&read("consumergroup.yaml")).expect("consumergroup.yaml");
+    Api::<ConsumerGroup>::namespaced(client.clone(), "examples")
+        .create(&post, &example)
+        .await
+        .expect("consumergroup.yaml is accepted");
 
     for (bad, field) in [
         (topic("negative", -3, 3), "spec.partitions"),
