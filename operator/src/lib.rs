@@ -5,6 +5,8 @@
 //! - [`lease`]: leader election over a Lease; its transition count is the controller epoch.
 //! - [`objects`]: what a `Cluster` yields (ConfigMap, Services, StatefulSet), as a pure
 //!   function of its spec.
+//! - [`topic`]: what a change to a `Topic` means (create, grow, reconfigure, refuse), and its
+//!   Ready condition.
 //!
 //! Still to come (the operator issue): the reconcilers, the Kubernetes-backed metadata store,
 //! Lease election and the Helm chart.
@@ -12,6 +14,7 @@
 pub mod crd;
 pub mod lease;
 pub mod objects;
+pub mod topic;
 
 use kube::CustomResourceExt;
 
