@@ -5,6 +5,7 @@
 //! - [`lease`]: leader election over a Lease; its transition count is the controller epoch.
 //! - [`objects`]: what a `Cluster` yields (ConfigMap, Services, StatefulSet), as a pure
 //!   function of its spec.
+//! - [`group`]: when a `ConsumerGroup`'s offset reset may apply, and its lag in seconds.
 //! - [`topic`]: what a change to a `Topic` means (create, grow, reconfigure, refuse), and its
 //!   Ready condition.
 //!
@@ -12,6 +13,7 @@
 //! Lease election and the Helm chart.
 
 pub mod crd;
+pub mod group;
 pub mod lease;
 pub mod objects;
 pub mod topic;
