@@ -145,10 +145,16 @@ async fn wait_ready(client: &Client, dir: &Path) {
         let request = http::Request::get("/readyz")
             .body(Vec::new())
             .expect("request");
+        // Ready, and its bootstrap has made the "default" namespace (it does that just after
+        // it reports ready).
+        let default = http::Request::get("/api/v1/namespaces/default")
+            .body(Vec::new())
+            .expect("request");
         if client
             .request_text(request)
             .await
             .is_ok_and(|t| t.trim() == "ok")
+            && client.request_text(default).await.is_ok()
         {
             return;
         }
