@@ -230,7 +230,7 @@ pub async fn follow(
     leader_epoch: i32,
 ) {
     let topic = partition.topic.clone();
-    let Ok(channel) = channel(&leader_address) else {
+    let Ok(channel) = node.peer_channel(&leader_address) else {
         tracing::error!(
             topic,
             partition = partition.index,

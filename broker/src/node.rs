@@ -120,6 +120,9 @@ pub struct Node {
     fetchers: std::sync::Mutex<Fetchers>,
     /// Serializes metadata application.
     applying: std::sync::Mutex<()>,
+    /// One channel per other broker's address, shared by the fetchers that follow it (HTTP/2
+    /// carries every partition's stream on one connection).
+    peers: std::sync::Mutex<HashMap<String, Channel>>,
     /// The producer ids this broker may still give: `(next, end)`.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
 }
@@ -168,6 +171,7 @@ impl Node {
             applied: watch::channel(0).0,
             fetchers: std::sync::Mutex::new(HashMap::new()),
             applying: std::sync::Mutex::new(()),
+            peers: std::sync::Mutex::new(HashMap::new()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
         })
     }
@@ -522,6 +526,23 @@ impl Node {
             ));
             fetchers.insert(key, (epoch, partition, task));
         }
+    }
+
+    /// The channel to the broker at `address`, made the first time it is needed.
+    ///
+    /// # Errors
+    /// An address that is not a valid URI.
+    pub fn peer_channel(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut peers = self
+            .peers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(channel) = peers.get(address) {
+            return Ok(channel.clone());
+        }
+        let channel = crate::cluster::channel(address)?;
+        peers.insert(address.to_string(), channel.clone());
+        Ok(channel)
     }
 
     /// Stops every follower's fetcher (at shutdown).

@@ -153,9 +153,9 @@ impl Client {
             let answer = if address == self.address() {
                 self.groups().list_groups(v1::ListGroupsRequest {}).await
             } else {
-                match super::endpoint(&address) {
-                    Ok(endpoint) => {
-                        v1::groups_client::GroupsClient::new(endpoint.connect_lazy())
+                match self.channel(&address) {
+                    Ok(channel) => {
+                        v1::groups_client::GroupsClient::new(channel)
                             .list_groups(v1::ListGroupsRequest {})
                             .await
                     }

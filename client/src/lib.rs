@@ -62,7 +62,11 @@ pub struct Client {
     /// from Metadata.
     topics: Arc<Mutex<HashMap<String, TopicRoute>>>,
     /// A client per broker address, for requests that must reach a partition's leader.
-    peers: Arc<Mutex<HashMap<String, WeirClient<Channel>>>>,
+    /// The channel to the bootstrap broker.
+    bootstrap: Channel,
+    /// One channel per broker address other than the bootstrap's, shared by every request
+    /// to that broker.
+    peers: Arc<Mutex<HashMap<String, Channel>>>,
     /// Every broker's address, as the last Metadata answer named them: where to ask when the
     /// bootstrap broker is down.
     known: Arc<Mutex<Vec<String>>>,
@@ -127,7 +131,8 @@ impl Client {
             admin: AdminClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
-            groups: GroupsClient::new(channel),
+            groups: GroupsClient::new(channel.clone()),
+            bootstrap: channel,
             topics: Arc::new(Mutex::new(HashMap::default())),
             peers: Arc::new(Mutex::new(HashMap::default())),
             known: Arc::new(Mutex::new(Vec::new())),
@@ -188,7 +193,22 @@ impl Client {
         if address == self.address {
             return Ok(self.groups());
         }
-        Ok(GroupsClient::new(endpoint(&address)?.connect_lazy()))
+        Ok(GroupsClient::new(self.channel(&address)?))
+    }
+
+    /// The channel to the broker at `address` (the bootstrap's own for its address), made the
+    /// first time it is needed.
+    pub(crate) fn channel(&self, address: &str) -> Result<Channel, ClientError> {
+        if address == self.address {
+            return Ok(self.bootstrap.clone());
+        }
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = peers.get(address) {
+            return Ok(channel.clone());
+        }
+        let channel = endpoint(address)?.connect_lazy();
+        peers.insert(address.to_string(), channel.clone());
+        Ok(channel)
     }
 
     /// Forgets where groups are coordinated (after `NOT_COORDINATOR`).
@@ -275,13 +295,7 @@ impl Client {
         if address == self.address {
             return Ok(self.weir());
         }
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = peers.get(&address) {
-            return Ok(client.clone());
-        }
-        let client = weir_client(endpoint(&address)?.connect_lazy());
-        peers.insert(address, client.clone());
-        Ok(client)
+        Ok(weir_client(self.channel(&address)?))
     }
 
     /// Metadata of `topic` from the bootstrap broker, or, when it cannot be reached, from
@@ -306,7 +320,7 @@ impl Client {
             .cloned()
             .collect();
         for address in others {
-            let mut client = weir_client(endpoint(&address)?.connect_lazy());
+            let mut client = weir_client(self.channel(&address)?);
             if let Ok(answer) = client.metadata(request.clone()).await {
                 return Ok(answer.into_inner());
             }
