@@ -48,7 +48,7 @@ pub enum AckLevel {
 }
 
 /// What a follower's fetch gets.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ReplicaFetched {
     Batches {
         /// Whole batches from the fetch offset (empty when there is nothing new).

@@ -29,32 +29,23 @@ fn batch(values: &[&str]) -> Vec<u8> {
     encode_batch(0, &records)
 }
 
-/// One fetch of the follower from the leader, applied.
-async fn follow_once(leader: &Partition, follower: &Partition, epoch: i32) -> ReplicaFetched {
+/// One fetch of `follower` (broker `id`) from `leader` at `epoch`, applied; returns the answer.
+async fn follow_once(
+    leader: &Partition,
+    follower: &Partition,
+    id: i32,
+    epoch: i32,
+) -> ReplicaFetched {
     let (offset, last_epoch) = follower.fetch_position();
     let fetched = leader
-        .replica_fetch(FOLLOWER, epoch, offset, last_epoch, 1 << 20, Duration::ZERO)
+        .replica_fetch(id, epoch, offset, last_epoch, 1 << 20, Duration::ZERO)
         .await
         .expect("fetch");
-    let summary = match &fetched {
-        ReplicaFetched::Batches {
-            batches,
-            high_watermark,
-            log_start_offset,
-            log_end_offset,
-        } => ReplicaFetched::Batches {
-            batches: batches.clone(),
-            high_watermark: *high_watermark,
-            log_start_offset: *log_start_offset,
-            log_end_offset: *log_end_offset,
-        },
-        ReplicaFetched::Diverging { epoch, end_offset } => ReplicaFetched::Diverging {
-            epoch: *epoch,
-            end_offset: *end_offset,
-        },
-    };
-    follower.apply_fetched(fetched, epoch).await.expect("apply");
-    summary
+    follower
+        .apply_fetched(fetched.clone(), epoch)
+        .await
+        .expect("apply");
+    fetched
 }
 
 fn values(partition: &Partition) -> Vec<String> {
@@ -94,8 +85,8 @@ async fn acks_all_waits_for_the_follower() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!producing.is_finished());
     assert_eq!(leader.high_watermark(), 0);
-    follow_once(&leader, &follower, 1).await; // gets the batch
-    follow_once(&leader, &follower, 1).await; // its next fetch proves it has it
+    follow_once(&leader, &follower, FOLLOWER, 1).await; // gets the batch
+    follow_once(&leader, &follower, FOLLOWER, 1).await; // its next fetch proves it has it
     let appended = tokio::time::timeout(Duration::from_secs(10), producing)
         .await
         .expect("acknowledged in time")
@@ -103,7 +94,7 @@ async fn acks_all_waits_for_the_follower() {
         .expect("append");
     assert_eq!((appended.first_offset, appended.last_offset), (0, 1));
     assert_eq!(leader.high_watermark(), 2);
-    follow_once(&leader, &follower, 1).await;
+    follow_once(&leader, &follower, FOLLOWER, 1).await;
     assert_eq!(follower.high_watermark(), 2);
     assert_eq!(values(&follower), ["a", "b"]);
 
@@ -171,7 +162,7 @@ async fn a_deposed_leader_truncates_what_the_new_leader_never_had() {
         .append(&mut batch(&["1", "2"]), AckLevel::Leader)
         .await
         .expect("append");
-    follow_once(&a, &b, 1).await;
+    follow_once(&a, &b, FOLLOWER, 1).await;
     // a writes "3" and "4" that b never gets, then loses leadership.
     let _ = a
         .append(&mut batch(&["3"]), AckLevel::Leader)
@@ -190,14 +181,9 @@ async fn a_deposed_leader_truncates_what_the_new_leader_never_had() {
         .expect("append");
     let mut rounds = 0;
     loop {
-        let (offset, last_epoch) = a.fetch_position();
-        let fetched = b
-            .replica_fetch(LEADER, 2, offset, last_epoch, 1 << 20, Duration::ZERO)
-            .await
-            .expect("fetch");
+        let fetched = follow_once(&b, &a, LEADER, 2).await;
         let done =
             matches!(&fetched, ReplicaFetched::Batches { batches, .. } if batches.is_empty());
-        a.apply_fetched(fetched, 2).await.expect("apply");
         rounds += 1;
         if done || rounds > 10 {
             break;
@@ -232,13 +218,8 @@ async fn a_new_leader_that_has_not_written_yet_does_not_empty_a_follower_ahead_o
         .append(&mut batch(&["x1"]), AckLevel::Leader)
         .await
         .expect("append");
-    follow_once(&a, &b, 1).await;
-    let (offset, last_epoch) = c.fetch_position();
-    let fetched = a
-        .replica_fetch(C, 1, offset, last_epoch, 1 << 20, Duration::ZERO)
-        .await
-        .expect("fetch");
-    c.apply_fetched(fetched, 1).await.expect("apply");
+    follow_once(&a, &b, FOLLOWER, 1).await;
+    follow_once(&a, &c, C, 1).await;
     // Epoch 2: a again; only b copies "x2".
     a.become_leader(
         LEADER,
@@ -252,26 +233,16 @@ async fn a_new_leader_that_has_not_written_yet_does_not_empty_a_follower_ahead_o
         .append(&mut batch(&["x2"]), AckLevel::Leader)
         .await
         .expect("append");
-    follow_once(&a, &b, 2).await;
+    follow_once(&a, &b, FOLLOWER, 2).await;
     // Epoch 3: c leads without having written at epoch 2 or 3. b's last epoch (2) is newer
     // than any batch c holds; it must keep "x1" and drop only "x2".
     c.become_leader(C, 3, 2, vec![LEADER, FOLLOWER, C], vec![FOLLOWER, C]);
     b.become_follower(C, 3);
     // The first answer makes b truncate: to where the logs agree, never below it.
-    let (offset, last_epoch) = b.fetch_position();
-    let fetched = c
-        .replica_fetch(FOLLOWER, 3, offset, last_epoch, 1 << 20, Duration::ZERO)
-        .await
-        .expect("fetch");
-    b.apply_fetched(fetched, 3).await.expect("apply");
+    follow_once(&c, &b, FOLLOWER, 3).await;
     assert_eq!(b.fetch_position().0, 1, "b dropped more than c lacks");
     for _ in 0..5 {
-        let (offset, last_epoch) = b.fetch_position();
-        let fetched = c
-            .replica_fetch(FOLLOWER, 3, offset, last_epoch, 1 << 20, Duration::ZERO)
-            .await
-            .expect("fetch");
-        b.apply_fetched(fetched, 3).await.expect("apply");
+        follow_once(&c, &b, FOLLOWER, 3).await;
     }
     assert_eq!(values(&b), ["x1"]);
     assert_eq!(b.fetch_position().0, 1);

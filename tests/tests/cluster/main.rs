@@ -144,15 +144,33 @@ fn address_of(brokers: &[v1::Broker], id: i32) -> String {
         .expect("the leader is a live broker")
 }
 
-/// Produces `values` to partition 0 at `leader` with acks=all; returns them once all are
+/// Produces `values` to partition 0 at `leader` with acks=all and no retries; all must be
 /// acknowledged.
 async fn produce_all(leader: &str, topic: &str, values: &[String]) -> Result<(), String> {
-    let client = Client::connect(leader).await.map_err(|e| e.to_string())?;
+    produce(leader, topic, values, 0).await
+}
+
+/// Produces `values` to partition 0 through `bootstrap` (the client finds the leader) with
+/// acks=all and the producer's retries (100 ms apart); all must be acknowledged.
+async fn produce_routed(bootstrap: &str, topic: &str, values: &[String]) -> Result<(), String> {
+    produce(bootstrap, topic, values, 50).await
+}
+
+async fn produce(
+    bootstrap: &str,
+    topic: &str,
+    values: &[String],
+    retries: u32,
+) -> Result<(), String> {
+    let client = Client::connect(bootstrap)
+        .await
+        .map_err(|e| e.to_string())?;
     let producer = Producer::new(
         client,
         ProducerConfig {
             acks: Acks::All,
-            retries: 0,
+            retries,
+            retry_backoff: Duration::from_millis(100),
             ..ProducerConfig::default()
         },
     );
@@ -561,36 +579,6 @@ async fn killing_the_leader_five_times_while_producing_loses_and_duplicates_noth
     );
     drop(brokers);
     drop(controller);
-}
-
-/// Produces `values` to partition 0 through `bootstrap` (the client finds the leader) with
-/// acks=all and the producer's retries; all must be acknowledged.
-async fn produce_routed(bootstrap: &str, topic: &str, values: &[String]) -> Result<(), String> {
-    let client = Client::connect(bootstrap)
-        .await
-        .map_err(|e| e.to_string())?;
-    let producer = Producer::new(
-        client,
-        ProducerConfig {
-            acks: Acks::All,
-            retries: 50,
-            retry_backoff: Duration::from_millis(100),
-            ..ProducerConfig::default()
-        },
-    );
-    let mut deliveries = Vec::new();
-    for value in values {
-        let record = ProducerRecord {
-            partition: Some(0),
-            ..ProducerRecord::new(topic, value.clone())
-        };
-        deliveries.push(producer.send(record).await.map_err(|e| e.to_string())?);
-    }
-    producer.flush().await;
-    for delivery in deliveries {
-        delivery.wait().await.map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1029,7 +1017,28 @@ async fn group_offsets_and_the_coordinator_survive_the_coordinators_kill() {
         3,
         "__consumer_offsets replicates"
     );
-    let _ = brokers_now;
+    // A broker that does not coordinate the group says so, and names the one that does.
+    let elsewhere = brokers_now
+        .iter()
+        .find(|b| b.id != coordinator)
+        .expect("another broker");
+    let refused = v1::groups_client::GroupsClient::connect(format!("http://{}", elsewhere.address))
+        .await
+        .expect("connect")
+        .describe_group(v1::DescribeGroupRequest {
+            group_id: "billing".into(),
+        })
+        .await
+        .expect_err("not the coordinator");
+    assert_eq!(
+        weir_proto::Reason::of(&refused),
+        Some(weir_proto::Reason::NotCoordinator)
+    );
+    assert!(
+        refused.message().contains(&format!("broker {coordinator}")),
+        "{}",
+        refused.message()
+    );
     let killed_at = Instant::now();
     brokers[coordinator as usize - 1]
         .as_mut()
