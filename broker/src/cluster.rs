@@ -9,6 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use weir_proto::Reason;
 use weir_proto::v1;
@@ -49,10 +52,41 @@ pub fn channel(address: &str) -> Result<Channel, tonic::transport::Error> {
         .connect_lazy())
 }
 
-pub fn controller_client(channel: Channel) -> ControllerClient<Channel> {
-    ControllerClient::new(channel)
+/// Names the broker's cluster on every call to the controller ([`weir_proto::CLUSTER_HEADER`]).
+#[derive(Debug, Clone)]
+pub struct ClusterHeader(pub Option<MetadataValue<Ascii>>);
+
+impl Interceptor for ClusterHeader {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(cluster) = &self.0 {
+            request
+                .metadata_mut()
+                .insert(weir_proto::CLUSTER_HEADER, cluster.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A client of the controller, naming the broker's cluster.
+pub type Controller = ControllerClient<InterceptedService<Channel, ClusterHeader>>;
+
+pub fn controller_client(channel: Channel, cluster: ClusterHeader) -> Controller {
+    ControllerClient::with_interceptor(channel, cluster)
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
+}
+
+/// Whether a failed call to the controller should go to the next controller address: this
+/// one is unreachable, or no longer (or not yet) the controller.
+fn try_next_controller(node: &Node, status: &tonic::Status) {
+    if status.code() == tonic::Code::Unavailable
+        || Reason::of(status) == Some(Reason::NotController)
+    {
+        node.next_controller();
+    }
 }
 
 /// Registers (retrying until the controller answers), returns the heartbeat interval.
@@ -80,6 +114,7 @@ pub async fn register(node: &Node, stopped: &watch::Receiver<bool>) -> Option<Du
                 )));
             }
             Err(status) => {
+                try_next_controller(node, &status);
                 tracing::warn!(error = %status.message(), "registration failed; retrying");
                 tokio::time::sleep(RETRY).await;
             }
@@ -114,7 +149,10 @@ pub async fn heartbeat(
                     None => return,
                 }
             }
-            Err(status) => tracing::debug!(error = %status.message(), "heartbeat failed"),
+            Err(status) => {
+                try_next_controller(&node, &status);
+                tracing::debug!(error = %status.message(), "heartbeat failed");
+            }
         }
     }
 }
@@ -145,6 +183,7 @@ pub async fn watch_metadata(node: Arc<Node>, mut stopped: watch::Receiver<bool>)
                         }
                         Ok(None) => break,
                         Err(status) => {
+                            try_next_controller(&node, &status);
                             tracing::warn!(error = %status.message(), "metadata watch failed");
                             break;
                         }
@@ -152,6 +191,7 @@ pub async fn watch_metadata(node: Arc<Node>, mut stopped: watch::Receiver<bool>)
                 }
             }
             Err(status) => {
+                try_next_controller(&node, &status);
                 tracing::debug!(error = %status.message(), "cannot watch the metadata yet")
             }
         }
@@ -204,6 +244,7 @@ pub async fn propose_isr_changes(node: Arc<Node>, mut stopped: watch::Receiver<b
                     if Reason::of(&status) == Some(Reason::StalePartitionEpoch)
                         || status.code() == tonic::Code::Unavailable =>
                 {
+                    try_next_controller(&node, &status);
                     tracing::debug!(topic, partition = partition.index, error = %status.message(), "ISR change not made now")
                 }
                 Err(status) => {

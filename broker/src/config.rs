@@ -31,6 +31,9 @@ pub struct BrokerConfig {
     /// The controller's gRPC address. Absent: this broker embeds its own controller (its
     /// metadata in `<data_dir>/controller`) and is a cluster of one.
     pub controller: Option<String>,
+    /// The cluster this broker belongs to (`namespace/name` of its `Cluster` resource), sent
+    /// to the controller with every call; only the operator's controller needs it.
+    pub cluster: Option<String>,
     /// Partitions of a topic created without a count.
     pub default_partitions: i32,
     /// Replicas of a topic created without a replication factor.
@@ -72,6 +75,7 @@ impl Default for BrokerConfig {
             advertised_address: None,
             rack: None,
             controller: None,
+            cluster: None,
             default_partitions: 1,
             default_replication_factor: 1,
             replica_lag_time_max: Duration::from_secs(10),
@@ -134,6 +138,14 @@ impl BrokerConfig {
             return Err(ConfigError::Invalid(format!(
                 "listen and http_listen are both {}",
                 self.listen
+            )));
+        }
+        if let Some(cluster) = &self.cluster
+            && tonic::metadata::MetadataValue::<tonic::metadata::Ascii>::try_from(cluster.as_str())
+                .is_err()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "cluster {cluster:?} is not a valid name (printable ASCII only)"
             )));
         }
         self.topic_defaults().map(|_| ())

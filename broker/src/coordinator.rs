@@ -361,8 +361,26 @@ impl Coordinator {
         let spec = v1::OffsetSpec::try_from(request.spec)
             .map_err(|_| Failure::new(Reason::InvalidRequest, "unknown offset spec"))?;
         let mut offsets = Vec::new();
+        for (index, _) in &request.partition_offsets {
+            if topic.replicas.get(index).is_none() {
+                return Err(Failure::new(
+                    Reason::InvalidRequest,
+                    format!("topic {:?} has no partition {index} here", request.topic),
+                ));
+            }
+        }
         for partition in topic.replicas.values() {
             let state = partition.state();
+            if !request.partition_offsets.is_empty() {
+                if let Some(&offset) = request.partition_offsets.get(&partition.index) {
+                    offsets.push(v1::PartitionCommit {
+                        topic: topic.name.clone(),
+                        partition: partition.index,
+                        offset: offset.clamp(state.log_start_offset, state.high_watermark),
+                    });
+                }
+                continue;
+            }
             let offset = match (request.offset, spec) {
                 (Some(offset), _) => offset.clamp(state.log_start_offset, state.high_watermark),
                 (None, v1::OffsetSpec::Earliest) => state.log_start_offset,

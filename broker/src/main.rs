@@ -43,9 +43,13 @@ struct Options {
     /// The broker's id, unique in the cluster.
     #[arg(long = "id", alias = "broker-id", env = "WEIR_BROKER_ID")]
     broker_id: Option<i32>,
-    /// The controller's address (`host:port`); without it the broker embeds its own.
+    /// The controller's address (`host:port`), or several separated by commas (tried in
+    /// turn); without it the broker embeds its own.
     #[arg(long, env = "WEIR_CONTROLLER")]
     controller: Option<String>,
+    /// The cluster this broker belongs to (`namespace/name`), for an operator's controller.
+    #[arg(long, env = "WEIR_CLUSTER")]
+    cluster: Option<String>,
     /// The rack (or zone) the broker is in: replicas of a partition go to different racks.
     #[arg(long, env = "WEIR_RACK")]
     rack: Option<String>,
@@ -77,6 +81,9 @@ impl Options {
         }
         if let Some(controller) = self.controller {
             config.controller = Some(controller);
+        }
+        if let Some(cluster) = self.cluster {
+            config.cluster = Some(cluster);
         }
         if let Some(rack) = self.rack {
             config.rack = Some(rack);

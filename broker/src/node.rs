@@ -12,7 +12,6 @@ use tonic::transport::Channel;
 use weir_proto::Reason;
 use weir_proto::partitioner::partition_for_key;
 use weir_proto::v1;
-use weir_proto::v1::controller_client::ControllerClient;
 use weir_storage::batch::InvalidBatch;
 use weir_storage::{BatchBuilder, Header, LogError, Record, SegmentSlice};
 
@@ -109,7 +108,10 @@ pub struct Node {
     round_robin: AtomicU32,
     /// New at every start: the controller tells a restart from a late heartbeat by it.
     pub incarnation: u64,
-    controller: ControllerClient<Channel>,
+    /// A client per controller address; calls go to `current_controller`, and move on to
+    /// the next address when it fails.
+    controllers: Vec<crate::cluster::Controller>,
+    current_controller: std::sync::atomic::AtomicUsize,
     /// The brokers as the controller last told them.
     brokers: RwLock<BTreeMap<i32, v1::ClusterBroker>>,
     /// The newest controller epoch seen: metadata from an older controller is ignored.
@@ -145,10 +147,27 @@ impl Node {
         let defaults = config.topic_defaults()?;
         std::fs::create_dir_all(&config.data_dir)?;
         remove_deleted_dirs(&config.data_dir)?;
-        let controller = crate::cluster::controller_client(
-            crate::cluster::channel(controller)
-                .map_err(|e| anyhow::anyhow!("controller address {controller:?}: {e}"))?,
+        let header = crate::cluster::ClusterHeader(
+            config
+                .cluster
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("cluster name: {e}"))?,
         );
+        let controllers = controller
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|address| {
+                let channel = crate::cluster::channel(address)
+                    .map_err(|e| anyhow::anyhow!("controller address {address:?}: {e}"))?;
+                Ok(crate::cluster::controller_client(channel, header.clone()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if controllers.is_empty() {
+            anyhow::bail!("no controller address in {controller:?}");
+        }
         let coordinator = Coordinator::new(
             config.group_heartbeat_interval,
             config.group_session_timeout,
@@ -165,7 +184,8 @@ impl Node {
             coordinator,
             round_robin: AtomicU32::new(0),
             incarnation,
-            controller,
+            controllers,
+            current_controller: std::sync::atomic::AtomicUsize::new(0),
             brokers: RwLock::new(BTreeMap::new()),
             controller_epoch: AtomicI32::new(-1),
             applied: watch::channel(0).0,
@@ -176,8 +196,20 @@ impl Node {
         })
     }
 
-    pub fn controller(&self) -> ControllerClient<Channel> {
-        self.controller.clone()
+    pub fn controller(&self) -> crate::cluster::Controller {
+        let i = self.current_controller.load(Ordering::Relaxed) % self.controllers.len();
+        self.controllers[i].clone()
+    }
+
+    /// Moves calls to the next controller address (when there are several).
+    pub fn next_controller(&self) {
+        if self.controllers.len() > 1 {
+            let i = self.current_controller.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::info!(
+                controller = i % self.controllers.len(),
+                "trying the next controller address"
+            );
+        }
     }
 
     /// Waits (up to `timeout`) until some metadata has been applied.

@@ -240,6 +240,34 @@ impl Client {
             spec: spec as i32,
             timestamp,
             offset,
+            partition_offsets: Default::default(),
+        };
+        self.with_coordinator(group, |mut c| {
+            let request = request.clone();
+            async move { c.reset_offsets(request).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Moves a group's committed offsets of some partitions of `topic`, each to its own
+    /// offset (clamped to the log's range); the group must have no members.
+    ///
+    /// # Errors
+    /// The broker's error, e.g. `GROUP_NOT_EMPTY`.
+    pub async fn reset_group_partition_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: std::collections::HashMap<i32, i64>,
+    ) -> Result<(), ClientError> {
+        let request = v1::ResetOffsetsRequest {
+            group_id: group.to_string(),
+            topic: topic.to_string(),
+            spec: v1::OffsetSpec::Earliest as i32,
+            timestamp: 0,
+            offset: None,
+            partition_offsets: offsets,
         };
         self.with_coordinator(group, |mut c| {
             let request = request.clone();

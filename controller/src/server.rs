@@ -70,11 +70,24 @@ impl<S: MetadataStore> Controller<S> {
     /// # Errors
     /// The store's: `Conflict` when another controller took over meanwhile.
     pub async fn start(store: S, timing: Timing) -> Result<Arc<Controller<S>>, StoreError> {
+        Controller::start_at(store, timing, 0).await
+    }
+
+    /// [`Controller::start`] with an epoch of at least `min_epoch`: an election outside the
+    /// store (the operator's Lease) already numbers its winners.
+    ///
+    /// # Errors
+    /// The store's: `Conflict` when another controller took over meanwhile.
+    pub async fn start_at(
+        store: S,
+        timing: Timing,
+        min_epoch: i32,
+    ) -> Result<Arc<Controller<S>>, StoreError> {
         let (mut state, version) = match store.load().await? {
             Some((state, version)) => (state, Some(version)),
             None => (ClusterState::default(), None),
         };
-        state.controller_epoch += 1;
+        state.controller_epoch = (state.controller_epoch + 1).max(min_epoch);
         let version = store.store(&state, version.as_ref()).await?;
         let now = Instant::now();
         let heard = state.alive_brokers().map(|b| (b.id, now)).collect();
@@ -103,6 +116,16 @@ impl<S: MetadataStore> Controller<S> {
     /// Ends every metadata watch (at shutdown).
     pub fn stop_watches(&self) {
         self.stopping.send_replace(true);
+    }
+
+    /// The state as last stored.
+    pub async fn state(&self) -> ClusterState {
+        self.inner.lock().await.state.clone()
+    }
+
+    /// Whether another controller's write was found: this one decides nothing more.
+    pub async fn is_fenced(&self) -> bool {
+        self.inner.lock().await.fenced
     }
 
     /// The metadata as last published.

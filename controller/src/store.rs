@@ -27,6 +27,9 @@ pub enum StoreError {
         expected: Option<Version>,
         found: Option<Version>,
     },
+    /// A store behind an API (the Kubernetes store) failed to answer or refused a write.
+    #[error("{action}: {message}")]
+    Remote { action: String, message: String },
     #[error("the metadata store at {path} is in use by another process")]
     Locked { path: PathBuf },
     #[error("{action} {path}")]

@@ -89,11 +89,36 @@ pub struct ClusterStatus {
     /// The operator replica holding the controller Lease.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller: Option<String>,
+    /// The epoch of the controller that last wrote this cluster's metadata; a controller
+    /// never writes over a newer one's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_epoch: Option<i32>,
+    /// The brokers as registered with the controller (written by it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<BrokerRegistration>,
+    /// The next idempotent producer id the controller hands out (written by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_producer_id: Option<i64>,
     /// Ready, Progressing, Degraded.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// A broker registered with the controller.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerRegistration {
+    pub id: i32,
+    /// Where clients and other brokers reach it.
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
+    /// Which start of the broker process registered (a restart registers anew).
+    pub incarnation: String,
+    /// Heartbeating within its session timeout.
+    pub alive: bool,
 }
 
 /// A topic of a cluster. Partitions may grow in place; shrinking them or changing the
@@ -109,6 +134,8 @@ pub struct ClusterStatus {
     printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".spec.cluster"}"#,
     printcolumn = r#"{"name":"Partitions","type":"integer","jsonPath":".spec.partitions"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicationFactor"}"#,
+    printcolumn = r#"{"name":"Leaders","type":"string","jsonPath":".status.partitions[*].leader"}"#,
+    printcolumn = r#"{"name":"ISR","type":"string","priority":1,"jsonPath":".status.partitions[*].isr"}"#,
     printcolumn = r#"{"name":"Under-replicated","type":"integer","jsonPath":".status.underReplicated"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -117,6 +144,11 @@ pub struct ClusterStatus {
 pub struct TopicSpec {
     /// The Cluster (in this namespace) the topic lives in.
     pub cluster: String,
+    /// The topic's name in the cluster, when it is not the resource's name (Kafka allows
+    /// names Kubernetes does not, such as `__consumer_offsets` or `Orders_v2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    pub topic_name: Option<String>,
     #[schemars(range(min = 1, max = 10000))]
     pub partitions: i32,
     #[schemars(range(min = 1, max = 10))]
@@ -129,6 +161,15 @@ pub struct TopicSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TopicStatus {
+    /// The topic's id in the cluster, once the controller created it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_id: Option<String>,
+    /// The topic config in effect (the keys set on the topic).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+    /// The epoch of the controller that last wrote the partitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_epoch: Option<i32>,
     #[serde(default)]
     pub partitions: Vec<PartitionStatus>,
     /// Partitions whose ISR is smaller than their replica list.
@@ -218,6 +259,13 @@ pub struct ConsumerGroupStatus {
     pub total_lag: i64,
     #[serde(default)]
     pub lag: Vec<TopicLag>,
+    /// The generation of the resource whose `resetOffsets` was applied last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_reset_generation: Option<i64>,
+    /// When the lag was measured (the rate behind `approximateSeconds` is measured between
+    /// two such times).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -230,6 +278,9 @@ pub struct TopicLag {
     pub topic: String,
     /// Records between the committed offsets and the high watermarks.
     pub messages: i64,
+    /// The sum of the committed offsets (the consumption rate is its growth).
+    #[serde(default)]
+    pub committed: i64,
     /// About how long the group would take to catch up at its recent rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approximate_seconds: Option<i64>,

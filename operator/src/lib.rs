@@ -12,10 +12,15 @@
 //! Still to come (the operator issue): the reconcilers, the Kubernetes-backed metadata store,
 //! Lease election and the Helm chart.
 
+pub mod conditions;
 pub mod crd;
+pub mod endpoint;
 pub mod group;
 pub mod lease;
+pub mod metrics;
 pub mod objects;
+pub mod reconcile;
+pub mod store;
 pub mod topic;
 
 use kube::CustomResourceExt;

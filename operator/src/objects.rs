@@ -67,17 +67,7 @@ pub fn cluster_objects(cluster: &Cluster, controller: &str) -> Result<ClusterObj
             return Err(SpecError::Reserved(key.clone()));
         }
     }
-    let labels = BTreeMap::from([
-        (
-            "app.kubernetes.io/name".to_string(),
-            "weir-broker".to_string(),
-        ),
-        ("app.kubernetes.io/instance".to_string(), name.clone()),
-        (
-            "app.kubernetes.io/managed-by".to_string(),
-            "weir-operator".to_string(),
-        ),
-    ]);
+    let labels = broker_labels(&name);
     let owner = owner_reference(cluster, &name);
     let meta = |object_name: String| ObjectMeta {
         name: Some(object_name),
@@ -93,7 +83,7 @@ pub fn cluster_objects(cluster: &Cluster, controller: &str) -> Result<ClusterObj
         metadata: meta(config_name.clone()),
         data: Some(BTreeMap::from([(
             "broker.toml".to_string(),
-            broker_toml(spec, controller, grpc, http),
+            broker_toml(spec, controller, &format!("{namespace}/{name}"), grpc, http),
         )])),
         ..ConfigMap::default()
     };
@@ -190,7 +180,8 @@ pub fn cluster_objects(cluster: &Cluster, controller: &str) -> Result<ClusterObj
 }
 
 /// Broker config keys the operator sets itself.
-const RESERVED: [&str; 6] = [
+const RESERVED: [&str; 7] = [
+    "cluster",
     "data_dir",
     "listen",
     "http_listen",
@@ -198,6 +189,55 @@ const RESERVED: [&str; 6] = [
     "advertised_address",
     "controller",
 ];
+
+/// The PodDisruptionBudget of a Cluster's brokers, in `api_version` (`policy/v1`, or
+/// `policy/v1beta1` on servers older than 1.21): one broker down at a time.
+///
+/// # Errors
+/// `Unnamed`.
+pub fn disruption_budget(
+    cluster: &Cluster,
+    api_version: &str,
+) -> Result<serde_json::Value, SpecError> {
+    let name = cluster.metadata.name.clone().ok_or(SpecError::Unnamed)?;
+    let namespace = cluster
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(SpecError::Unnamed)?;
+    Ok(serde_json::json!({
+        "apiVersion": api_version,
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": broker_labels(&name),
+            "ownerReferences": [owner_reference(cluster, &name)],
+        },
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": { "matchLabels": broker_labels(&name) },
+        },
+    }))
+}
+
+/// The labels of a Cluster's brokers and of everything made for them.
+pub fn broker_labels(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "weir-broker".to_string(),
+        ),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            cluster.to_string(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "weir-operator".to_string(),
+        ),
+    ])
+}
 
 fn owner_reference(cluster: &Cluster, name: &str) -> OwnerReference {
     OwnerReference {
@@ -212,13 +252,20 @@ fn owner_reference(cluster: &Cluster, name: &str) -> OwnerReference {
 
 /// The broker's TOML config: what every broker of the cluster shares. The id and the
 /// advertised address come from each pod's name at start.
-fn broker_toml(spec: &crate::crd::ClusterSpec, controller: &str, grpc: i32, http: i32) -> String {
+fn broker_toml(
+    spec: &crate::crd::ClusterSpec,
+    controller: &str,
+    cluster: &str,
+    grpc: i32,
+    http: i32,
+) -> String {
     let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
     let mut lines = vec![
         format!("data_dir = {}", quote(DATA_DIR)),
         format!("listen = {}", quote(&format!("0.0.0.0:{grpc}"))),
         format!("http_listen = {}", quote(&format!("0.0.0.0:{http}"))),
         format!("controller = {}", quote(controller)),
+        format!("cluster = {}", quote(cluster)),
     ];
     // Numbers and booleans as themselves, everything else (sizes, durations) as strings.
     let literal = |v: &str| {

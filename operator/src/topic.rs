@@ -129,6 +129,7 @@ mod tests {
     fn spec(partitions: i32, replication_factor: i32, config: &[(&str, &str)]) -> TopicSpec {
         TopicSpec {
             cluster: "main".into(),
+            topic_name: None,
             partitions,
             replication_factor,
             config: config

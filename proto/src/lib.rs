@@ -23,6 +23,11 @@ pub const MAX_IN_FLIGHT: usize = 5;
 /// The metadata key of a failed call's status that holds its [`Reason`].
 pub const REASON_METADATA: &str = "weir-reason";
 
+/// The request header naming the cluster (`namespace/name`) a broker belongs to, on every call
+/// to a controller. The operator's controller endpoint serves every cluster it manages and
+/// routes by it; a standalone `weir-controller` serves one cluster and ignores it.
+pub const CLUSTER_HEADER: &str = "x-weir-cluster";
+
 /// Why a request failed, as a stable machine-readable name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {

@@ -1,0 +1,239 @@
+//! The controllers the operator runs (one per `Cluster`, while it holds the Lease) and the
+//! gRPC endpoint brokers reach them by: one port for every cluster, each call routed by the
+//! [`weir_proto::CLUSTER_HEADER`] the broker sends. A replica that does not hold the Lease
+//! answers NOT_CONTROLLER, and a broker given several addresses moves on to the next.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use kube::Client;
+use tonic::{Request, Response, Status};
+use weir_controller::StoreError;
+use weir_controller::server::{Controller, ControllerService, Timing};
+use weir_proto::Reason;
+use weir_proto::v1;
+use weir_proto::v1::controller_server::Controller as ControllerApi;
+
+use crate::store::KubeStore;
+
+/// A `Cluster`'s controller.
+pub type ClusterController = Arc<Controller<KubeStore>>;
+
+#[derive(Debug)]
+struct Running {
+    controller: ClusterController,
+    liveness: tokio::task::JoinHandle<()>,
+}
+
+/// The controllers of this operator replica, by `namespace/name` of their `Cluster`.
+#[derive(Debug, Default)]
+pub struct Registry {
+    running: tokio::sync::Mutex<HashMap<String, Running>>,
+    leading: AtomicBool,
+    /// The Lease holder as last seen, for the errors of a replica that does not hold it.
+    holder: std::sync::Mutex<Option<String>>,
+}
+
+pub fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+impl Registry {
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+
+    pub fn set_leading(&self, leading: bool, holder: Option<String>) {
+        self.leading.store(leading, Ordering::Release);
+        *self.holder.lock().unwrap_or_else(|p| p.into_inner()) = holder;
+    }
+
+    pub fn holder(&self) -> Option<String> {
+        self.holder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The running controller of `key`, if any.
+    pub async fn get(&self, key: &str) -> Option<ClusterController> {
+        self.running
+            .lock()
+            .await
+            .get(key)
+            .map(|r| Arc::clone(&r.controller))
+    }
+
+    /// The controller of a `Cluster`, started (at `epoch` or later) when it is not running
+    /// or was fenced.
+    ///
+    /// # Errors
+    /// The store's, at start.
+    pub async fn ensure(
+        &self,
+        client: &Client,
+        namespace: &str,
+        name: &str,
+        timing: Timing,
+        epoch: i32,
+    ) -> Result<ClusterController, StoreError> {
+        let key = key(namespace, name);
+        let mut running = self.running.lock().await;
+        if let Some(r) = running.get(&key) {
+            if !r.controller.is_fenced().await {
+                return Ok(Arc::clone(&r.controller));
+            }
+            tracing::warn!(cluster = %key, "the controller was fenced; starting it again");
+            if let Some(r) = running.remove(&key) {
+                stop(r);
+            }
+        }
+        let store = KubeStore::new(client.clone(), namespace, name);
+        let controller = Controller::start_at(store, timing, epoch).await?;
+        let liveness = tokio::spawn(Arc::clone(&controller).run_liveness());
+        tracing::info!(cluster = %key, "controller started");
+        running.insert(
+            key,
+            Running {
+                controller: Arc::clone(&controller),
+                liveness,
+            },
+        );
+        Ok(controller)
+    }
+
+    /// How many controllers run.
+    pub async fn running(&self) -> usize {
+        self.running.lock().await.len()
+    }
+
+    /// Stops the controller of `key` (its `Cluster` is gone).
+    pub async fn stop(&self, key: &str) {
+        if let Some(r) = self.running.lock().await.remove(key) {
+            tracing::info!(cluster = %key, "controller stopped");
+            stop(r);
+        }
+    }
+
+    /// Stops every controller (the Lease is lost).
+    pub async fn stop_all(&self) {
+        for (key, r) in self.running.lock().await.drain() {
+            tracing::info!(cluster = %key, "controller stopped");
+            stop(r);
+        }
+    }
+}
+
+fn stop(running: Running) {
+    running.liveness.abort();
+    running.controller.stop_watches();
+}
+
+/// The gRPC `Controller` service of the operator: every call goes to its cluster's
+/// controller.
+#[derive(Debug, Clone)]
+pub struct Endpoint(pub Arc<Registry>);
+
+impl Endpoint {
+    async fn route<T>(&self, request: &Request<T>) -> Result<ControllerService<KubeStore>, Status> {
+        if !self.0.is_leading() {
+            let holder = self.0.holder().unwrap_or_else(|| "unknown yet".into());
+            return Err(Reason::NotController.status(format!(
+                "this operator replica does not hold the controller Lease (its holder: {holder})"
+            )));
+        }
+        let cluster = request
+            .metadata()
+            .get(weir_proto::CLUSTER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                Reason::InvalidRequest.status(format!(
+                    "the operator's controller serves several clusters: the broker must name its own (`cluster = \"namespace/name\"`, sent as {})",
+                    weir_proto::CLUSTER_HEADER
+                ))
+            })?;
+        match self.0.get(cluster).await {
+            Some(controller) => Ok(ControllerService(controller)),
+            None => Err(Status::failed_precondition(format!(
+                "no Cluster {cluster} has a controller here (yet): is the Cluster resource there?"
+            ))),
+        }
+    }
+}
+
+type MetadataStream = <ControllerService<KubeStore> as ControllerApi>::WatchMetadataStream;
+
+#[tonic::async_trait]
+impl ControllerApi for Endpoint {
+    async fn register_broker(
+        &self,
+        request: Request<v1::RegisterBrokerRequest>,
+    ) -> Result<Response<v1::RegisterBrokerResponse>, Status> {
+        self.route(&request).await?.register_broker(request).await
+    }
+
+    async fn broker_heartbeat(
+        &self,
+        request: Request<v1::BrokerHeartbeatRequest>,
+    ) -> Result<Response<v1::BrokerHeartbeatResponse>, Status> {
+        self.route(&request).await?.broker_heartbeat(request).await
+    }
+
+    async fn alter_isr(
+        &self,
+        request: Request<v1::AlterIsrRequest>,
+    ) -> Result<Response<v1::ClusterPartition>, Status> {
+        self.route(&request).await?.alter_isr(request).await
+    }
+
+    type WatchMetadataStream = MetadataStream;
+
+    async fn watch_metadata(
+        &self,
+        request: Request<v1::WatchMetadataRequest>,
+    ) -> Result<Response<Self::WatchMetadataStream>, Status> {
+        self.route(&request).await?.watch_metadata(request).await
+    }
+
+    async fn allocate_producer_ids(
+        &self,
+        request: Request<v1::AllocateProducerIdsRequest>,
+    ) -> Result<Response<v1::AllocateProducerIdsResponse>, Status> {
+        self.route(&request)
+            .await?
+            .allocate_producer_ids(request)
+            .await
+    }
+
+    async fn create_topic(
+        &self,
+        request: Request<v1::CreateTopicRequest>,
+    ) -> Result<Response<v1::ClusterTopic>, Status> {
+        self.route(&request).await?.create_topic(request).await
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<v1::DeleteTopicRequest>,
+    ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
+        self.route(&request).await?.delete_topic(request).await
+    }
+
+    async fn alter_topic_config(
+        &self,
+        request: Request<v1::AlterTopicConfigRequest>,
+    ) -> Result<Response<v1::ClusterTopic>, Status> {
+        self.route(&request)
+            .await?
+            .alter_topic_config(request)
+            .await
+    }
+
+    async fn add_partitions(
+        &self,
+        request: Request<v1::AddPartitionsRequest>,
+    ) -> Result<Response<v1::ClusterTopic>, Status> {
+        self.route(&request).await?.add_partitions(request).await
+    }
+}

@@ -1,0 +1,1012 @@
+//! The reconcilers: level-triggered and idempotent, each reading the world and making one
+//! step towards the spec, reporting through status conditions and Events, and requeued
+//! every `resync` to refresh what no watch event announces (broker liveness, lag).
+//!
+//! - A `Cluster` yields its objects (server-side applied, owned by it), a PodDisruptionBudget
+//!   in the `policy` version the server serves, and its controller.
+//! - A `Topic` is created, grown and reconfigured through its cluster's controller; what
+//!   cannot be done is refused with a condition; deletion goes through a finalizer and
+//!   deletes the topic's data.
+//! - A `ConsumerGroup` reports state, members and lag, and applies `resetOffsets` once per
+//!   generation while the group has no members.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio_stream::StreamExt;
+use tonic::Request;
+use weir_controller::server::{ControllerService, Timing};
+use weir_proto::v1::controller_server::Controller as ControllerApi;
+use weir_proto::{Reason, v1};
+
+use crate::conditions::{condition, find, merge};
+use crate::crd::{Cluster, ConsumerGroup, ResetTarget, Topic, TopicLag};
+use crate::endpoint::{Registry, key};
+use crate::group::{ResetPlan, approximate_seconds, reset_plan};
+use crate::metrics::Metrics;
+use crate::store::topic_name;
+use crate::topic::{Observed, TopicPlan, plan, ready_condition};
+
+const FIELD_MANAGER: &str = "weir-operator";
+const CLUSTER_FINALIZER: &str = "weir.dev/cluster";
+const TOPIC_FINALIZER: &str = "weir.dev/topic";
+
+/// What the reconcilers share, for one term as Lease holder.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub registry: Arc<Registry>,
+    pub settings: Settings,
+    /// The Lease's transition count when this term began: the least controller epoch.
+    pub epoch: i32,
+    pub metrics: Arc<Metrics>,
+    /// `policy/v1` or `policy/v1beta1`, as the server serves PodDisruptionBudgets (`None`:
+    /// neither), found once.
+    disruption_budgets: tokio::sync::OnceCell<Option<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where brokers in pods reach the operator's controller endpoint (its Service).
+    pub controller_address: String,
+    /// This replica's name (the pod's), shown as the Cluster's controller.
+    pub identity: String,
+    pub timing: Timing,
+    /// How often every resource is reconciled again without a change.
+    pub resync: Duration,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        registry: Arc<Registry>,
+        settings: Settings,
+        epoch: i32,
+        metrics: Arc<Metrics>,
+    ) -> Context {
+        Context {
+            client,
+            recorder,
+            registry,
+            settings,
+            epoch,
+            metrics,
+            disruption_budgets: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not record an Event");
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Runs the three reconcilers until the future is dropped (the term ends).
+pub async fn run(context: Arc<Context>, namespace: Option<String>) {
+    let client = context.client.clone();
+    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = namespace.as_deref();
+    let clusters = Controller::new(api::<Cluster>(&client, ns), watcher::Config::default())
+        .owns(api::<StatefulSet>(&client, ns), watcher::Config::default())
+        .run(
+            reconcile_cluster,
+            error_policy::<Cluster>,
+            Arc::clone(&context),
+        );
+    let topics = Controller::new(api::<Topic>(&client, ns), watcher::Config::default()).run(
+        reconcile_topic,
+        error_policy::<Topic>,
+        Arc::clone(&context),
+    );
+    let groups = Controller::new(
+        api::<ConsumerGroup>(&client, ns),
+        watcher::Config::default(),
+    )
+    .run(
+        reconcile_group,
+        error_policy::<ConsumerGroup>,
+        Arc::clone(&context),
+    );
+    tokio::join!(
+        drain("Cluster", clusters),
+        drain("Topic", topics),
+        drain("ConsumerGroup", groups)
+    );
+}
+
+async fn drain<T, E: std::fmt::Display>(
+    kind: &'static str,
+    stream: impl tokio_stream::Stream<Item = Result<T, E>>,
+) {
+    let mut stream = std::pin::pin!(stream);
+    while let Some(result) = stream.next().await {
+        if let Err(e) = result {
+            tracing::debug!(kind, error = %e, "reconciliation not done");
+        }
+    }
+}
+
+fn error_policy<K: Resource<DynamicType = ()>>(
+    object: Arc<K>,
+    error: &Error,
+    context: Arc<Context>,
+) -> Action {
+    let kind = match K::kind(&()).as_ref() {
+        "Cluster" => "Cluster",
+        "Topic" => "Topic",
+        _ => "ConsumerGroup",
+    };
+    context.metrics.failed(kind);
+    tracing::warn!(kind, name = %object.meta().name.clone().unwrap_or_default(), %error, "reconciliation failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Merges `status` into the object's status (no precondition: these fields are the
+/// reconciler's alone).
+async fn patch_status<K>(api: &Api<K>, name: &str, status: serde_json::Value) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "status": status })),
+    )
+    .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Cluster
+
+async fn reconcile_cluster(cluster: Arc<Cluster>, context: Arc<Context>) -> Result<Action, Error> {
+    context.metrics.reconciled("Cluster");
+    let namespace = cluster.namespace().unwrap_or_default();
+    let api: Api<Cluster> = Api::namespaced(context.client.clone(), &namespace);
+    finalizer(&api, CLUSTER_FINALIZER, cluster, |event| async {
+        match event {
+            Finalizer::Apply(cluster) => apply_cluster(&cluster, &context).await,
+            Finalizer::Cleanup(cluster) => {
+                context
+                    .registry
+                    .stop(&key(&namespace, &cluster.name_any()))
+                    .await;
+                context
+                    .event(
+                        &*cluster,
+                        false,
+                        "ControllerStopped",
+                        "Delete",
+                        "the cluster's controller stopped; its objects go with their owner".into(),
+                    )
+                    .await;
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, Error> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    let api: Api<Cluster> = Api::namespaced(context.client.clone(), &namespace);
+    let generation = cluster.metadata.generation;
+    let status = cluster.status.clone().unwrap_or_default();
+    let objects =
+        match crate::objects::cluster_objects(cluster, &context.settings.controller_address) {
+            Ok(objects) => objects,
+            Err(e) => {
+                let (conditions, changed) = merge(
+                    &status.conditions,
+                    vec![
+                        condition("Ready", false, "InvalidSpec", e.to_string(), generation),
+                        condition("Degraded", true, "InvalidSpec", e.to_string(), generation),
+                    ],
+                );
+                if changed {
+                    context
+                        .event(cluster, true, "InvalidSpec", "Validate", e.to_string())
+                        .await;
+                }
+                patch_status(
+                    &api,
+                    &name,
+                    json!({ "conditions": conditions, "observedGeneration": generation }),
+                )
+                .await?;
+                return Ok(Action::await_change());
+            }
+        };
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let client = &context.client;
+    Api::<ConfigMap>::namespaced(client.clone(), &namespace)
+        .patch(
+            &objects.config.name_any(),
+            &apply,
+            &Patch::Apply(&objects.config),
+        )
+        .await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    for service in [&objects.headless, &objects.client] {
+        services
+            .patch(&service.name_any(), &apply, &Patch::Apply(service))
+            .await?;
+    }
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
+    let applied = statefulsets
+        .patch(
+            &objects.brokers.name_any(),
+            &apply,
+            &Patch::Apply(&objects.brokers),
+        )
+        .await?;
+    let budget = apply_disruption_budget(cluster, context, &namespace).await?;
+    if status.observed_generation != generation {
+        context
+            .event(
+                cluster,
+                false,
+                "Applied",
+                "Apply",
+                format!(
+                    "applied generation {} (ConfigMap, Services, StatefulSet of {} brokers{})",
+                    generation.unwrap_or(0),
+                    cluster.spec.brokers,
+                    budget
+                        .as_deref()
+                        .map_or(String::new(), |v| format!(", PodDisruptionBudget {v}"))
+                ),
+            )
+            .await;
+        if budget.is_none() {
+            context
+                .event(
+                    cluster,
+                    true,
+                    "NoDisruptionBudget",
+                    "Apply",
+                    "the API server serves no policy/v1 or policy/v1beta1 PodDisruptionBudget: brokers are not protected from voluntary disruption".into(),
+                )
+                .await;
+        }
+    }
+
+    let mut next = Vec::new();
+    let (registered, dead) = match context
+        .registry
+        .ensure(
+            client,
+            &namespace,
+            &name,
+            context.settings.timing,
+            context.epoch,
+        )
+        .await
+    {
+        Ok(controller) => {
+            let state = controller.state().await;
+            let dead: Vec<i32> = state
+                .brokers
+                .values()
+                .filter(|b| !b.alive)
+                .map(|b| b.id)
+                .collect();
+            (state.alive_brokers().count(), dead)
+        }
+        Err(e) => {
+            next.push(condition(
+                "Degraded",
+                true,
+                "ControllerUnavailable",
+                format!("the cluster's controller cannot start: {e}"),
+                generation,
+            ));
+            context
+                .event(
+                    cluster,
+                    true,
+                    "ControllerUnavailable",
+                    "Start",
+                    e.to_string(),
+                )
+                .await;
+            (0, Vec::new())
+        }
+    };
+    context
+        .metrics
+        .set_controllers(context.registry.running().await);
+    let desired = cluster.spec.brokers;
+    let sts = applied.status.unwrap_or_default();
+    let ready = sts.ready_replicas.unwrap_or(0);
+    let updated = sts.updated_replicas.unwrap_or(0);
+    let registered = i32::try_from(registered).unwrap_or(i32::MAX);
+    let all_in = ready >= desired && registered >= desired;
+    next.push(condition(
+        "Ready",
+        all_in,
+        if all_in {
+            "BrokersReady"
+        } else {
+            "BrokersNotReady"
+        },
+        format!("{ready} of {desired} brokers ready, {registered} registered with the controller"),
+        generation,
+    ));
+    let rolling = updated < desired || sts.observed_generation < applied.metadata.generation;
+    next.push(condition(
+        "Progressing",
+        rolling,
+        if rolling { "RollingOut" } else { "Stable" },
+        format!("{updated} of {desired} brokers run the current spec"),
+        generation,
+    ));
+    if !next.iter().any(|c| c.type_ == "Degraded") {
+        next.push(if dead.is_empty() {
+            condition("Degraded", false, "BrokersAlive", "every registered broker heartbeats", generation)
+        } else {
+            condition(
+                "Degraded",
+                true,
+                "BrokersDead",
+                format!("brokers {dead:?} missed their heartbeat deadline; their partitions moved to other replicas"),
+                generation,
+            )
+        });
+    }
+    let (conditions, changed) = merge(&status.conditions, next);
+    if changed {
+        for c in &conditions {
+            if find(&status.conditions, &c.type_).map(|p| (&p.status, &p.reason))
+                != Some((&c.status, &c.reason))
+            {
+                let warning = (c.type_ == "Degraded") == (c.status == "True");
+                context
+                    .event(cluster, warning, &c.reason, "Observe", c.message.clone())
+                    .await;
+            }
+        }
+    }
+    patch_status(
+        &api,
+        &name,
+        json!({
+            "desiredBrokers": desired,
+            "readyBrokers": ready,
+            "registeredBrokers": registered,
+            "controller": context.settings.identity,
+            "conditions": conditions,
+            "observedGeneration": generation,
+        }),
+    )
+    .await?;
+    Ok(Action::requeue(context.settings.resync))
+}
+
+/// Applies the cluster's PodDisruptionBudget in the version the server serves; returns it.
+async fn apply_disruption_budget(
+    cluster: &Cluster,
+    context: &Context,
+    namespace: &str,
+) -> Result<Option<String>, Error> {
+    let version = context
+        .disruption_budgets
+        .get_or_try_init(|| async {
+            for version in ["policy/v1", "policy/v1beta1"] {
+                match context.client.list_api_group_resources(version).await {
+                    Ok(list)
+                        if list
+                            .resources
+                            .iter()
+                            .any(|r| r.name == "poddisruptionbudgets") =>
+                    {
+                        tracing::info!(version, "PodDisruptionBudgets are served");
+                        return Ok::<_, Error>(Some(version.to_string()));
+                    }
+                    Ok(_) | Err(kube::Error::Api(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            tracing::warn!("this API server serves no PodDisruptionBudget");
+            Ok(None)
+        })
+        .await?
+        .clone();
+    let Some(version) = version else {
+        return Ok(None);
+    };
+    let budget = crate::objects::disruption_budget(cluster, &version)
+        .map_err(|e| Error::Unavailable(e.to_string()))?;
+    let (group, v) = version.split_once('/').unwrap_or(("policy", "v1"));
+    let resource = ApiResource {
+        group: group.into(),
+        version: v.into(),
+        api_version: version.clone(),
+        kind: "PodDisruptionBudget".into(),
+        plural: "poddisruptionbudgets".into(),
+    };
+    Api::<DynamicObject>::namespaced_with(context.client.clone(), namespace, &resource)
+        .patch(
+            &cluster.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&budget),
+        )
+        .await?;
+    Ok(Some(version))
+}
+
+// ---------------------------------------------------------------------------------------
+// Topic
+
+async fn reconcile_topic(topic: Arc<Topic>, context: Arc<Context>) -> Result<Action, Error> {
+    context.metrics.reconciled("Topic");
+    let namespace = topic.namespace().unwrap_or_default();
+    let api: Api<Topic> = Api::namespaced(context.client.clone(), &namespace);
+    finalizer(&api, TOPIC_FINALIZER, topic, |event| async {
+        match event {
+            Finalizer::Apply(topic) => apply_topic(&topic, &context).await,
+            Finalizer::Cleanup(topic) => delete_topic(&topic, &context).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Why a topic's cluster cannot act now, as a condition `(reason, message, retry after)`.
+async fn cluster_controller(
+    context: &Context,
+    namespace: &str,
+    cluster: &str,
+) -> Result<Result<ControllerService<crate::store::KubeStore>, (&'static str, String)>, Error> {
+    let clusters: Api<Cluster> = Api::namespaced(context.client.clone(), namespace);
+    if clusters.get_opt(cluster).await?.is_none() {
+        return Ok(Err((
+            "ClusterNotFound",
+            format!(
+                "there is no Cluster {cluster:?} in namespace {namespace:?}: create it, or fix spec.cluster"
+            ),
+        )));
+    }
+    match context.registry.get(&key(namespace, cluster)).await {
+        Some(controller) => Ok(Ok(ControllerService(controller))),
+        None => Ok(Err((
+            "ControllerNotReady",
+            format!("waiting for the controller of Cluster {cluster:?} to start"),
+        ))),
+    }
+}
+
+async fn apply_topic(topic: &Topic, context: &Context) -> Result<Action, Error> {
+    let namespace = topic.namespace().unwrap_or_default();
+    let resource = topic.name_any();
+    let api: Api<Topic> = Api::namespaced(context.client.clone(), &namespace);
+    let generation = topic.metadata.generation;
+    let status = topic.status.clone().unwrap_or_default();
+    let name = topic_name(topic);
+    let report = |ready: Condition| {
+        let (conditions, changed) = merge(&status.conditions, vec![ready]);
+        (conditions, changed)
+    };
+    let refused =
+        |reason: &str, message: String| condition("Ready", false, reason, message, generation);
+
+    let controller = match cluster_controller(context, &namespace, &topic.spec.cluster).await? {
+        Ok(controller) => controller,
+        Err((reason, message)) => {
+            let (conditions, changed) = report(refused(reason, message.clone()));
+            if changed {
+                context
+                    .event(topic, true, reason, "Reconcile", message)
+                    .await;
+            }
+            patch_status(
+                &api,
+                &resource,
+                json!({ "conditions": conditions, "observedGeneration": generation }),
+            )
+            .await?;
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+    };
+    let invalid = weir_broker::topic::validate_name(&name)
+        .err()
+        .map(|e| ("InvalidName", e))
+        .or_else(|| {
+            weir_broker::topic::TopicConfig::with_overrides(
+                &weir_broker::topic::TopicConfig::default(),
+                &topic.spec.config,
+            )
+            .err()
+            .map(|e| ("InvalidConfig", format!("spec.config: {e}")))
+        });
+    let state = controller.0.state().await;
+    let existing = state.topics.get(&name);
+    let plan = match invalid {
+        Some((reason, message)) => TopicPlan::Refused { reason, message },
+        None => {
+            let observed = existing.map(|t| Observed {
+                partitions: i32::try_from(t.partitions.len()).unwrap_or(i32::MAX),
+                replication_factor: i32::try_from(t.replication_factor()).unwrap_or(i32::MAX),
+                config: t.config.clone(),
+            });
+            plan(&name, &topic.spec, observed.as_ref())
+        }
+    };
+    let outcome = match &plan {
+        TopicPlan::Create {
+            partitions,
+            replication_factor,
+            config,
+        } => controller
+            .create_topic(Request::new(v1::CreateTopicRequest {
+                name: name.clone(),
+                partitions: *partitions,
+                replication_factor: *replication_factor,
+                config: config.clone().into_iter().collect(),
+            }))
+            .await
+            .map(|_| {
+                format!(
+                    "created topic {name}: {partitions} partitions × {replication_factor} replicas"
+                )
+            }),
+        TopicPlan::Update {
+            partitions,
+            set,
+            delete,
+        } => {
+            let mut done = Vec::new();
+            let mut result = Ok(());
+            if let Some(partitions) = partitions {
+                result = controller
+                    .add_partitions(Request::new(v1::AddPartitionsRequest {
+                        name: name.clone(),
+                        partitions: *partitions,
+                    }))
+                    .await
+                    .map(|_| done.push(format!("grew to {partitions} partitions")));
+            }
+            if result.is_ok() && (!set.is_empty() || !delete.is_empty()) {
+                result = controller
+                    .alter_topic_config(Request::new(v1::AlterTopicConfigRequest {
+                        name: name.clone(),
+                        set: set.clone().into_iter().collect(),
+                        delete: delete.clone(),
+                    }))
+                    .await
+                    .map(|_| {
+                        done.push(format!(
+                            "config set {:?}, returned to default {:?}",
+                            set.keys().collect::<Vec<_>>(),
+                            delete
+                        ))
+                    });
+            }
+            result.map(|()| format!("topic {name}: {}", done.join("; ")))
+        }
+        TopicPlan::InSync | TopicPlan::Refused { .. } => Ok(String::new()),
+    };
+    let ready = match &outcome {
+        Ok(_) => {
+            let offline: Vec<usize> = state
+                .topics
+                .get(&name)
+                .or(existing)
+                .map(|t| {
+                    t.partitions
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, p)| p.leader.is_none())
+                        .map(|(i, _)| i)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if matches!(plan, TopicPlan::InSync) && !offline.is_empty() {
+                refused(
+                    "PartitionsOffline",
+                    format!(
+                        "partitions {offline:?} have no leader: no replica of theirs that may lead is alive"
+                    ),
+                )
+            } else {
+                ready_condition(&plan, generation, find(&status.conditions, "Ready"), now())
+            }
+        }
+        Err(e) => refused(
+            Reason::of(e).map_or("ControllerRefused", |r| r.as_str()),
+            format!("the controller refused: {}", e.message()),
+        ),
+    };
+    let (conditions, changed) = report(ready.clone());
+    match (&plan, &outcome) {
+        (_, Err(_)) | (TopicPlan::Refused { .. }, _) if changed => {
+            context
+                .event(
+                    topic,
+                    true,
+                    &ready.reason,
+                    "Reconcile",
+                    ready.message.clone(),
+                )
+                .await;
+        }
+        (TopicPlan::Create { .. } | TopicPlan::Update { .. }, Ok(done)) => {
+            context
+                .event(topic, false, &ready.reason, "Reconcile", done.clone())
+                .await;
+        }
+        (_, _) if changed => {
+            context
+                .event(
+                    topic,
+                    false,
+                    &ready.reason,
+                    "Reconcile",
+                    ready.message.clone(),
+                )
+                .await;
+        }
+        _ => {}
+    }
+    patch_status(
+        &api,
+        &resource,
+        json!({ "conditions": conditions, "observedGeneration": generation }),
+    )
+    .await?;
+    Ok(match (&plan, &outcome) {
+        (_, Err(_)) => Action::requeue(Duration::from_secs(5)),
+        _ => Action::requeue(context.settings.resync),
+    })
+}
+
+async fn delete_topic(topic: &Topic, context: &Context) -> Result<Action, Error> {
+    let namespace = topic.namespace().unwrap_or_default();
+    let name = topic_name(topic);
+    let controller = match cluster_controller(context, &namespace, &topic.spec.cluster).await? {
+        Ok(controller) => controller,
+        // No cluster, no topic to delete.
+        Err(("ClusterNotFound", _)) => return Ok(Action::await_change()),
+        Err((_, message)) => return Err(Error::Unavailable(message)),
+    };
+    // Only the topic this resource holds (not one of the same name another resource made).
+    let id = topic.status.as_ref().and_then(|s| s.topic_id.clone());
+    let holds = controller
+        .0
+        .state()
+        .await
+        .topics
+        .get(&name)
+        .is_some_and(|t| id.as_ref().is_none_or(|id| *id == t.id));
+    if holds {
+        match controller
+            .delete_topic(Request::new(v1::DeleteTopicRequest { name: name.clone() }))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if Reason::of(&e) == Some(Reason::UnknownTopic) => {}
+            Err(e) => {
+                return Err(Error::Unavailable(format!(
+                    "delete topic {name}: {}",
+                    e.message()
+                )));
+            }
+        }
+        context
+            .event(
+                topic,
+                false,
+                "Deleted",
+                "Delete",
+                format!("deleted topic {name} and its data"),
+            )
+            .await;
+    }
+    Ok(Action::await_change())
+}
+
+// ---------------------------------------------------------------------------------------
+// ConsumerGroup
+
+async fn reconcile_group(
+    group: Arc<ConsumerGroup>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    context.metrics.reconciled("ConsumerGroup");
+    let namespace = group.namespace().unwrap_or_default();
+    let resource = group.name_any();
+    let api: Api<ConsumerGroup> = Api::namespaced(context.client.clone(), &namespace);
+    let generation = group.metadata.generation;
+    let status = group.status.clone().unwrap_or_default();
+    let group_id = group
+        .spec
+        .group_id
+        .clone()
+        .unwrap_or_else(|| resource.clone());
+
+    let unavailable = async |reason: &'static str, message: String| {
+        let (conditions, changed) = merge(
+            &status.conditions,
+            vec![condition(
+                "Ready",
+                false,
+                reason,
+                message.clone(),
+                generation,
+            )],
+        );
+        if changed {
+            context
+                .event(&*group, true, reason, "Reconcile", message)
+                .await;
+        }
+        patch_status(
+            &api,
+            &resource,
+            json!({ "conditions": conditions, "observedGeneration": generation }),
+        )
+        .await?;
+        Ok::<_, Error>(Action::requeue(Duration::from_secs(5)))
+    };
+    let controller = match cluster_controller(&context, &namespace, &group.spec.cluster).await? {
+        Ok(controller) => controller,
+        Err((reason, message)) => return unavailable(reason, message).await,
+    };
+    let state = controller.0.state().await;
+    let mut client = None;
+    for broker in state.alive_brokers() {
+        if let Ok(c) = weir_client::Client::connect(&broker.address).await {
+            client = Some(c);
+            break;
+        }
+    }
+    let Some(client) = client else {
+        return unavailable(
+            "NoBrokers",
+            format!(
+                "no broker of Cluster {:?} can be reached",
+                group.spec.cluster
+            ),
+        )
+        .await;
+    };
+    let description = match client.describe_group(&group_id).await {
+        Ok(d) => d,
+        Err(e) if e.reason() == Some(Reason::UnknownGroup) => v1::GroupDescription {
+            group_id: group_id.clone(),
+            state: "Unknown".into(),
+            ..v1::GroupDescription::default()
+        },
+        Err(e) => {
+            return unavailable("DescribeFailed", format!("describe group {group_id}: {e}")).await;
+        }
+    };
+    let members = description.members.len();
+
+    // The reset, when asked and allowed.
+    let mut next = Vec::new();
+    let mut applied = status.applied_reset_generation;
+    match reset_plan(
+        &group.spec,
+        members,
+        generation,
+        status.applied_reset_generation,
+    ) {
+        ResetPlan::Nothing => {}
+        ResetPlan::Wait { reason, message } => {
+            next.push(condition(
+                "OffsetsReset",
+                false,
+                reason,
+                message,
+                generation,
+            ));
+        }
+        ResetPlan::Invalid { message } => {
+            next.push(condition(
+                "OffsetsReset",
+                false,
+                "InvalidReset",
+                message,
+                generation,
+            ));
+        }
+        ResetPlan::Apply(reset) => {
+            let result = match reset.to {
+                ResetTarget::Offsets => {
+                    let offsets = reset
+                        .offsets
+                        .iter()
+                        .filter_map(|(p, o)| Some((p.parse::<i32>().ok()?, *o)))
+                        .collect();
+                    client
+                        .reset_group_partition_offsets(&group_id, &reset.topic, offsets)
+                        .await
+                }
+                to => {
+                    let spec = match to {
+                        ResetTarget::Earliest => v1::OffsetSpec::Earliest,
+                        ResetTarget::Latest => v1::OffsetSpec::Latest,
+                        _ => v1::OffsetSpec::Timestamp,
+                    };
+                    client
+                        .reset_group_offsets(
+                            &group_id,
+                            &reset.topic,
+                            spec,
+                            reset.timestamp.unwrap_or(0),
+                            None,
+                        )
+                        .await
+                }
+            };
+            match result {
+                Ok(()) => {
+                    applied = generation;
+                    let message = format!(
+                        "the offsets of {:?} were reset to {:?}",
+                        reset.topic, reset.to
+                    );
+                    context
+                        .event(&*group, false, "OffsetsReset", "Reset", message.clone())
+                        .await;
+                    next.push(condition(
+                        "OffsetsReset",
+                        true,
+                        "Applied",
+                        message,
+                        generation,
+                    ));
+                }
+                Err(e) => {
+                    let message = format!("the reset of {:?} failed: {e}", reset.topic);
+                    context
+                        .event(&*group, true, "ResetFailed", "Reset", message.clone())
+                        .await;
+                    next.push(condition(
+                        "OffsetsReset",
+                        false,
+                        "ResetFailed",
+                        message,
+                        generation,
+                    ));
+                }
+            }
+        }
+    }
+    // The offsets may just have moved: describe again for the lag.
+    let description = if applied != status.applied_reset_generation {
+        client
+            .describe_group(&group_id)
+            .await
+            .unwrap_or(description)
+    } else {
+        description
+    };
+
+    // Lag per topic, and its drain time at the rate the committed offsets grew since the
+    // last look.
+    let mut per_topic: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for p in &description.partitions {
+        if !group.spec.topics.is_empty() && !group.spec.topics.contains(&p.topic) {
+            continue;
+        }
+        let entry = per_topic.entry(p.topic.clone()).or_default();
+        entry.0 += p.lag.max(0);
+        entry.1 += p.committed_offset.unwrap_or(0);
+    }
+    let observed = k8s_openapi::jiff::Timestamp::now();
+    let elapsed = status
+        .observed_time
+        .as_ref()
+        .map(|t| observed.duration_since(t.0).as_secs_f64())
+        .filter(|s| *s > 0.0);
+    let lag: Vec<TopicLag> = per_topic
+        .into_iter()
+        .map(|(topic, (messages, committed))| {
+            let before = status.lag.iter().find(|l| l.topic == topic);
+            let rate = match (before, elapsed) {
+                (Some(before), Some(seconds)) => (committed - before.committed) as f64 / seconds,
+                _ => 0.0,
+            };
+            TopicLag {
+                approximate_seconds: approximate_seconds(messages, rate),
+                topic,
+                messages,
+                committed,
+            }
+        })
+        .collect();
+    let total: i64 = lag.iter().map(|l| l.messages).sum();
+    next.push(condition(
+        "Ready",
+        true,
+        "Observed",
+        format!(
+            "group {group_id} is {} with {members} member(s), lag {total}",
+            description.state
+        ),
+        generation,
+    ));
+    let (conditions, _) = merge(&status.conditions, next);
+    patch_status(
+        &api,
+        &resource,
+        json!({
+            "state": description.state,
+            "members": members,
+            "totalLag": total,
+            "lag": lag,
+            "appliedResetGeneration": applied,
+            "observedTime": Time(observed),
+            "conditions": conditions,
+            "observedGeneration": generation,
+        }),
+    )
+    .await?;
+    Ok(Action::requeue(context.settings.resync))
+}
