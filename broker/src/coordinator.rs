@@ -361,8 +361,8 @@ impl Coordinator {
         let spec = v1::OffsetSpec::try_from(request.spec)
             .map_err(|_| Failure::new(Reason::InvalidRequest, "unknown offset spec"))?;
         let mut offsets = Vec::new();
-        for (index, _) in &request.partition_offsets {
-            if topic.replicas.get(index).is_none() {
+        for index in request.partition_offsets.keys() {
+            if !topic.replicas.contains_key(index) {
                 return Err(Failure::new(
                     Reason::InvalidRequest,
                     format!("topic {:?} has no partition {index} here", request.topic),

@@ -110,7 +110,8 @@ pub struct Node {
     pub incarnation: u64,
     /// A client per controller address; calls go to `current_controller`, and move on to
     /// the next address when it fails.
-    controllers: Vec<crate::cluster::Controller>,
+    controllers: Vec<(String, std::sync::Mutex<crate::cluster::Controller>)>,
+    cluster_header: crate::cluster::ClusterHeader,
     current_controller: std::sync::atomic::AtomicUsize,
     /// The brokers as the controller last told them.
     brokers: RwLock<BTreeMap<i32, v1::ClusterBroker>>,
@@ -162,7 +163,13 @@ impl Node {
             .map(|address| {
                 let channel = crate::cluster::channel(address)
                     .map_err(|e| anyhow::anyhow!("controller address {address:?}: {e}"))?;
-                Ok(crate::cluster::controller_client(channel, header.clone()))
+                Ok((
+                    address.to_string(),
+                    std::sync::Mutex::new(crate::cluster::controller_client(
+                        channel,
+                        header.clone(),
+                    )),
+                ))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         if controllers.is_empty() {
@@ -185,6 +192,7 @@ impl Node {
             round_robin: AtomicU32::new(0),
             incarnation,
             controllers,
+            cluster_header: header,
             current_controller: std::sync::atomic::AtomicUsize::new(0),
             brokers: RwLock::new(BTreeMap::new()),
             controller_epoch: AtomicI32::new(-1),
@@ -198,15 +206,27 @@ impl Node {
 
     pub fn controller(&self) -> crate::cluster::Controller {
         let i = self.current_controller.load(Ordering::Relaxed) % self.controllers.len();
-        self.controllers[i].clone()
+        self.controllers[i]
+            .1
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    /// Moves calls to the next controller address (when there are several).
+    /// Moves calls to the next controller address, on a new connection: behind one address
+    /// (a Service) a new connection may reach another replica, the one now leading.
     pub fn next_controller(&self) {
+        let i = self.current_controller.load(Ordering::Relaxed) % self.controllers.len();
+        let (address, client) = &self.controllers[i];
+        if let Ok(channel) = crate::cluster::channel(address) {
+            *client.lock().unwrap_or_else(|p| p.into_inner()) =
+                crate::cluster::controller_client(channel, self.cluster_header.clone());
+        }
         if self.controllers.len() > 1 {
-            let i = self.current_controller.fetch_add(1, Ordering::Relaxed) + 1;
+            let next = (i + 1) % self.controllers.len();
+            self.current_controller.store(next, Ordering::Relaxed);
             tracing::info!(
-                controller = i % self.controllers.len(),
+                controller = %self.controllers[next].0,
                 "trying the next controller address"
             );
         }

@@ -134,8 +134,8 @@ pub struct BrokerRegistration {
     printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".spec.cluster"}"#,
     printcolumn = r#"{"name":"Partitions","type":"integer","jsonPath":".spec.partitions"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicationFactor"}"#,
-    printcolumn = r#"{"name":"Leaders","type":"string","jsonPath":".status.partitions[*].leader"}"#,
-    printcolumn = r#"{"name":"ISR","type":"string","priority":1,"jsonPath":".status.partitions[*].isr"}"#,
+    printcolumn = r#"{"name":"Leaders","type":"string","jsonPath":".status.leaders"}"#,
+    printcolumn = r#"{"name":"In-sync","type":"string","jsonPath":".status.inSyncReplicas"}"#,
     printcolumn = r#"{"name":"Under-replicated","type":"integer","jsonPath":".status.underReplicated"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -172,6 +172,12 @@ pub struct TopicStatus {
     pub controller_epoch: Option<i32>,
     #[serde(default)]
     pub partitions: Vec<PartitionStatus>,
+    /// Each partition's leader in partition order (`-`: none), for `kubectl get topics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaders: Option<String>,
+    /// Replicas in sync over all replicas (`17/18`), for `kubectl get topics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_sync_replicas: Option<String>,
     /// Partitions whose ISR is smaller than their replica list.
     #[serde(default)]
     pub under_replicated: i32,

@@ -92,12 +92,15 @@ pub fn cluster_objects(cluster: &Cluster, controller: &str) -> Result<ClusterObj
             name: Some("grpc".into()),
             port: grpc,
             target_port: Some(IntOrString::String("grpc".into())),
+            // Server-side apply keys ports by port and protocol: name it.
+            protocol: Some("TCP".into()),
             ..ServicePort::default()
         },
         ServicePort {
             name: Some("http".into()),
             port: http,
             target_port: Some(IntOrString::String("http".into())),
+            protocol: Some("TCP".into()),
             ..ServicePort::default()
         },
     ];
@@ -346,11 +349,13 @@ fn broker_pod(
                 ContainerPort {
                     name: Some("grpc".into()),
                     container_port: grpc,
+                    protocol: Some("TCP".into()),
                     ..ContainerPort::default()
                 },
                 ContainerPort {
                     name: Some("http".into()),
                     container_port: http,
+                    protocol: Some("TCP".into()),
                     ..ContainerPort::default()
                 },
             ]),

@@ -281,30 +281,31 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
                 return Ok(Action::await_change());
             }
         };
-    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let applied = match apply_objects(cluster, context, &objects, &namespace).await {
+        Ok(applied) => applied,
+        Err(e) => {
+            let message = format!("the cluster's objects could not be applied: {e}");
+            let (conditions, changed) = merge(
+                &status.conditions,
+                vec![condition(
+                    "Ready",
+                    false,
+                    "ApplyFailed",
+                    message.clone(),
+                    generation,
+                )],
+            );
+            if changed {
+                context
+                    .event(cluster, true, "ApplyFailed", "Apply", message)
+                    .await;
+            }
+            patch_status(&api, &name, json!({ "conditions": conditions })).await?;
+            return Err(e);
+        }
+    };
+    let (applied, budget) = applied;
     let client = &context.client;
-    Api::<ConfigMap>::namespaced(client.clone(), &namespace)
-        .patch(
-            &objects.config.name_any(),
-            &apply,
-            &Patch::Apply(&objects.config),
-        )
-        .await?;
-    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-    for service in [&objects.headless, &objects.client] {
-        services
-            .patch(&service.name_any(), &apply, &Patch::Apply(service))
-            .await?;
-    }
-    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
-    let applied = statefulsets
-        .patch(
-            &objects.brokers.name_any(),
-            &apply,
-            &Patch::Apply(&objects.brokers),
-        )
-        .await?;
-    let budget = apply_disruption_budget(cluster, context, &namespace).await?;
     if status.observed_generation != generation {
         context
             .event(
@@ -445,6 +446,41 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
     )
     .await?;
     Ok(Action::requeue(context.settings.resync))
+}
+
+/// Server-side applies the objects of a Cluster; returns the StatefulSet as applied and the
+/// PodDisruptionBudget's version.
+async fn apply_objects(
+    cluster: &Cluster,
+    context: &Context,
+    objects: &crate::objects::ClusterObjects,
+    namespace: &str,
+) -> Result<(StatefulSet, Option<String>), Error> {
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let client = &context.client;
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .patch(
+            &objects.config.name_any(),
+            &apply,
+            &Patch::Apply(&objects.config),
+        )
+        .await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    for service in [&objects.headless, &objects.client] {
+        services
+            .patch(&service.name_any(), &apply, &Patch::Apply(service))
+            .await?;
+    }
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let applied = statefulsets
+        .patch(
+            &objects.brokers.name_any(),
+            &apply,
+            &Patch::Apply(&objects.brokers),
+        )
+        .await?;
+    let budget = apply_disruption_budget(cluster, context, namespace).await?;
+    Ok((applied, budget))
 }
 
 /// Applies the cluster's PodDisruptionBudget in the version the server serves; returns it.

@@ -216,6 +216,20 @@ impl KubeStore {
             .iter()
             .filter(|p| p.isr.len() < p.replicas.len())
             .count();
+        let leaders: Vec<String> = topic
+            .partitions
+            .iter()
+            .map(|p| p.leader.map_or_else(|| "-".to_string(), |l| l.to_string()))
+            .collect();
+        let in_sync = format!(
+            "{}/{}",
+            topic.partitions.iter().map(|p| p.isr.len()).sum::<usize>(),
+            topic
+                .partitions
+                .iter()
+                .map(|p| p.replicas.len())
+                .sum::<usize>()
+        );
         let status = |current: &Topic| {
             // A merge patch merges maps: a key no longer set is removed by a null.
             let mut config: serde_json::Map<String, serde_json::Value> = current
@@ -233,6 +247,8 @@ impl KubeStore {
                 "controllerEpoch": epoch,
                 "partitions": partitions,
                 "underReplicated": under,
+                "leaders": leaders.join(","),
+                "inSyncReplicas": in_sync,
             })
         };
         self.write_status(&self.topics, resource, epoch, topic_epoch, status)
@@ -408,6 +424,7 @@ impl MetadataStore for KubeStore {
             let cleared = |_: &Topic| {
                 json!({
                     "topicId": null, "config": null, "partitions": [], "underReplicated": 0,
+                    "leaders": null, "inSyncReplicas": null,
                     "controllerEpoch": epoch,
                 })
             };

@@ -207,3 +207,95 @@ async fn one_operator_holds_the_lease_and_another_takes_it_over_when_it_stops() 
         }
     );
 }
+
+fn helm_binary() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("WEIR_HELM")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|home| std::path::PathBuf::from(home).join(".cache/weir/helm-3.6.2"))
+        })?;
+    path.exists().then_some(path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_installs_into_a_real_api_server() {
+    let Some(helm) = helm_binary() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no helm: CI must run .ci/helm first"
+        );
+        eprintln!("skipped: no helm (run .ci/helm to fetch it)");
+        return;
+    };
+    let Some((server, client)) = api_server().await else {
+        return;
+    };
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/weir");
+    let output = std::process::Command::new(&helm)
+        .args(["install", "weir"])
+        .arg(&chart)
+        .args([
+            "--namespace",
+            "weir-system",
+            "--create-namespace",
+            "--set",
+            "cluster.create=true",
+            "--timeout",
+            "60s",
+        ])
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig())
+        .output()
+        .expect("run helm");
+    assert!(
+        output.status.success(),
+        "helm install failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let notes = String::from_utf8_lossy(&output.stdout);
+    assert!(notes.contains("weir-operator"), "{notes}");
+
+    // The CRDs (from the chart's crds/), and the operator's objects.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in [
+        "clusters.weir.dev",
+        "topics.weir.dev",
+        "consumergroups.weir.dev",
+    ] {
+        assert!(crds.get_opt(name).await.expect("get").is_some(), "{name}");
+    }
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), "weir-system");
+    let deployment = deployments.get("weir").await.expect("the Deployment");
+    let spec = deployment.spec.expect("spec");
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.expect("pod spec");
+    assert_eq!(
+        pod.security_context.and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+    let env = pod.containers[0].env.clone().unwrap_or_default();
+    assert!(
+        env.iter().any(|e| e.name == "WEIR_CONTROLLER_ADDRESS"
+            && e.value.as_deref() == Some("weir.weir-system.svc:9100")),
+        "{env:?}"
+    );
+    let services: Api<Service> = Api::namespaced(client.clone(), "weir-system");
+    assert!(services.get_opt("weir").await.expect("get").is_some());
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
+    let role = roles.get("weir").await.expect("the ClusterRole");
+    // Least privilege: nothing may touch Secrets or Pods.
+    for rule in role.rules.unwrap_or_default() {
+        let resources = rule.resources.unwrap_or_default();
+        assert!(
+            !resources
+                .iter()
+                .any(|r| r == "secrets" || r == "pods" || r == "*"),
+            "{resources:?}"
+        );
+    }
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), "weir-system");
+    let cluster = clusters.get("main").await.expect("the Cluster from values");
+    assert_eq!(cluster.spec.brokers, 3);
+}

@@ -1,0 +1,572 @@
+//! The operator end to end, against a real kube-apiserver and etcd on loopback: two
+//! `weir-operator` processes elect a leader through a Lease; `kubectl apply` of the
+//! quickstart manifests yields the Cluster's objects; three real broker processes, started
+//! here in place of the pods a kubelet would start, register with the operator's controller
+//! endpoint; the Topic gets its partitions, takes produce and consume through the CLI and shows
+//! leaders and ISR in `kubectl get topics`; a killed broker moves the leader in the Topic's
+//! status; a ConsumerGroup shows lag and its reset moves the offsets; the operator holding the
+//! Lease is killed and the other takes over; bad specs get conditions; a deleted Topic's
+//! topic is deleted from the brokers.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use weir_operator::crd::{Cluster, ConsumerGroup, Topic};
+
+#[path = "../../../operator/tests/support/apiserver.rs"]
+mod apiserver;
+#[path = "../broker/harness.rs"]
+#[allow(dead_code, reason = "the harness serves other tests too")]
+mod harness;
+
+use apiserver::api_server;
+use harness::{BrokerProcess, weir_ok};
+
+/// Every wait of this test has this deadline.
+const DEADLINE: Duration = Duration::from_secs(60);
+const LEASE: &str = "4s";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A `weir-operator` process, killed when dropped.
+struct OperatorProcess {
+    child: Child,
+    identity: String,
+    grpc: String,
+    log: PathBuf,
+}
+
+impl OperatorProcess {
+    fn start(kubeconfig: &Path, dir: &Path, identity: &str) -> OperatorProcess {
+        let log = dir.join(format!("{identity}.log"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir-operator-under-test"))
+            .args([
+                "--identity",
+                identity,
+                "--lease-namespace",
+                "default",
+                "--lease-duration",
+                LEASE,
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--heartbeat-interval",
+                "250ms",
+                "--session-timeout",
+                "2s",
+                "--resync",
+                "1s",
+            ])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start weir-operator");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if line.starts_with("ready ") {
+                    let _ = sender.send(line);
+                }
+            }
+        });
+        let line = receiver.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+            panic!(
+                "the operator did not start; its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+        let grpc = line
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("grpc="))
+            .expect("grpc address")
+            .to_string();
+        OperatorProcess {
+            child,
+            identity: identity.to_string(),
+            grpc,
+            log,
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The machine's kubectl, or the one `.ci/kube-apiserver` built when there was none.
+fn kubectl_binary() -> PathBuf {
+    let cached = std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".cache/weir/kubectl-1.20.2"))
+        .filter(|p| p.exists());
+    cached.unwrap_or_else(|| PathBuf::from("kubectl"))
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new(kubectl_binary())
+        .args(["--request-timeout=30s"])
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kubectl (on PATH)")
+}
+
+fn kubectl_ok(kubeconfig: &Path, args: &[&str]) -> String {
+    let output = kubectl(kubeconfig, args);
+    assert!(
+        output.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Polls `check` until it gives a value; panics with `what` and the operators' logs past the
+/// deadline.
+async fn wait_for<T, F, Fut>(what: &str, logs: &[&Path], mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = logs
+                .iter()
+                .map(|p| {
+                    let text = std::fs::read_to_string(p).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                    format!(
+                        "--- {}\n{}",
+                        p.display(),
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )
+                })
+                .collect();
+            panic!("{what}: not within {DEADLINE:?}\n{}", logs.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn holder(leases: &Api<Lease>) -> Option<String> {
+    leases
+        .get_opt("weir-operator")
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+}
+
+fn ready(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Option<(&str, &str)> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.as_str(), c.reason.as_str()))
+}
+
+fn start_broker(dir: &Path, id: i32, controllers: &str) -> BrokerProcess {
+    BrokerProcess::start(
+        &dir.join(format!("broker-{id}")),
+        &[
+            "--id",
+            &id.to_string(),
+            "--controller",
+            controllers,
+            "--cluster",
+            "default/main",
+            "--replica-lag-time-max",
+            "2s",
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_runs_a_cluster_of_broker_processes() {
+    let Some((server, client)) = api_server().await else {
+        return;
+    };
+    let kubeconfig = server.kubeconfig();
+    let dir = tempfile::tempdir().expect("dir");
+    let root = repo();
+
+    // The CRDs, applied with kubectl as a user would.
+    kubectl_ok(
+        &kubeconfig,
+        &["apply", "-f", &root.join("crds").display().to_string()],
+    );
+    kubectl_ok(
+        &kubeconfig,
+        &[
+            "wait",
+            "--for=condition=established",
+            "--timeout=60s",
+            "crd/clusters.weir.dev",
+            "crd/topics.weir.dev",
+            "crd/consumergroups.weir.dev",
+        ],
+    );
+
+    // Two operators: one holds the Lease.
+    let mut operators = vec![
+        OperatorProcess::start(&kubeconfig, dir.path(), "operator-a"),
+        OperatorProcess::start(&kubeconfig, dir.path(), "operator-b"),
+    ];
+    let logs: Vec<PathBuf> = operators.iter().map(|o| o.log.clone()).collect();
+    let logs: Vec<&Path> = logs.iter().map(PathBuf::as_path).collect();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let leader = wait_for("an operator holds the Lease", &logs, || holder(&leases)).await;
+    eprintln!("the Lease is held by {leader}");
+
+    // The quickstart Cluster: its objects, and its status from the leader.
+    kubectl_ok(
+        &kubeconfig,
+        &[
+            "apply",
+            "-f",
+            &root.join("manifests/cluster.yaml").display().to_string(),
+        ],
+    );
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), "default");
+    wait_for(
+        "the Cluster's status names its controller",
+        &logs,
+        || async {
+            let c = clusters.get("main").await.ok()?;
+            let s = c.status?;
+            (s.controller.as_deref() == Some(leader.as_str()) && s.desired_brokers == 3)
+                .then_some(())
+        },
+    )
+    .await;
+    let objects = kubectl_ok(
+        &kubeconfig,
+        &[
+            "get",
+            "statefulset/main",
+            "service/main",
+            "service/main-brokers",
+            "configmap/main-broker-config",
+            "poddisruptionbudget/main",
+            "-o",
+            "name",
+        ],
+    );
+    assert_eq!(objects.lines().count(), 5, "{objects}");
+    let config = kubectl_ok(
+        &kubeconfig,
+        &[
+            "get",
+            "configmap/main-broker-config",
+            "-o",
+            "jsonpath={.data.broker\\.toml}",
+        ],
+    );
+    assert!(config.contains("cluster = \"default/main\""), "{config}");
+    let owner = kubectl_ok(
+        &kubeconfig,
+        &[
+            "get",
+            "statefulset/main",
+            "-o",
+            "jsonpath={.metadata.ownerReferences[0].kind}",
+        ],
+    );
+    assert_eq!(owner, "Cluster");
+
+    // Three brokers register with the operator's controller endpoint (given both operators'
+    // addresses, as a Service would lead them to the ready one).
+    let controllers = format!("{},{}", operators[0].grpc, operators[1].grpc);
+    let mut brokers: Vec<Option<BrokerProcess>> = (1..=3)
+        .map(|id| Some(start_broker(dir.path(), id, &controllers)))
+        .collect();
+    let bootstrap = brokers[0].as_ref().expect("broker 1").address.clone();
+    wait_for("three brokers registered", &logs, || async {
+        let s = clusters.get("main").await.ok()?.status?;
+        (s.registered_brokers == 3 && s.brokers.iter().filter(|b| b.alive).count() == 3)
+            .then_some(())
+    })
+    .await;
+
+    // The quickstart Topic gets six partitions of three replicas.
+    kubectl_ok(
+        &kubeconfig,
+        &[
+            "apply",
+            "-f",
+            &root.join("manifests/topic.yaml").display().to_string(),
+        ],
+    );
+    let topics: Api<Topic> = Api::namespaced(client.clone(), "default");
+    let status = wait_for(
+        "the Topic's partitions have leaders and a full ISR",
+        &logs,
+        || async {
+            let t = topics.get("orders").await.ok()?;
+            let s = t.status?;
+            (s.partitions.len() == 6
+                && s.partitions
+                    .iter()
+                    .all(|p| p.leader.is_some() && p.isr.len() == 3)
+                && ready(&s.conditions) == Some(("True", "Created"))
+                || ready(&s.conditions) == Some(("True", "InSync")))
+            .then_some(s)
+        },
+    )
+    .await;
+    assert!(status.topic_id.is_some());
+    assert_eq!(
+        status.config.get("retention.ms").map(String::as_str),
+        Some("86400000")
+    );
+    let table = kubectl_ok(&kubeconfig, &["get", "topics", "-o", "wide"]);
+    eprintln!("{table}");
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("LEADERS") && header.contains("IN-SYNC"),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("orders "))
+        .unwrap_or_else(|| panic!("no orders row: {table}"));
+    let leaders: Vec<String> = status
+        .partitions
+        .iter()
+        .map(|p| p.leader.expect("a leader").to_string())
+        .collect();
+    assert!(
+        row.contains(&leaders.join(",")) && row.contains("18/18"),
+        "{table}"
+    );
+
+    // Produce and consume through the CLI.
+    let lines: String = (0..100).map(|i| format!("order-{i}\n")).collect();
+    weir_ok(&bootstrap, &["produce", "orders", "--acks", "all"], &lines);
+    let consumed = weir_ok(
+        &bootstrap,
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "billing",
+            "--from-beginning",
+            "--max-messages",
+            "100",
+            "--timeout",
+            "10s",
+        ],
+        "",
+    );
+    assert_eq!(consumed.lines().count(), 100, "{consumed}");
+    let more: String = (100..140).map(|i| format!("order-{i}\n")).collect();
+    weir_ok(&bootstrap, &["produce", "orders", "--acks", "all"], &more);
+
+    // The ConsumerGroup shows the lag, and its reset moves the offsets.
+    kubectl_ok(
+        &kubeconfig,
+        &[
+            "apply",
+            "-f",
+            &root
+                .join("manifests/consumergroup.yaml")
+                .display()
+                .to_string(),
+        ],
+    );
+    let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), "default");
+    wait_for("the ConsumerGroup's lag is 40", &logs, || async {
+        let s = groups.get("billing").await.ok()?.status?;
+        (s.total_lag == 40 && s.members == 0).then_some(())
+    })
+    .await;
+    kubectl_ok(
+        &kubeconfig,
+        &[
+            "patch",
+            "consumergroup",
+            "billing",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"resetOffsets":{"topic":"orders","to":"earliest"}}}"#,
+        ],
+    );
+    wait_for("the reset to earliest makes the lag 140", &logs, || async {
+        let g = groups.get("billing").await.ok()?;
+        let s = g.status?;
+        (s.total_lag == 140 && s.applied_reset_generation == g.metadata.generation).then_some(())
+    })
+    .await;
+
+    // A killed broker: the Topic's status shows partition 0's leader move.
+    let old = status.partitions[0].leader.expect("a leader");
+    let killed = usize::try_from(old - 1).expect("ids from 1");
+    let stopped = Instant::now();
+    brokers[killed].take().expect("running").kill();
+    let moved = wait_for(
+        "partition 0 gets a new leader in the Topic's status",
+        &logs,
+        || async {
+            let s = topics.get("orders").await.ok()?.status?;
+            s.partitions[0].leader.filter(|l| *l != old)
+        },
+    )
+    .await;
+    eprintln!(
+        "broker {old} killed: partition 0 led by {moved} in the Topic's status after {:?}",
+        stopped.elapsed()
+    );
+    wait_for("the Cluster is Degraded", &logs, || async {
+        let s = clusters.get("main").await.ok()?.status?;
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "BrokersDead")
+            .then_some(())
+    })
+    .await;
+    brokers[killed] = Some(start_broker(dir.path(), old, &controllers));
+
+    // The operator holding the Lease dies; the other takes over, the brokers follow it.
+    let epoch_before = clusters
+        .get("main")
+        .await
+        .expect("cluster")
+        .status
+        .and_then(|s| s.controller_epoch)
+        .expect("an epoch");
+    let index = operators
+        .iter()
+        .position(|o| o.identity == leader)
+        .expect("the holder is ours");
+    let stopped = Instant::now();
+    operators[index].kill();
+    let next = wait_for("the other operator takes the Lease", &logs, || async {
+        holder(&leases).await.filter(|h| *h != leader)
+    })
+    .await;
+    eprintln!(
+        "operator {leader} killed: {next} holds the Lease after {:?}",
+        stopped.elapsed()
+    );
+    wait_for("the new controller has every broker", &logs, || async {
+        let s = clusters.get("main").await.ok()?.status?;
+        (s.controller.as_deref() == Some(next.as_str())
+            && s.controller_epoch.is_some_and(|e| e > epoch_before)
+            && s.registered_brokers == 3)
+            .then_some(())
+    })
+    .await;
+    let survivor = brokers[(killed + 1) % 3]
+        .as_ref()
+        .expect("running")
+        .address
+        .clone();
+    wait_for(
+        "the restarted broker is back in every ISR",
+        &logs,
+        || async {
+            let s = topics.get("orders").await.ok()?.status?;
+            s.partitions.iter().all(|p| p.isr.len() == 3).then_some(())
+        },
+    )
+    .await;
+    weir_ok(
+        &survivor,
+        &["produce", "orders", "--acks", "all"],
+        "after-failover\n",
+    );
+
+    // Bad specs are reported as conditions.
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "apiVersion: weir.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: lost\nspec:\n  cluster: nowhere\n  partitions: 1\n  replicationFactor: 1\n",
+    )
+    .expect("write");
+    kubectl_ok(
+        &kubeconfig,
+        &[
+            "apply",
+            "-f",
+            &dir.path().join("bad.yaml").display().to_string(),
+        ],
+    );
+    wait_for("a Topic of a missing cluster says so", &logs, || async {
+        let s = topics.get("lost").await.ok()?.status?;
+        (ready(&s.conditions) == Some(("False", "ClusterNotFound"))).then_some(())
+    })
+    .await;
+    kubectl_ok(
+        &kubeconfig,
+        &[
+            "patch",
+            "topic",
+            "orders",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"partitions":3}}"#,
+        ],
+    );
+    wait_for("shrinking partitions is refused", &logs, || async {
+        let s = topics.get("orders").await.ok()?.status?;
+        (ready(&s.conditions) == Some(("False", "PartitionsCannotShrink"))).then_some(())
+    })
+    .await;
+    kubectl_ok(
+        &kubeconfig,
+        &[
+            "patch",
+            "topic",
+            "orders",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"partitions":8}}"#,
+        ],
+    );
+    wait_for("partitions grow in place", &logs, || async {
+        let s = topics.get("orders").await.ok()?.status?;
+        (s.partitions.len() == 8 && ready(&s.conditions).is_some_and(|r| r.0 == "True"))
+            .then_some(())
+    })
+    .await;
+
+    // Deleting the Topic deletes the topic (through the finalizer).
+    kubectl_ok(&kubeconfig, &["delete", "topic", "orders", "--timeout=60s"]);
+    let listed = weir_ok(&survivor, &["topic", "list"], "");
+    assert!(
+        !listed
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some("orders")),
+        "{listed}"
+    );
+    drop(brokers);
+    drop(operators);
+}
