@@ -132,13 +132,56 @@ fn stop(running: Running) {
 
 /// The gRPC `Controller` service of the operator: every call goes to its cluster's
 /// controller.
-#[derive(Debug, Clone)]
-pub struct Endpoint(pub Arc<Registry>);
+#[derive(Clone)]
+pub struct Endpoint {
+    pub registry: Arc<Registry>,
+    pub client: Client,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Endpoint {
+    /// A registering broker's rack, when its Cluster has `spec.rack`: the value of the
+    /// topology key on the node its pod (`<cluster>-<id>`) runs on. `None` (the broker's own
+    /// `rack`, if any) when there is no such pod, node or label.
+    async fn node_rack(&self, cluster: &str, broker: i32) -> Option<String> {
+        let (namespace, name) = cluster.split_once('/')?;
+        let clusters: kube::Api<crate::crd::Cluster> =
+            kube::Api::namespaced(self.client.clone(), namespace);
+        let key = clusters.get_opt(name).await.ok()??.spec.rack?.topology_key;
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(self.client.clone(), namespace);
+        let pod = format!("{name}-{broker}");
+        let node = match pods.get_opt(&pod).await {
+            Ok(found) => found?.spec?.node_name?,
+            Err(e) => {
+                tracing::warn!(%pod, error = %e, "cannot read the broker's pod for its rack");
+                return None;
+            }
+        };
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> =
+            kube::Api::all(self.client.clone());
+        match nodes.get_opt(&node).await {
+            Ok(found) => found?.metadata.labels?.get(&key).cloned(),
+            Err(e) => {
+                tracing::warn!(%node, error = %e, "cannot read the broker's node for its rack");
+                None
+            }
+        }
+    }
+
     async fn route<T>(&self, request: &Request<T>) -> Result<ControllerService<KubeStore>, Status> {
-        if !self.0.is_leading() {
-            let holder = self.0.holder().unwrap_or_else(|| "unknown yet".into());
+        if !self.registry.is_leading() {
+            let holder = self
+                .registry
+                .holder()
+                .unwrap_or_else(|| "unknown yet".into());
             return Err(Reason::NotController.status(format!(
                 "this operator replica does not hold the controller Lease (its holder: {holder})"
             )));
@@ -153,7 +196,7 @@ impl Endpoint {
                     weir_proto::CLUSTER_HEADER
                 ))
             })?;
-        match self.0.get(cluster).await {
+        match self.registry.get(cluster).await {
             Some(controller) => Ok(ControllerService(controller)),
             None => Err(Status::failed_precondition(format!(
                 "no Cluster {cluster} has a controller here (yet): is the Cluster resource there?"
@@ -170,7 +213,20 @@ impl ControllerApi for Endpoint {
         &self,
         request: Request<v1::RegisterBrokerRequest>,
     ) -> Result<Response<v1::RegisterBrokerResponse>, Status> {
-        self.route(&request).await?.register_broker(request).await
+        let controller = self.route(&request).await?;
+        let mut request = request;
+        let cluster = request
+            .metadata()
+            .get(weir_proto::CLUSTER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let broker = request.get_ref().broker_id;
+        if let Some(rack) = self.node_rack(&cluster, broker).await {
+            tracing::info!(cluster, broker, %rack, "the broker's rack, from its node");
+            request.get_mut().rack = Some(rack);
+        }
+        controller.register_broker(request).await
     }
 
     async fn broker_heartbeat(

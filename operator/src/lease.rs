@@ -74,8 +74,8 @@ impl Elector {
         }
     }
 
-    /// Acquires, renews or observes the Lease once. Call it every fraction of the duration
-    /// (a third, as client-go's renew deadline suggests).
+    /// Acquires, renews or observes the Lease once. Call it every small fraction of the
+    /// duration (the operator: a sixth; client-go's default retry period is a seventh).
     ///
     /// # Errors
     /// The API server's, other than a lost compare-and-set (that is `Following`).

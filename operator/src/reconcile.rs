@@ -1029,20 +1029,34 @@ async fn reconcile_group(
         generation,
     ));
     let (conditions, _) = merge(&status.conditions, next);
-    patch_status(
-        &api,
-        &resource,
-        json!({
-            "state": description.state,
-            "members": members,
-            "totalLag": total,
-            "lag": lag,
-            "appliedResetGeneration": applied,
-            "observedTime": Time(observed),
-            "conditions": conditions,
-            "observedGeneration": generation,
-        }),
-    )
-    .await?;
+    let next = crate::crd::ConsumerGroupStatus {
+        state: Some(description.state.clone()),
+        members: i32::try_from(members).unwrap_or(i32::MAX),
+        total_lag: total,
+        lag,
+        applied_reset_generation: applied,
+        observed_time: status.observed_time.clone(),
+        conditions,
+        observed_generation: generation,
+    };
+    // Unchanged but for the time: no write (a write is a watch event, and so another
+    // reconciliation at once); the rate is then measured over the longer span.
+    if next != status {
+        patch_status(
+            &api,
+            &resource,
+            json!({
+                "state": next.state,
+                "members": next.members,
+                "totalLag": next.total_lag,
+                "lag": next.lag,
+                "appliedResetGeneration": next.applied_reset_generation,
+                "observedTime": Time(observed),
+                "conditions": next.conditions,
+                "observedGeneration": next.observed_generation,
+            }),
+        )
+        .await?;
+    }
     Ok(Action::requeue(context.settings.resync))
 }

@@ -285,15 +285,17 @@ async fn the_chart_installs_into_a_real_api_server() {
     assert!(services.get_opt("weir").await.expect("get").is_some());
     let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
     let role = roles.get("weir").await.expect("the ClusterRole");
-    // Least privilege: nothing may touch Secrets or Pods.
+    // Least privilege: no Secrets, no wildcards, Pods and Nodes only read.
     for rule in role.rules.unwrap_or_default() {
         let resources = rule.resources.unwrap_or_default();
         assert!(
-            !resources
-                .iter()
-                .any(|r| r == "secrets" || r == "pods" || r == "*"),
+            !resources.iter().any(|r| r == "secrets" || r == "*")
+                && !rule.verbs.iter().any(|v| v == "*"),
             "{resources:?}"
         );
+        if resources.iter().any(|r| r == "pods" || r == "nodes") {
+            assert_eq!(rule.verbs, ["get"], "{resources:?}");
+        }
     }
     let clusters: Api<Cluster> = Api::namespaced(client.clone(), "weir-system");
     let cluster = clusters.get("main").await.expect("the Cluster from values");

@@ -129,7 +129,10 @@ async fn operate(options: Options) -> anyhow::Result<()> {
         .with_context(|| format!("bind the HTTP listener {}", options.http_listen))?;
     let grpc_address = grpc.local_addr()?;
     let http_address = http.local_addr()?;
-    let endpoint = Endpoint(Arc::clone(&registry));
+    let endpoint = Endpoint {
+        registry: Arc::clone(&registry),
+        client: client.clone(),
+    };
     let grpc_server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(weir_proto::v1::controller_server::ControllerServer::new(
@@ -173,7 +176,9 @@ async fn operate(options: Options) -> anyhow::Result<()> {
     };
     let mut term: Option<tokio::task::JoinHandle<()>> = None;
     let mut renewed = Instant::now();
-    let every = options.lease_duration / 3;
+    // client-go's retry period is a seventh of its lease duration: a candidate sees the
+    // holder gone within the duration and two such periods.
+    let every = options.lease_duration / 6;
     let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {

@@ -40,6 +40,7 @@ struct OperatorProcess {
     child: Child,
     identity: String,
     grpc: String,
+    http: String,
     log: PathBuf,
 }
 
@@ -88,15 +89,17 @@ impl OperatorProcess {
                 std::fs::read_to_string(&log).unwrap_or_default()
             )
         });
-        let grpc = line
-            .split_whitespace()
-            .find_map(|f| f.strip_prefix("grpc="))
-            .expect("grpc address")
-            .to_string();
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(&format!("{name}=")))
+                .expect("the ready line names both addresses")
+                .to_string()
+        };
         OperatorProcess {
             child,
             identity: identity.to_string(),
-            grpc,
+            grpc: field("grpc"),
+            http: field("http"),
             log,
         }
     }
@@ -104,6 +107,36 @@ impl OperatorProcess {
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// `GET path` on the HTTP listener: the status line and the body.
+    fn http_get(&self, path: &str) -> (String, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.http).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        (
+            head.lines().next().unwrap_or_default().to_string(),
+            body.to_string(),
+        )
+    }
+
+    /// The reconciliations counted in `/metrics`, over every kind.
+    fn reconciliations(&self) -> u64 {
+        let (_, body) = self.http_get("/metrics");
+        body.lines()
+            .filter(|l| l.starts_with("weir_operator_reconciliations_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
     }
 }
 
@@ -243,6 +276,16 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
     let leader = wait_for("an operator holds the Lease", &logs, || holder(&leases)).await;
     eprintln!("the Lease is held by {leader}");
+    // Only the holder is ready.
+    for operator in &operators {
+        let (status, body) = operator.http_get("/readyz");
+        assert_eq!(
+            status.contains("200"),
+            operator.identity == leader,
+            "{}: {status} {body}",
+            operator.identity
+        );
+    }
 
     // The quickstart Cluster: its objects, and its status from the leader.
     kubectl_ok(
@@ -300,6 +343,25 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
     );
     assert_eq!(owner, "Cluster");
 
+    // The pods a kubelet would run, on nodes of three zones: the Cluster's rack key
+    // (topology.kubernetes.io/zone) gives each broker its node's zone as its rack.
+    let mut placement = String::new();
+    for (id, zone) in [(1, "a"), (2, "b"), (3, "c")] {
+        placement.push_str(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: node-{zone}\n  labels:\n    topology.kubernetes.io/zone: zone-{zone}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata:\n  name: main-{id}\nspec:\n  nodeName: node-{zone}\n  containers:\n  - name: broker\n    image: weir/weir-broker:0.1.0\n---\n"
+        ));
+    }
+    std::fs::write(dir.path().join("placement.yaml"), placement).expect("write");
+    kubectl_ok(
+        &kubeconfig,
+        &[
+            "apply",
+            "-f",
+            &dir.path().join("placement.yaml").display().to_string(),
+        ],
+    );
+
     // Three brokers register with the operator's controller endpoint (given both operators'
     // addresses, as a Service would lead them to the ready one).
     let controllers = format!("{},{}", operators[0].grpc, operators[1].grpc);
@@ -313,6 +375,25 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
             .then_some(())
     })
     .await;
+    let registered = clusters
+        .get("main")
+        .await
+        .expect("cluster")
+        .status
+        .expect("status")
+        .brokers;
+    let racks: Vec<(i32, Option<&str>)> = registered
+        .iter()
+        .map(|b| (b.id, b.rack.as_deref()))
+        .collect();
+    assert_eq!(
+        racks,
+        [
+            (1, Some("zone-a")),
+            (2, Some("zone-b")),
+            (3, Some("zone-c"))
+        ]
+    );
 
     // The quickstart Topic gets six partitions of three replicas.
     kubectl_ok(
@@ -406,6 +487,23 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
         (s.total_lag == 40 && s.members == 0).then_some(())
     })
     .await;
+    // A reset waits while the group has a member: one that reads the 40 and leaves once
+    // nothing comes for a few seconds.
+    let member = {
+        let bootstrap = bootstrap.clone();
+        std::thread::spawn(move || {
+            weir_ok(
+                &bootstrap,
+                &["consume", "orders", "--group", "billing", "--timeout", "4s"],
+                "",
+            )
+        })
+    };
+    wait_for("the group has its member", &logs, || async {
+        let s = groups.get("billing").await.ok()?.status?;
+        (s.members == 1).then_some(())
+    })
+    .await;
     kubectl_ok(
         &kubeconfig,
         &[
@@ -418,6 +516,16 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
             r#"{"spec":{"resetOffsets":{"topic":"orders","to":"earliest"}}}"#,
         ],
     );
+    wait_for("the reset waits for the member to go", &logs, || async {
+        let s = groups.get("billing").await.ok()?.status?;
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "OffsetsReset" && c.reason == "GroupHasMembers")
+            .then_some(())
+    })
+    .await;
+    let read = member.join().expect("the member");
+    assert_eq!(read.lines().count(), 40, "{read}");
     wait_for("the reset to earliest makes the lag 140", &logs, || async {
         let g = groups.get("billing").await.ok()?;
         let s = g.status?;
@@ -503,6 +611,46 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
         "after-failover\n",
     );
 
+    // Resets to the latest offsets, then partition 0 alone back to offset 0: the lag is then
+    // partition 0's records.
+    let reset = |patch: &str| {
+        kubectl_ok(
+            &kubeconfig,
+            &[
+                "patch",
+                "consumergroup",
+                "billing",
+                "--type",
+                "merge",
+                "-p",
+                patch,
+            ],
+        )
+    };
+    let applied = |lag: i64| {
+        let groups = groups.clone();
+        async move {
+            let g = groups.get("billing").await.ok()?;
+            let s = g.status?;
+            (s.total_lag == lag && s.applied_reset_generation == g.metadata.generation)
+                .then_some(())
+        }
+    };
+    reset(r#"{"spec":{"resetOffsets":{"topic":"orders","to":"latest"}}}"#);
+    wait_for("the reset to latest makes the lag 0", &logs, || applied(0)).await;
+    let described: serde_json::Value = serde_json::from_str(&weir_ok(
+        &survivor,
+        &["topic", "describe", "orders", "--output", "json"],
+        "",
+    ))
+    .expect("json");
+    let p0 = described["partitions"][0]["high_watermark"]
+        .as_i64()
+        .expect("a high watermark");
+    assert!(p0 > 0, "{described}");
+    reset(r#"{"spec":{"resetOffsets":{"topic":"orders","to":"offsets","offsets":{"0":0}}}}"#);
+    wait_for("partition 0 alone goes back to 0", &logs, || applied(p0)).await;
+
     // Bad specs are reported as conditions.
     std::fs::write(
         dir.path().join("bad.yaml"),
@@ -557,6 +705,33 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
             .then_some(())
     })
     .await;
+
+    // Level-triggered, not looping: with nothing changing, each resource is reconciled about
+    // once per resync (1 s here), not again and again on its own status writes.
+    let holder_now = operators
+        .iter()
+        .find(|o| o.identity == next)
+        .expect("the new holder");
+    let resources = (kubectl_ok(
+        &kubeconfig,
+        &["get", "clusters,topics,consumergroups", "-o", "name"],
+    ))
+    .lines()
+    .count() as u64;
+    let before = holder_now.reconciliations();
+    let quiet = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let done = holder_now.reconciliations() - before;
+    let bound = resources * (quiet.elapsed().as_secs() + 1) * 3;
+    eprintln!(
+        "{done} reconciliations of {resources} resources in {:?}",
+        quiet.elapsed()
+    );
+    assert!(
+        done <= bound,
+        "{done} reconciliations of {resources} resources in {:?}: a loop",
+        quiet.elapsed()
+    );
 
     // Deleting the Topic deletes the topic (through the finalizer).
     kubectl_ok(&kubeconfig, &["delete", "topic", "orders", "--timeout=60s"]);
