@@ -256,6 +256,40 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
     let api: Api<Cluster> = Api::namespaced(context.client.clone(), &namespace);
     let generation = cluster.metadata.generation;
     let status = cluster.status.clone().unwrap_or_default();
+    let client = &context.client;
+    let mut next = Vec::new();
+    let controller = context
+        .registry
+        .ensure(
+            client,
+            &namespace,
+            &name,
+            context.settings.timing,
+            context.epoch,
+        )
+        .await;
+    let state = match &controller {
+        Ok(controller) => Some(controller.state().await),
+        Err(e) => {
+            next.push(condition(
+                "Degraded",
+                true,
+                "ControllerUnavailable",
+                format!("the cluster's controller cannot start: {e}"),
+                generation,
+            ));
+            context
+                .event(
+                    cluster,
+                    true,
+                    "ControllerUnavailable",
+                    "Start",
+                    e.to_string(),
+                )
+                .await;
+            None
+        }
+    };
     let objects =
         match crate::objects::cluster_objects(cluster, &context.settings.controller_address) {
             Ok(objects) => objects,
@@ -281,6 +315,49 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
                 return Ok(Action::await_change());
             }
         };
+    let mut objects = objects;
+    if let Some(state) = &state {
+        let mut held: BTreeMap<i32, usize> = state.brokers.keys().map(|id| (*id, 0)).collect();
+        for partition in state.topics.values().flat_map(|t| &t.partitions) {
+            for replica in &partition.replicas {
+                *held.entry(*replica).or_default() += 1;
+            }
+        }
+        let (count, blocking) = crate::objects::safe_broker_count(cluster.spec.brokers, &held);
+        if !blocking.is_empty() {
+            let message = format!(
+                "spec.brokers is {} but brokers {} still hold partition replicas ({}); Weir does not move partitions yet, so the StatefulSet keeps {count} brokers: delete or shrink those topics first",
+                cluster.spec.brokers,
+                blocking
+                    .iter()
+                    .map(|(id, _)| id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                blocking
+                    .iter()
+                    .map(|(id, held)| format!("broker {id}: {held}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            if find(&status.conditions, "Degraded").map(|c| c.reason.as_str())
+                != Some("ScaleDownBlocked")
+            {
+                context
+                    .event(cluster, true, "ScaleDownBlocked", "Scale", message.clone())
+                    .await;
+            }
+            next.push(condition(
+                "Degraded",
+                true,
+                "ScaleDownBlocked",
+                message,
+                generation,
+            ));
+            if let Some(spec) = objects.brokers.spec.as_mut() {
+                spec.replicas = Some(count);
+            }
+        }
+    }
     let applied = match apply_objects(cluster, context, &objects, &namespace).await {
         Ok(applied) => applied,
         Err(e) => {
@@ -305,7 +382,6 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
         }
     };
     let (applied, budget) = applied;
-    let client = &context.client;
     if status.observed_generation != generation {
         context
             .event(
@@ -336,47 +412,17 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
         }
     }
 
-    let mut next = Vec::new();
-    let (registered, dead) = match context
-        .registry
-        .ensure(
-            client,
-            &namespace,
-            &name,
-            context.settings.timing,
-            context.epoch,
-        )
-        .await
-    {
-        Ok(controller) => {
-            let state = controller.state().await;
-            let dead: Vec<i32> = state
+    let (registered, dead) = match &state {
+        Some(state) => (
+            state.alive_brokers().count(),
+            state
                 .brokers
                 .values()
                 .filter(|b| !b.alive)
                 .map(|b| b.id)
-                .collect();
-            (state.alive_brokers().count(), dead)
-        }
-        Err(e) => {
-            next.push(condition(
-                "Degraded",
-                true,
-                "ControllerUnavailable",
-                format!("the cluster's controller cannot start: {e}"),
-                generation,
-            ));
-            context
-                .event(
-                    cluster,
-                    true,
-                    "ControllerUnavailable",
-                    "Start",
-                    e.to_string(),
-                )
-                .await;
-            (0, Vec::new())
-        }
+                .collect::<Vec<i32>>(),
+        ),
+        None => (0, Vec::new()),
     };
     context
         .metrics
