@@ -81,11 +81,11 @@ pub fn controller_client(channel: Channel, cluster: ClusterHeader) -> Controller
 
 /// Whether a failed call to the controller should go to the next controller address: this
 /// one is unreachable, or no longer (or not yet) the controller.
-fn try_next_controller(node: &Node, status: &tonic::Status) {
+fn try_next_controller(node: &Node, failed: usize, status: &tonic::Status) {
     if status.code() == tonic::Code::Unavailable
         || Reason::of(status) == Some(Reason::NotController)
     {
-        node.next_controller();
+        node.next_controller(failed);
     }
 }
 
@@ -101,7 +101,8 @@ pub async fn register(node: &Node, stopped: &watch::Receiver<bool>) -> Option<Du
         if *stopped.borrow() {
             return None;
         }
-        match node.controller().register_broker(request.clone()).await {
+        let (at, mut controller) = node.controller_at();
+        match controller.register_broker(request.clone()).await {
             Ok(response) => {
                 let r = response.into_inner();
                 tracing::info!(
@@ -114,7 +115,7 @@ pub async fn register(node: &Node, stopped: &watch::Receiver<bool>) -> Option<Du
                 )));
             }
             Err(status) => {
-                try_next_controller(node, &status);
+                try_next_controller(node, at, &status);
                 tracing::warn!(error = %status.message(), "registration failed; retrying");
                 tokio::time::sleep(RETRY).await;
             }
@@ -138,7 +139,8 @@ pub async fn heartbeat(
             broker_id: node.config.broker_id,
             incarnation: node.incarnation,
         };
-        match node.controller().broker_heartbeat(request).await {
+        let (at, mut controller) = node.controller_at();
+        match controller.broker_heartbeat(request).await {
             Ok(_) => {}
             Err(status) if Reason::of(&status) == Some(Reason::UnknownBroker) => {
                 tracing::warn!(
@@ -150,7 +152,7 @@ pub async fn heartbeat(
                 }
             }
             Err(status) => {
-                try_next_controller(&node, &status);
+                try_next_controller(&node, at, &status);
                 tracing::debug!(error = %status.message(), "heartbeat failed");
             }
         }
@@ -163,7 +165,7 @@ pub async fn watch_metadata(node: Arc<Node>, mut stopped: watch::Receiver<bool>)
         let request = v1::WatchMetadataRequest {
             broker_id: Some(node.config.broker_id),
         };
-        let mut controller = node.controller();
+        let (at, mut controller) = node.controller_at();
         let stream = tokio::select! {
             r = controller.watch_metadata(request) => r,
             _ = stopped.changed() => return,
@@ -183,7 +185,7 @@ pub async fn watch_metadata(node: Arc<Node>, mut stopped: watch::Receiver<bool>)
                         }
                         Ok(None) => break,
                         Err(status) => {
-                            try_next_controller(&node, &status);
+                            try_next_controller(&node, at, &status);
                             tracing::warn!(error = %status.message(), "metadata watch failed");
                             break;
                         }
@@ -191,7 +193,7 @@ pub async fn watch_metadata(node: Arc<Node>, mut stopped: watch::Receiver<bool>)
                 }
             }
             Err(status) => {
-                try_next_controller(&node, &status);
+                try_next_controller(&node, at, &status);
                 tracing::debug!(error = %status.message(), "cannot watch the metadata yet")
             }
         }
@@ -226,7 +228,8 @@ pub async fn propose_isr_changes(node: Arc<Node>, mut stopped: watch::Receiver<b
                 partition_epoch,
                 isr: isr.clone(),
             };
-            match node.controller().alter_isr(request).await {
+            let (at, mut controller) = node.controller_at();
+            match controller.alter_isr(request).await {
                 Ok(committed) => {
                     let c = committed.into_inner();
                     tracing::info!(topic, partition = partition.index, isr = ?c.isr, "ISR changed");
@@ -242,9 +245,10 @@ pub async fn propose_isr_changes(node: Arc<Node>, mut stopped: watch::Receiver<b
                 }
                 Err(status)
                     if Reason::of(&status) == Some(Reason::StalePartitionEpoch)
+                        || Reason::of(&status) == Some(Reason::NotController)
                         || status.code() == tonic::Code::Unavailable =>
                 {
-                    try_next_controller(&node, &status);
+                    try_next_controller(&node, at, &status);
                     tracing::debug!(topic, partition = partition.index, error = %status.message(), "ISR change not made now")
                 }
                 Err(status) => {

@@ -277,11 +277,65 @@ impl Coordinator {
             .collect()
     }
 
-    /// A group's members, assignment, committed offsets and lag.
+    /// A group's members, assignment, committed offsets and lag, against the log start and
+    /// high watermark of each partition as its leader has them.
     ///
     /// # Errors
     /// `UnknownGroup`.
-    pub fn describe(&self, node: &Node, group_id: &str) -> Result<v1::GroupDescription, Failure> {
+    pub async fn describe(
+        &self,
+        node: &Node,
+        group_id: &str,
+    ) -> Result<v1::GroupDescription, Failure> {
+        let topics = self.group_topics(group_id)?;
+        let mut bounds = BTreeMap::new();
+        for topic in topics {
+            let Ok(described) = node.topic(&topic) else {
+                continue;
+            };
+            let starts = node
+                .offsets_from_leaders(&described, v1::OffsetSpec::Earliest, 0)
+                .await;
+            let ends = node
+                .offsets_from_leaders(&described, v1::OffsetSpec::Latest, 0)
+                .await;
+            for (partition, end) in ends {
+                if let (Some(end), Some(Some(start))) = (end, starts.get(&partition)) {
+                    bounds.insert((topic.clone(), partition), (*start, end));
+                }
+            }
+        }
+        self.describe_with(group_id, &bounds)
+    }
+
+    /// [`Coordinator::describe`] against this broker's own replicas (for its metrics: no
+    /// call to other brokers).
+    ///
+    /// # Errors
+    /// `UnknownGroup`.
+    pub fn describe_local(
+        &self,
+        node: &Node,
+        group_id: &str,
+    ) -> Result<v1::GroupDescription, Failure> {
+        let mut bounds = BTreeMap::new();
+        for topic in self.group_topics(group_id)? {
+            let Ok(described) = node.topic(&topic) else {
+                continue;
+            };
+            for partition in described.replicas.values() {
+                let state = partition.state();
+                bounds.insert(
+                    (topic.clone(), partition.index),
+                    (state.log_start_offset, state.high_watermark),
+                );
+            }
+        }
+        self.describe_with(group_id, &bounds)
+    }
+
+    /// The topics a group subscribes to or has offsets in.
+    fn group_topics(&self, group_id: &str) -> Result<BTreeSet<String>, Failure> {
         let groups = lock(&self.groups);
         let group = groups.get(group_id).ok_or_else(|| {
             Failure::new(
@@ -295,27 +349,36 @@ impl Coordinator {
             .flat_map(|m| m.topics.iter().cloned())
             .collect();
         topics.extend(group.offsets.keys().map(|(t, _)| t.clone()));
-        let mut partitions = Vec::new();
-        for topic in topics {
-            let Ok(described) = node.topic(&topic) else {
-                continue;
-            };
-            for partition in described.replicas.values() {
-                let state = partition.state();
-                let committed = group
-                    .offsets
-                    .get(&(topic.clone(), partition.index))
-                    .copied();
-                let position = committed.unwrap_or(state.log_start_offset);
-                partitions.push(v1::GroupPartition {
+        Ok(topics)
+    }
+
+    /// The description of a group, given each partition's `(log start, high watermark)`.
+    fn describe_with(
+        &self,
+        group_id: &str,
+        bounds: &BTreeMap<(String, i32), (i64, i64)>,
+    ) -> Result<v1::GroupDescription, Failure> {
+        let groups = lock(&self.groups);
+        let group = groups.get(group_id).ok_or_else(|| {
+            Failure::new(
+                Reason::UnknownGroup,
+                format!("group {group_id:?} does not exist"),
+            )
+        })?;
+        let partitions = bounds
+            .iter()
+            .map(|((topic, partition), (start, end))| {
+                let committed = group.offsets.get(&(topic.clone(), *partition)).copied();
+                let position = committed.unwrap_or(*start);
+                v1::GroupPartition {
                     topic: topic.clone(),
-                    partition: partition.index,
+                    partition: *partition,
                     committed_offset: committed,
-                    log_end_offset: state.high_watermark,
-                    lag: (state.high_watermark - position).max(0),
-                });
-            }
-        }
+                    log_end_offset: *end,
+                    lag: (end - position).max(0),
+                }
+            })
+            .collect();
         let members = group
             .members
             .values()
@@ -360,38 +423,71 @@ impl Coordinator {
         let topic = node.topic(&request.topic)?;
         let spec = v1::OffsetSpec::try_from(request.spec)
             .map_err(|_| Failure::new(Reason::InvalidRequest, "unknown offset spec"))?;
-        let mut offsets = Vec::new();
-        for index in request.partition_offsets.keys() {
-            if !topic.replicas.contains_key(index) {
-                return Err(Failure::new(
-                    Reason::InvalidRequest,
-                    format!("topic {:?} has no partition {index} here", request.topic),
-                ));
-            }
+        let count = i32::try_from(topic.partition_count()).unwrap_or(i32::MAX);
+        if let Some(index) = request
+            .partition_offsets
+            .keys()
+            .find(|index| !(0..count).contains(*index))
+        {
+            return Err(Failure::new(
+                Reason::InvalidRequest,
+                format!(
+                    "topic {:?} has partitions 0 to {}, not {index}",
+                    request.topic,
+                    count - 1
+                ),
+            ));
         }
-        for partition in topic.replicas.values() {
-            let state = partition.state();
-            if !request.partition_offsets.is_empty() {
-                if let Some(&offset) = request.partition_offsets.get(&partition.index) {
-                    offsets.push(v1::PartitionCommit {
-                        topic: topic.name.clone(),
-                        partition: partition.index,
-                        offset: offset.clamp(state.log_start_offset, state.high_watermark),
-                    });
+        // Every partition's range as its leader has it, wherever the group's coordinator is.
+        let starts = node
+            .offsets_from_leaders(&topic, v1::OffsetSpec::Earliest, 0)
+            .await;
+        let ends = node
+            .offsets_from_leaders(&topic, v1::OffsetSpec::Latest, 0)
+            .await;
+        let at_timestamp = if request.partition_offsets.is_empty()
+            && request.offset.is_none()
+            && spec == v1::OffsetSpec::Timestamp
+        {
+            node.offsets_from_leaders(&topic, spec, request.timestamp)
+                .await
+        } else {
+            BTreeMap::new()
+        };
+        let mut offsets = Vec::new();
+        for partition in 0..count {
+            let (Some(Some(start)), Some(Some(end))) =
+                (starts.get(&partition), ends.get(&partition))
+            else {
+                return Err(Failure::new(
+                    Reason::LeaderNotAvailable,
+                    format!(
+                        "partition {partition} of {:?} has no reachable leader; nothing was reset",
+                        request.topic
+                    ),
+                ));
+            };
+            let (start, end) = (*start, *end);
+            let offset = if request.partition_offsets.is_empty() {
+                match (request.offset, spec) {
+                    (Some(offset), _) => offset.clamp(start, end),
+                    (None, v1::OffsetSpec::Earliest) => start,
+                    (None, v1::OffsetSpec::Latest) => end,
+                    (None, v1::OffsetSpec::Timestamp) => at_timestamp
+                        .get(&partition)
+                        .copied()
+                        .flatten()
+                        .unwrap_or(end),
                 }
-                continue;
-            }
-            let offset = match (request.offset, spec) {
-                (Some(offset), _) => offset.clamp(state.log_start_offset, state.high_watermark),
-                (None, v1::OffsetSpec::Earliest) => state.log_start_offset,
-                (None, v1::OffsetSpec::Latest) => state.high_watermark,
-                (None, v1::OffsetSpec::Timestamp) => partition
-                    .offset_for_timestamp(request.timestamp)?
-                    .map_or(state.high_watermark, |(offset, _)| offset),
+            } else {
+                match request.partition_offsets.get(&partition) {
+                    Some(offset) => (*offset).clamp(start, end),
+                    None => continue,
+                }
             };
             offsets.push(v1::PartitionCommit {
                 topic: topic.name.clone(),
-                partition: partition.index,
+                partition,
                 offset,
             });
         }

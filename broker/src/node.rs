@@ -205,26 +205,38 @@ impl Node {
     }
 
     pub fn controller(&self) -> crate::cluster::Controller {
-        let i = self.current_controller.load(Ordering::Relaxed) % self.controllers.len();
-        self.controllers[i]
+        self.controller_at().1
+    }
+
+    /// The current controller address's index, and a client of it.
+    pub fn controller_at(&self) -> (usize, crate::cluster::Controller) {
+        let i = self.current_controller.load(Ordering::Acquire) % self.controllers.len();
+        let client = self.controllers[i]
             .1
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        (i, client)
     }
 
-    /// Moves calls to the next controller address, on a new connection: behind one address
-    /// (a Service) a new connection may reach another replica, the one now leading.
-    pub fn next_controller(&self) {
-        let i = self.current_controller.load(Ordering::Relaxed) % self.controllers.len();
-        let (address, client) = &self.controllers[i];
+    /// After a call to the address at `failed` failed: moves calls to the next address, on a
+    /// new connection (behind one address, a Service, a new connection may reach another
+    /// replica, the one now leading). Several loops failing together move it once.
+    pub fn next_controller(&self, failed: usize) {
+        let next = (failed + 1) % self.controllers.len();
+        if self
+            .current_controller
+            .compare_exchange(failed, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let (address, client) = &self.controllers[failed];
         if let Ok(channel) = crate::cluster::channel(address) {
             *client.lock().unwrap_or_else(|p| p.into_inner()) =
                 crate::cluster::controller_client(channel, self.cluster_header.clone());
         }
         if self.controllers.len() > 1 {
-            let next = (i + 1) % self.controllers.len();
-            self.current_controller.store(next, Ordering::Relaxed);
             tracing::info!(
                 controller = %self.controllers[next].0,
                 "trying the next controller address"
@@ -578,6 +590,82 @@ impl Node {
             ));
             fetchers.insert(key, (epoch, partition, task));
         }
+    }
+
+    /// Each partition's offset for `spec` (earliest, latest = high watermark, or the first at
+    /// or after `timestamp`), as its leader has it: from the replica here when this broker
+    /// leads it, else asked of the leader. A partition whose leader cannot answer is given
+    /// from the replica here, if there is one, and otherwise left out; `None`: no record at or
+    /// after the timestamp.
+    pub async fn offsets_from_leaders(
+        &self,
+        topic: &Topic,
+        spec: v1::OffsetSpec,
+        timestamp: i64,
+    ) -> BTreeMap<i32, Option<i64>> {
+        let local = |index: i32| -> Option<Option<i64>> {
+            let partition = topic.replicas.get(&index)?;
+            let state = partition.state();
+            Some(match spec {
+                v1::OffsetSpec::Earliest => Some(state.log_start_offset),
+                v1::OffsetSpec::Latest => Some(state.high_watermark),
+                v1::OffsetSpec::Timestamp => partition
+                    .offset_for_timestamp(timestamp)
+                    .ok()
+                    .flatten()
+                    .map(|(offset, _)| offset),
+            })
+        };
+        let me = self.config.broker_id;
+        let mut offsets = BTreeMap::new();
+        let mut remote: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        {
+            let brokers = self.brokers();
+            for p in &topic.layout {
+                match p.leader.filter(|l| *l != me).and_then(|l| brokers.get(&l)) {
+                    Some(leader) => remote
+                        .entry(leader.address.clone())
+                        .or_default()
+                        .push(p.partition),
+                    None => {
+                        if let Some(offset) = local(p.partition) {
+                            offsets.insert(p.partition, offset);
+                        }
+                    }
+                }
+            }
+        }
+        for (address, partitions) in remote {
+            let request = v1::ListOffsetsRequest {
+                topic: topic.name.clone(),
+                partitions: partitions.clone(),
+                spec: spec as i32,
+                timestamp,
+            };
+            let answer = match self.peer_channel(&address) {
+                Ok(channel) => v1::weir_client::WeirClient::new(channel)
+                    .list_offsets(request)
+                    .await
+                    .map_err(|s| s.message().to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match answer {
+                Ok(answer) => {
+                    for o in answer.into_inner().offsets {
+                        offsets.insert(o.partition, o.offset);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %topic.name, leader = %address, error = %e, "cannot ask a leader for offsets; using this broker's replicas");
+                    for index in partitions {
+                        if let Some(offset) = local(index) {
+                            offsets.insert(index, offset);
+                        }
+                    }
+                }
+            }
+        }
+        offsets
     }
 
     /// The channel to the broker at `address`, made the first time it is needed.
@@ -1002,7 +1090,7 @@ impl Node {
             .coordinator
             .list()
             .iter()
-            .filter_map(|g| self.coordinator.describe(self, &g.group_id).ok())
+            .filter_map(|g| self.coordinator.describe_local(self, &g.group_id).ok())
             .collect();
         self.metrics.set_group_lags(described.iter().flat_map(|d| {
             d.partitions

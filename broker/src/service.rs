@@ -511,6 +511,7 @@ impl v1::groups_server::Groups for Service {
             .node
             .coordinator
             .describe(&self.node, &group)
+            .await
             .map_err(|f| failed(&mut timer, f))?;
         Ok(Response::new(description))
     }
