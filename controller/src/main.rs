@@ -63,6 +63,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let timing = weir_controller::server::Timing {
         heartbeat_interval: args.heartbeat_interval,
         session_timeout: args.session_timeout,
+        takeover_grace: std::time::Duration::ZERO,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -28,6 +28,10 @@ pub struct Timing {
     pub heartbeat_interval: Duration,
     /// A broker without a heartbeat for this long is dead.
     pub session_timeout: Duration,
+    /// Extra time a new controller gives the brokers it inherits before their first
+    /// heartbeat (they find it only after a failover: a Service's endpoints move, a client
+    /// tries the next address).
+    pub takeover_grace: Duration,
 }
 
 impl Default for Timing {
@@ -35,6 +39,7 @@ impl Default for Timing {
         Timing {
             heartbeat_interval: Duration::from_millis(500),
             session_timeout: Duration::from_secs(3),
+            takeover_grace: Duration::ZERO,
         }
     }
 }
@@ -89,7 +94,7 @@ impl<S: MetadataStore> Controller<S> {
         };
         state.controller_epoch = (state.controller_epoch + 1).max(min_epoch);
         let version = store.store(&state, version.as_ref()).await?;
-        let now = Instant::now();
+        let now = Instant::now() + timing.takeover_grace;
         let heard = state.alive_brokers().map(|b| (b.id, now)).collect();
         tracing::info!(
             controller_epoch = state.controller_epoch,

@@ -15,6 +15,7 @@ use weir_proto::v1::controller_client::ControllerClient;
 const TIMING: Timing = Timing {
     heartbeat_interval: Duration::from_millis(50),
     session_timeout: Duration::from_millis(400),
+    takeover_grace: Duration::ZERO,
 };
 
 struct Running {

@@ -226,7 +226,8 @@ pub struct ConsumerGroupSpec {
     /// Topics to report lag for (all the group has offsets in when empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topics: Vec<String>,
-    /// A reset of committed offsets, applied once while the group has no members.
+    /// A reset of committed offsets, applied once (while the group has no members); to apply
+    /// the same reset again, remove it and add it back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_offsets: Option<ResetOffsets>,
 }
@@ -268,6 +269,10 @@ pub struct ConsumerGroupStatus {
     /// The generation of the resource whose `resetOffsets` was applied last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_reset_generation: Option<i64>,
+    /// The reset applied last; cleared when `resetOffsets` is removed, so that the same reset
+    /// may be asked again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_reset: Option<ResetOffsets>,
     /// When the lag was measured (the rate behind `approximateSeconds` is measured between
     /// two such times).
     #[serde(default, skip_serializing_if = "Option::is_none")]

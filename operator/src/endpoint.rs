@@ -29,7 +29,10 @@ struct Running {
 /// The controllers of this operator replica, by `namespace/name` of their `Cluster`.
 #[derive(Debug, Default)]
 pub struct Registry {
+    /// Held while a controller starts or stops (API calls): one at a time.
     running: tokio::sync::Mutex<HashMap<String, Running>>,
+    /// The running controllers, for routing calls without waiting on a start.
+    routes: std::sync::RwLock<HashMap<String, ClusterController>>,
     leading: AtomicBool,
     /// The Lease holder as last seen, for the errors of a replica that does not hold it.
     holder: std::sync::Mutex<Option<String>>,
@@ -58,11 +61,19 @@ impl Registry {
 
     /// The running controller of `key`, if any.
     pub async fn get(&self, key: &str) -> Option<ClusterController> {
-        self.running
-            .lock()
-            .await
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .get(key)
-            .map(|r| Arc::clone(&r.controller))
+            .cloned()
+    }
+
+    fn route(&self, key: &str, controller: Option<&ClusterController>) {
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        match controller {
+            Some(c) => routes.insert(key.to_string(), Arc::clone(c)),
+            None => routes.remove(key),
+        };
     }
 
     /// The controller of a `Cluster`, started (at `epoch` or later) when it is not running
@@ -86,6 +97,7 @@ impl Registry {
             }
             tracing::warn!(cluster = %key, "the controller was fenced; starting it again");
             if let Some(r) = running.remove(&key) {
+                self.route(&key, None);
                 stop(r);
             }
         }
@@ -93,6 +105,7 @@ impl Registry {
         let controller = Controller::start_at(store, timing, epoch).await?;
         let liveness = tokio::spawn(Arc::clone(&controller).run_liveness());
         tracing::info!(cluster = %key, "controller started");
+        self.route(&key, Some(&controller));
         running.insert(
             key,
             Running {
@@ -111,6 +124,7 @@ impl Registry {
     /// Stops the controller of `key` (its `Cluster` is gone).
     pub async fn stop(&self, key: &str) {
         if let Some(r) = self.running.lock().await.remove(key) {
+            self.route(key, None);
             tracing::info!(cluster = %key, "controller stopped");
             stop(r);
         }
@@ -118,7 +132,12 @@ impl Registry {
 
     /// Stops every controller (the Lease is lost).
     pub async fn stop_all(&self) {
-        for (key, r) in self.running.lock().await.drain() {
+        let mut running = self.running.lock().await;
+        self.routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        for (key, r) in running.drain() {
             tracing::info!(cluster = %key, "controller stopped");
             stop(r);
         }
@@ -154,7 +173,13 @@ impl Endpoint {
         let (namespace, name) = cluster.split_once('/')?;
         let clusters: kube::Api<crate::crd::Cluster> =
             kube::Api::namespaced(self.client.clone(), namespace);
-        let key = clusters.get_opt(name).await.ok()??.spec.rack?.topology_key;
+        let key = match clusters.get_opt(name).await {
+            Ok(found) => found?.spec.rack?.topology_key,
+            Err(e) => {
+                tracing::warn!(cluster, error = %e, "cannot read the Cluster for the broker's rack");
+                return None;
+            }
+        };
         let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
             kube::Api::namespaced(self.client.clone(), namespace);
         let pod = format!("{name}-{broker}");

@@ -1,13 +1,14 @@
 //! What a `ConsumerGroup` asks of the cluster, as pure functions: whether its offset reset
-//! can be applied now (only while the group has no members, and once per generation of the
-//! resource), and how long its lag would take to drain at the rate it consumes.
+//! can be applied now (only while the group has no members, and once for each reset asked:
+//! an edit of the resource's other fields, or a re-apply of the same YAML, does not rewind
+//! the group again), and how long its lag would take to drain at the rate it consumes.
 
 use crate::crd::{ConsumerGroupSpec, ResetOffsets, ResetTarget};
 
 /// What to do about `spec.resetOffsets`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResetPlan {
-    /// Nothing asked, or already applied for this generation.
+    /// Nothing asked, or this very reset was applied already.
     Nothing,
     /// Apply it now.
     Apply(ResetOffsets),
@@ -20,18 +21,17 @@ pub enum ResetPlan {
     Invalid { message: String },
 }
 
-/// Decides about the reset of a group with `members` members, for the resource at
-/// `generation`, given the generation whose reset was applied last.
+/// Decides about the reset of a group with `members` members, given the reset applied last
+/// (cleared when `resetOffsets` is removed, so the same reset can be asked again).
 pub fn reset_plan(
     spec: &ConsumerGroupSpec,
     members: usize,
-    generation: Option<i64>,
-    applied_generation: Option<i64>,
+    applied: Option<&ResetOffsets>,
 ) -> ResetPlan {
     let Some(reset) = &spec.reset_offsets else {
         return ResetPlan::Nothing;
     };
-    if generation.is_some() && generation == applied_generation {
+    if applied == Some(reset) {
         return ResetPlan::Nothing;
     }
     match (reset.to, reset.timestamp, reset.offsets.is_empty()) {
@@ -105,26 +105,26 @@ mod tests {
 
     #[test]
     fn a_reset_waits_for_the_group_to_be_empty_and_applies_once() {
-        let asked = spec(Some(reset(ResetTarget::Earliest)));
-        let ResetPlan::Wait { reason, message } = reset_plan(&asked, 2, Some(3), None) else {
+        let earliest = reset(ResetTarget::Earliest);
+        let asked = spec(Some(earliest.clone()));
+        let ResetPlan::Wait { reason, message } = reset_plan(&asked, 2, None) else {
             panic!("applied with members");
         };
         assert_eq!(reason, "GroupHasMembers");
         assert!(message.contains("2 member(s)"), "{message}");
         assert_eq!(
-            reset_plan(&asked, 0, Some(3), None),
-            ResetPlan::Apply(reset(ResetTarget::Earliest))
+            reset_plan(&asked, 0, None),
+            ResetPlan::Apply(earliest.clone())
         );
-        assert_eq!(reset_plan(&asked, 0, Some(3), Some(3)), ResetPlan::Nothing);
-        // A new generation (the user edited the reset) applies again.
+        // Once applied, the same reset is not applied again (an edit of another field or a
+        // re-apply of the same YAML does not rewind the group).
+        assert_eq!(reset_plan(&asked, 0, Some(&earliest)), ResetPlan::Nothing);
+        // Another reset applies.
         assert!(matches!(
-            reset_plan(&asked, 0, Some(4), Some(3)),
+            reset_plan(&spec(Some(reset(ResetTarget::Latest))), 0, Some(&earliest)),
             ResetPlan::Apply(_)
         ));
-        assert_eq!(
-            reset_plan(&spec(None), 0, Some(1), None),
-            ResetPlan::Nothing
-        );
+        assert_eq!(reset_plan(&spec(None), 0, None), ResetPlan::Nothing);
     }
 
     #[test]
@@ -147,8 +147,7 @@ mod tests {
                 "not negative",
             ),
         ] {
-            let ResetPlan::Invalid { message } = reset_plan(&spec(Some(bad)), 0, Some(1), None)
-            else {
+            let ResetPlan::Invalid { message } = reset_plan(&spec(Some(bad)), 0, None) else {
                 panic!("{expect}: accepted");
             };
             assert!(message.contains(expect), "{message}");

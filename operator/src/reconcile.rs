@@ -172,14 +172,23 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>) {
     );
 }
 
-async fn drain<T, E: std::fmt::Display>(
+async fn drain<T>(
     kind: &'static str,
-    stream: impl tokio_stream::Stream<Item = Result<T, E>>,
+    stream: impl tokio_stream::Stream<
+        Item = Result<T, kube::runtime::controller::Error<Error, watcher::Error>>,
+    >,
 ) {
     let mut stream = std::pin::pin!(stream);
     while let Some(result) = stream.next().await {
-        if let Err(e) = result {
-            tracing::debug!(kind, error = %e, "reconciliation not done");
+        match result {
+            // The watch itself failed (RBAC, a missing CRD): nothing is reconciled until it
+            // recovers, and only this says why.
+            Err(e @ kube::runtime::controller::Error::QueueError(_)) => {
+                tracing::warn!(kind, error = %e, "cannot watch the resources")
+            }
+            // Failed reconciliations are logged by the error policy.
+            Err(e) => tracing::debug!(kind, error = %e, "reconciliation not done"),
+            Ok(_) => {}
         }
     }
 }
@@ -278,15 +287,19 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
                 format!("the cluster's controller cannot start: {e}"),
                 generation,
             ));
-            context
-                .event(
-                    cluster,
-                    true,
-                    "ControllerUnavailable",
-                    "Start",
-                    e.to_string(),
-                )
-                .await;
+            if find(&status.conditions, "Degraded").map(|c| c.reason.as_str())
+                != Some("ControllerUnavailable")
+            {
+                context
+                    .event(
+                        cluster,
+                        true,
+                        "ControllerUnavailable",
+                        "Start",
+                        e.to_string(),
+                    )
+                    .await;
+            }
             None
         }
     };
@@ -316,6 +329,16 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
             }
         };
     let mut objects = objects;
+    if state.is_none() {
+        // Which brokers hold replicas is unknown: never scale down blind.
+        let current = Api::<StatefulSet>::namespaced(client.clone(), &namespace)
+            .get_opt(&objects.brokers.name_any())
+            .await?
+            .and_then(|s| s.spec?.replicas);
+        if let (Some(current), Some(spec)) = (current, objects.brokers.spec.as_mut()) {
+            spec.replicas = Some(current.max(cluster.spec.brokers));
+        }
+    }
     if let Some(state) = &state {
         let mut held: BTreeMap<i32, usize> = state.brokers.keys().map(|id| (*id, 0)).collect();
         for partition in state.topics.values().flat_map(|t| &t.partitions) {
@@ -418,7 +441,16 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
             state
                 .brokers
                 .values()
-                .filter(|b| !b.alive)
+                // A broker scaled away (past spec.brokers, holding nothing) is not missed.
+                .filter(|b| {
+                    !b.alive
+                        && (b.id < cluster.spec.brokers
+                            || state
+                                .topics
+                                .values()
+                                .flat_map(|t| &t.partitions)
+                                .any(|p| p.replicas.contains(&b.id)))
+                })
                 .map(|b| b.id)
                 .collect::<Vec<i32>>(),
         ),
@@ -667,6 +699,34 @@ async fn apply_topic(topic: &Topic, context: &Context) -> Result<Action, Error> 
         });
     let state = controller.0.state().await;
     let existing = state.topics.get(&name);
+    // Another resource already holds this topic (a user's Topic beside the one the controller
+    // made for a topic created through the CLI, say): one resource per topic.
+    let mut invalid = invalid;
+    if invalid.is_none()
+        && let Some(existing) = existing
+        && status.topic_id.as_deref() != Some(existing.id.as_str())
+    {
+        let holder = api
+            .list(&kube::api::ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|t| {
+                t.name_any() != resource
+                    && t.spec.cluster == topic.spec.cluster
+                    && t.status.as_ref().and_then(|s| s.topic_id.as_deref())
+                        == Some(existing.id.as_str())
+            });
+        if let Some(holder) = holder {
+            invalid = Some((
+                "DuplicateTopic",
+                format!(
+                    "topic {name} is held by Topic {}: one resource per topic; delete this one or that one",
+                    holder.name_any()
+                ),
+            ));
+        }
+    }
     let plan = match invalid {
         Some((reason, message)) => TopicPlan::Refused { reason, message },
         None => {
@@ -815,7 +875,7 @@ async fn delete_topic(topic: &Topic, context: &Context) -> Result<Action, Error>
         Err(("ClusterNotFound", _)) => return Ok(Action::await_change()),
         Err((_, message)) => return Err(Error::Unavailable(message)),
     };
-    // Only the topic this resource holds (not one of the same name another resource made).
+    // Only the topic this resource holds (not one of the same name another resource holds).
     let id = topic.status.as_ref().and_then(|s| s.topic_id.clone());
     let holds = controller
         .0
@@ -823,7 +883,9 @@ async fn delete_topic(topic: &Topic, context: &Context) -> Result<Action, Error>
         .await
         .topics
         .get(&name)
-        .is_some_and(|t| id.as_ref().is_none_or(|id| *id == t.id));
+        // Without an id this resource never held the topic (another resource does, or it
+        // was never made): deleting it deletes nothing.
+        .is_some_and(|t| id.as_ref() == Some(&t.id));
     if holds {
         match controller
             .delete_topic(Request::new(v1::DeleteTopicRequest { name: name.clone() }))
@@ -932,12 +994,13 @@ async fn reconcile_group(
     // The reset, when asked and allowed.
     let mut next = Vec::new();
     let mut applied = status.applied_reset_generation;
-    match reset_plan(
-        &group.spec,
-        members,
-        generation,
-        status.applied_reset_generation,
-    ) {
+    // Removing `resetOffsets` forgets the reset applied, so that the same may be asked again.
+    let mut applied_reset = group
+        .spec
+        .reset_offsets
+        .as_ref()
+        .and(status.applied_reset.clone());
+    match reset_plan(&group.spec, members, status.applied_reset.as_ref()) {
         ResetPlan::Nothing => {}
         ResetPlan::Wait { reason, message } => {
             next.push(condition(
@@ -989,6 +1052,7 @@ async fn reconcile_group(
             match result {
                 Ok(()) => {
                     applied = generation;
+                    applied_reset = Some(reset.clone());
                     let message = format!(
                         "the offsets of {:?} were reset to {:?}",
                         reset.topic, reset.to
@@ -1021,7 +1085,7 @@ async fn reconcile_group(
         }
     }
     // The offsets may just have moved: describe again for the lag.
-    let description = if applied != status.applied_reset_generation {
+    let description = if applied_reset != status.applied_reset {
         client
             .describe_group(&group_id)
             .await
@@ -1069,7 +1133,7 @@ async fn reconcile_group(
         true,
         "Observed",
         format!(
-            "group {group_id} is {} with {members} member(s), lag {total}",
+            "group {group_id} is {} with {members} member(s)",
             description.state
         ),
         generation,
@@ -1081,13 +1145,21 @@ async fn reconcile_group(
         total_lag: total,
         lag,
         applied_reset_generation: applied,
+        applied_reset,
         observed_time: status.observed_time.clone(),
         conditions,
         observed_generation: generation,
     };
-    // Unchanged but for the time: no write (a write is a watch event, and so another
-    // reconciliation at once); the rate is then measured over the longer span.
-    if next != status {
+    // Every write is a watch event, and so another reconciliation at once: the lag alone is
+    // written at most once per resync (the rate is measured over that span); anything else
+    // at once.
+    let lag_only = crate::crd::ConsumerGroupStatus {
+        total_lag: status.total_lag,
+        lag: status.lag.clone(),
+        ..next.clone()
+    } == status;
+    let due = elapsed.is_none_or(|s| s >= context.settings.resync.as_secs_f64() * 0.9);
+    if next != status && (!lag_only || due) {
         patch_status(
             &api,
             &resource,
@@ -1097,6 +1169,7 @@ async fn reconcile_group(
                 "totalLag": next.total_lag,
                 "lag": next.lag,
                 "appliedResetGeneration": next.applied_reset_generation,
+                "appliedReset": next.applied_reset,
                 "observedTime": Time(observed),
                 "conditions": next.conditions,
                 "observedGeneration": next.observed_generation,

@@ -7,7 +7,11 @@
 //!   `Cluster`'s status.
 //!
 //! Every write is a merge patch carrying the resourceVersion just read, after checking that
-//! no newer controller epoch is stored there: a write never lands over another controller's.
+//! no newer controller epoch is stored on that object (or on the `Cluster`). A new controller's
+//! first write stamps its epoch on every `Topic` and then the `Cluster`, so a deposed
+//! controller's late write to any of them is refused (and fences it); a write that lost only to
+//! a reconciler's status update is read again and retried. Failures in between leave what was
+//! written recorded, and the next write starts from there.
 //! Kubernetes has no transaction over several objects, so one decision is written object by
 //! object, topics first and the `Cluster` last: a controller that dies half-way leaves each
 //! partition's state whole, and brokers it had declared dead still alive, so the next
@@ -256,6 +260,104 @@ impl KubeStore {
     }
 }
 
+impl KubeStore {
+    /// Writes what `state` changes from `done`, object by object (topics, then the Cluster),
+    /// recording each write in `done` as it lands. A new controller epoch rewrites every
+    /// topic, so that a deposed controller's late write to any of them is refused.
+    async fn write_all(
+        &self,
+        resources: &mut BTreeMap<String, String>,
+        done: &mut ClusterState,
+        state: &ClusterState,
+        first: bool,
+    ) -> Result<(), StoreError> {
+        let epoch = state.controller_epoch;
+        let takeover = done.controller_epoch != epoch;
+        for (name, topic) in &state.topics {
+            if !takeover && done.topics.get(name) == Some(topic) {
+                continue;
+            }
+            let mut resource = match resources.get(name) {
+                Some(resource) => resource.clone(),
+                None => self.resource_for(topic).await?,
+            };
+            if !self.write_topic(&resource, topic, epoch).await? {
+                // Its resource went away (finalizer removed by hand): make another.
+                resource = self.resource_for(topic).await?;
+                if !self.write_topic(&resource, topic, epoch).await? {
+                    return Err(StoreError::Remote {
+                        action: format!("write the status of Topic {resource}"),
+                        message: "it was deleted as it was made".into(),
+                    });
+                }
+            }
+            resources.insert(name.clone(), resource);
+            done.topics.insert(name.clone(), topic.clone());
+        }
+        let gone: Vec<String> = done
+            .topics
+            .keys()
+            .filter(|name| !state.topics.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(resource) = resources.get(&name).cloned() {
+                let cleared = |_: &Topic| {
+                    json!({
+                        "topicId": null, "config": null, "partitions": [], "underReplicated": 0,
+                        "leaders": null, "inSyncReplicas": null,
+                        "controllerEpoch": epoch,
+                    })
+                };
+                if self
+                    .write_status(&self.topics, &resource, epoch, topic_epoch, cleared)
+                    .await?
+                {
+                    // The topic is gone from the cluster: so is its resource (through its
+                    // finalizer).
+                    match self
+                        .topics
+                        .delete(&resource, &DeleteParams::default())
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(e)) if e.code == 404 => {}
+                        Err(e) => return Err(remote(format!("delete Topic {resource}"))(e)),
+                    }
+                }
+                resources.remove(&name);
+            }
+            done.topics.remove(&name);
+        }
+        if takeover
+            || first
+            || state.brokers != done.brokers
+            || state.next_producer_id != done.next_producer_id
+        {
+            let status = |_: &Cluster| {
+                json!({
+                    "controllerEpoch": epoch,
+                    "brokers": broker_registrations(state),
+                    "nextProducerId": state.next_producer_id,
+                })
+            };
+            if !self
+                .write_status(&self.clusters, &self.cluster, epoch, cluster_epoch, status)
+                .await?
+            {
+                return Err(StoreError::Remote {
+                    action: format!("write the status of Cluster {}", self.cluster),
+                    message: "the Cluster is gone".into(),
+                });
+            }
+            done.controller_epoch = epoch;
+            done.brokers = state.brokers.clone();
+            done.next_producer_id = state.next_producer_id;
+        }
+        Ok(())
+    }
+}
+
 fn topic_epoch(topic: &Topic) -> Option<i32> {
     topic.status.as_ref().and_then(|s| s.controller_epoch)
 }
@@ -331,7 +433,12 @@ impl MetadataStore for KubeStore {
             );
         }
         let mut resources = BTreeMap::new();
-        for topic in self.cluster_topics().await? {
+        let topics = self.cluster_topics().await?;
+        // A Topic may carry a newer epoch than the Cluster (a Cluster made again, a status
+        // restored from a backup): start past every epoch seen.
+        let topic_epochs = topics.iter().filter_map(topic_epoch).max().unwrap_or(0);
+        state.controller_epoch = state.controller_epoch.max(topic_epochs);
+        for topic in topics {
             let name = topic_name(&topic);
             let Some(status) = topic.status.as_ref() else {
                 continue;
@@ -393,80 +500,15 @@ impl MetadataStore for KubeStore {
                 found: Some(Version(format!("controller epoch {found}"))),
             });
         }
-        let last = written.last.clone().unwrap_or_default();
-        for (name, topic) in &state.topics {
-            if last.topics.get(name) == Some(topic) {
-                continue;
-            }
-            let mut resource = match written.resources.get(name) {
-                Some(resource) => resource.clone(),
-                None => self.resource_for(topic).await?,
-            };
-            if !self.write_topic(&resource, topic, epoch).await? {
-                // Its resource went away (finalizer removed by hand): make another.
-                resource = self.resource_for(topic).await?;
-                if !self.write_topic(&resource, topic, epoch).await? {
-                    return Err(StoreError::Remote {
-                        action: format!("write the status of Topic {resource}"),
-                        message: "it was deleted as it was made".into(),
-                    });
-                }
-            }
-            written.resources.insert(name.clone(), resource);
-        }
-        for name in last.topics.keys() {
-            if state.topics.contains_key(name) {
-                continue;
-            }
-            let Some(resource) = written.resources.remove(name) else {
-                continue;
-            };
-            let cleared = |_: &Topic| {
-                json!({
-                    "topicId": null, "config": null, "partitions": [], "underReplicated": 0,
-                    "leaders": null, "inSyncReplicas": null,
-                    "controllerEpoch": epoch,
-                })
-            };
-            if !self
-                .write_status(&self.topics, &resource, epoch, topic_epoch, cleared)
-                .await?
-            {
-                continue;
-            }
-            // The topic is gone from the cluster: so is its resource (through its finalizer).
-            match self
-                .topics
-                .delete(&resource, &DeleteParams::default())
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(remote(format!("delete Topic {resource}"))(e)),
-            }
-        }
-        if state.controller_epoch != last.controller_epoch
-            || state.brokers != last.brokers
-            || state.next_producer_id != last.next_producer_id
-            || written.last.is_none()
-        {
-            let status = |_: &Cluster| {
-                json!({
-                    "controllerEpoch": epoch,
-                    "brokers": broker_registrations(state),
-                    "nextProducerId": state.next_producer_id,
-                })
-            };
-            if !self
-                .write_status(&self.clusters, &self.cluster, epoch, cluster_epoch, status)
-                .await?
-            {
-                return Err(StoreError::Remote {
-                    action: format!("write the status of Cluster {}", self.cluster),
-                    message: "the Cluster is gone".into(),
-                });
-            }
-        }
+        // What is written so far: kept on every return, so that after a failure half-way the
+        // next store rewrites exactly what differs from what Kubernetes holds.
+        let first = written.last.is_none();
+        let mut done = written.last.clone().unwrap_or_default();
+        let result = self
+            .write_all(&mut written.resources, &mut done, state, first)
+            .await;
+        written.last = Some(done);
+        result?;
         written.last = Some(state.clone());
         written.stores += 1;
         Ok(Version(written.stores.to_string()))

@@ -62,10 +62,11 @@ struct Options {
     )]
     controller_address: String,
     /// How often brokers heartbeat.
-    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     heartbeat_interval: Duration,
-    /// A broker silent for this long is dead and its partitions move.
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    /// A broker silent for this long is dead and its partitions move (Kafka's
+    /// `broker.session.timeout.ms` is 9 s): each decision is several API writes here.
+    #[arg(long, default_value = "9s", value_parser = humantime::parse_duration)]
     session_timeout: Duration,
     /// How often every resource is reconciled again, changed or not.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -167,6 +168,9 @@ async fn operate(options: Options) -> anyhow::Result<()> {
         timing: Timing {
             heartbeat_interval: options.heartbeat_interval,
             session_timeout: options.session_timeout,
+            // Brokers find a new holder through the Service once it is ready, or by trying
+            // their next address.
+            takeover_grace: options.lease_duration / 3,
         },
         resync: options.resync,
     };
@@ -181,8 +185,18 @@ async fn operate(options: Options) -> anyhow::Result<()> {
     let every = options.lease_duration / 6;
     let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    // client-go's renew deadline: a holder that has not renewed for two thirds of the
+    // duration stops, before another may take over; no round may take longer.
+    let renew_deadline = options.lease_duration * 2 / 3;
     loop {
-        match elector.round().await {
+        let round = tokio::time::timeout(renew_deadline, elector.round())
+            .await
+            .unwrap_or_else(|_| {
+                Err(kube::Error::Service(
+                    format!("the API server did not answer within {renew_deadline:?}").into(),
+                ))
+            });
+        match round {
             Ok(Role::Leading { epoch }) => {
                 renewed = Instant::now();
                 if term.is_none() {
@@ -210,15 +224,12 @@ async fn operate(options: Options) -> anyhow::Result<()> {
                 }
                 registry.set_leading(false, holder);
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not reach the Lease");
-                // client-go's renew deadline: stop before another may take over.
-                if term.is_some() && renewed.elapsed() > options.lease_duration * 2 / 3 {
-                    tracing::warn!("could not renew the Lease in time: stepping down");
-                    step_down(&mut term, &registry, &metrics).await;
-                    registry.set_leading(false, None);
-                }
-            }
+            Err(e) => tracing::warn!(error = %e, "could not reach the Lease"),
+        }
+        if term.is_some() && renewed.elapsed() > renew_deadline {
+            tracing::warn!("could not renew the Lease in time: stepping down");
+            step_down(&mut term, &registry, &metrics).await;
+            registry.set_leading(false, None);
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

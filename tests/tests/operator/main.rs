@@ -418,8 +418,8 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
                 && s.partitions
                     .iter()
                     .all(|p| p.leader.is_some() && p.isr.len() == 3)
-                && ready(&s.conditions) == Some(("True", "Created"))
-                || ready(&s.conditions) == Some(("True", "InSync")))
+                && (ready(&s.conditions) == Some(("True", "Created"))
+                    || ready(&s.conditions) == Some(("True", "InSync"))))
             .then_some(s)
         },
     )
@@ -673,11 +673,20 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
             ],
         )
     };
+    let seen = std::sync::Mutex::new(String::new());
     let applied = |lag: i64| {
         let groups = groups.clone();
+        let seen = &seen;
         async move {
             let g = groups.get("billing").await.ok()?;
             let s = g.status?;
+            // Each new status on stderr: shown if the wait fails.
+            let now = format!("{:?} {:?}", g.metadata.generation, s);
+            let mut last = seen.lock().unwrap_or_else(|p| p.into_inner());
+            if *last != now {
+                eprintln!("ConsumerGroup billing: {now}");
+                *last = now;
+            }
             (s.total_lag == lag && s.applied_reset_generation == g.metadata.generation)
                 .then_some(())
         }
@@ -790,15 +799,61 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
         quiet.elapsed()
     );
 
+    // A topic made with the CLI gets a Topic of its own; a second resource naming it is
+    // refused, and deleting that second resource deletes nothing.
+    weir_ok(
+        &survivor,
+        &[
+            "topic",
+            "create",
+            "audit",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+        ],
+        "",
+    );
+    wait_for("the CLI's topic has a Topic", &logs, || async {
+        let s = topics.get("main-audit").await.ok()?.status?;
+        s.topic_id.map(|_| ())
+    })
+    .await;
+    std::fs::write(
+        dir.path().join("audit.yaml"),
+        "apiVersion: weir.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: audit\nspec:\n  cluster: main\n  partitions: 1\n  replicationFactor: 1\n",
+    )
+    .expect("write");
+    kubectl_ok(
+        &kubeconfig,
+        &[
+            "apply",
+            "-f",
+            &dir.path().join("audit.yaml").display().to_string(),
+        ],
+    );
+    wait_for("a second Topic for one topic is refused", &logs, || async {
+        let s = topics.get("audit").await.ok()?.status?;
+        (ready(&s.conditions) == Some(("False", "DuplicateTopic"))).then_some(())
+    })
+    .await;
+    kubectl_ok(&kubeconfig, &["delete", "topic", "audit", "--timeout=60s"]);
+    let listed = weir_ok(&survivor, &["topic", "list"], "");
+    let names = |listed: &str| -> Vec<String> {
+        listed
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+    assert!(names(&listed).contains(&"audit".to_string()), "{listed}");
+
     // Deleting the Topic deletes the topic (through the finalizer).
     kubectl_ok(&kubeconfig, &["delete", "topic", "orders", "--timeout=60s"]);
-    let listed = weir_ok(&survivor, &["topic", "list"], "");
-    assert!(
-        !listed
-            .lines()
-            .any(|l| l.split_whitespace().next() == Some("orders")),
-        "{listed}"
-    );
+    wait_for("the brokers no longer have the topic", &logs, || async {
+        let listed = weir_ok(&survivor, &["topic", "list"], "");
+        (!names(&listed).contains(&"orders".to_string())).then_some(())
+    })
+    .await;
     drop(brokers);
     drop(operators);
 }
