@@ -169,17 +169,41 @@ pub struct ApiServer {
 impl ApiServer {
     /// A kubeconfig for kubectl, helm and the operator: the admin token, TLS unverified.
     pub fn kubeconfig(&self) -> PathBuf {
-        let path = self.dir.path().join("kubeconfig");
+        self.kubeconfig_for("admin", TOKEN)
+    }
+
+    /// A kubeconfig for `user` authenticating with `token` (a service account's, say).
+    pub fn kubeconfig_for(&self, user: &str, token: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("kubeconfig-{user}"));
         std::fs::write(
             &path,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\n    namespace: default\ncurrent-context: test\n",
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{}\n    insecure-skip-tls-verify: true\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: {user}\n    namespace: default\ncurrent-context: test\n",
                 self.port
             ),
         )
         .expect("write the kubeconfig");
         path
     }
+}
+
+/// helm, as `.ci/helm` caches it (or `WEIR_HELM`); `None` when absent outside CI, where its
+/// absence fails the test.
+pub fn helm_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("WEIR_HELM")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/weir/helm-3.6.2"))
+        })
+        .filter(|p| p.exists());
+    if path.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no helm: CI must run .ci/helm first"
+        );
+        eprintln!("skipped: no helm (run .ci/helm to fetch it)");
+    }
+    path
 }
 
 /// A ready API server and a client of it; `None` (with a line on stderr) when there is no

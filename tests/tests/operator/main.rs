@@ -24,7 +24,7 @@ mod apiserver;
 #[allow(dead_code, reason = "the harness serves other tests too")]
 mod harness;
 
-use apiserver::api_server;
+use apiserver::{api_server, helm_binary};
 use harness::{BrokerProcess, weir_ok};
 
 /// Every wait of this test has this deadline.
@@ -242,6 +242,9 @@ fn start_broker(dir: &Path, id: i32, controllers: &str) -> BrokerProcess {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_runs_a_cluster_of_broker_processes() {
+    let Some(helm) = helm_binary() else {
+        return;
+    };
     let Some((server, client)) = api_server().await else {
         return;
     };
@@ -266,10 +269,64 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
         ],
     );
 
+    // The operators run as the chart's ServiceAccount, with the chart's RBAC and nothing more.
+    let rbac = Command::new(&helm)
+        .args(["template", "weir"])
+        .arg(root.join("charts/weir"))
+        .args([
+            "--namespace",
+            "default",
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+        ])
+        .output()
+        .expect("run helm");
+    assert!(
+        rbac.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rbac.stderr)
+    );
+    std::fs::write(dir.path().join("rbac.yaml"), &rbac.stdout).expect("write");
+    kubectl_ok(
+        &kubeconfig,
+        &[
+            "apply",
+            "-f",
+            &dir.path().join("rbac.yaml").display().to_string(),
+        ],
+    );
+    let token =
+        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), "default")
+            .create_token_request(
+                "weir",
+                &Default::default(),
+                &k8s_openapi::api::authentication::v1::TokenRequest {
+                    spec: k8s_openapi::api::authentication::v1::TokenRequestSpec {
+                        expiration_seconds: Some(3600),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("a token for the operator's ServiceAccount")
+            .status
+            .expect("the token")
+            .token;
+    let operator_kubeconfig = server.kubeconfig_for("weir-operator", &token);
+    // It is the least the chart grants: no Secrets, for one.
+    let secrets = kubectl(&operator_kubeconfig, &["get", "secrets"]);
+    assert!(
+        !secrets.status.success() && String::from_utf8_lossy(&secrets.stderr).contains("forbidden"),
+        "{secrets:?}"
+    );
+
     // Two operators: one holds the Lease.
     let mut operators = vec![
-        OperatorProcess::start(&kubeconfig, dir.path(), "operator-a"),
-        OperatorProcess::start(&kubeconfig, dir.path(), "operator-b"),
+        OperatorProcess::start(&operator_kubeconfig, dir.path(), "operator-a"),
+        OperatorProcess::start(&operator_kubeconfig, dir.path(), "operator-b"),
     ];
     let logs: Vec<PathBuf> = operators.iter().map(|o| o.log.clone()).collect();
     let logs: Vec<&Path> = logs.iter().map(PathBuf::as_path).collect();
