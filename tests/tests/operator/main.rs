@@ -774,6 +774,33 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
     })
     .await;
 
+    // Bad YAML is refused with the field named: a negative count by the API server's schema,
+    // a misspelt field by kubectl's validation (strict by default; a 1.20 server would prune
+    // it).
+    for (yaml, field) in [
+        (
+            "partitions: -1\n  replicationFactor: 1\n",
+            "spec.partitions",
+        ),
+        (
+            "partitions: 1\n  replicationFactor: 1\n  partitons: 7\n",
+            "partitons",
+        ),
+    ] {
+        let path = dir.path().join("invalid.yaml");
+        std::fs::write(
+            &path,
+            format!("apiVersion: weir.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: invalid\nspec:\n  cluster: main\n  {yaml}"),
+        )
+        .expect("write");
+        let refused = kubectl(&kubeconfig, &["apply", "-f", &path.display().to_string()]);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && stderr.contains(field),
+            "{field}: {stderr}"
+        );
+    }
+
     // Bad specs are reported as conditions.
     std::fs::write(
         dir.path().join("bad.yaml"),
