@@ -1,5 +1,7 @@
 //! `/metrics` (Prometheus text), `/healthz` (the process answers) and `/readyz` (the gRPC
-//! listener is serving).
+//! listener is serving, the broker has joined its cluster, and it is in the ISR of every
+//! partition it follows: a StatefulSet rolling its brokers, or a PodDisruptionBudget, then
+//! waits for a restarted broker to catch up before taking down the next).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,9 +54,29 @@ async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
 }
 
 async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
-    if shared.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    if !shared.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string());
     }
+    let behind = shared.node.out_of_sync();
+    if behind.is_empty() {
+        return (StatusCode::OK, "ready\n".to_string());
+    }
+    let shown: Vec<String> = behind
+        .iter()
+        .take(10)
+        .map(|(topic, partition)| format!("{topic}-{partition}"))
+        .collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "not ready: catching up, outside the ISR of {} partition(s): {}{}\n",
+            behind.len(),
+            shown.join(", "),
+            if behind.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        ),
+    )
 }

@@ -65,6 +65,26 @@ impl From<LogError> for Failure {
     }
 }
 
+/// The partitions `me` is a replica of, led by another broker, whose ISR lacks `me`. An
+/// offline partition (no leader) does not count: no catching up is possible.
+pub fn out_of_sync<'a>(
+    me: i32,
+    topics: impl Iterator<Item = (&'a str, &'a [v1::ClusterPartition])>,
+) -> Vec<(String, i32)> {
+    topics
+        .flat_map(|(name, layout)| {
+            layout
+                .iter()
+                .filter(move |p| {
+                    p.replicas.contains(&me)
+                        && p.leader.is_some_and(|l| l != me)
+                        && !p.isr.contains(&me)
+                })
+                .map(move |p| (name.to_string(), p.partition))
+        })
+        .collect()
+}
+
 /// `error: cause: cause`, for messages a person reads.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -336,6 +356,19 @@ impl Node {
                 leader.map_or_else(|| "none now".to_string(), |l| format!("broker {l}"))
             ),
         ))
+    }
+
+    /// The partitions this broker follows without being in their ISR (it is catching up), as
+    /// the controller last said.
+    pub fn out_of_sync(&self) -> Vec<(String, i32)> {
+        let me = self.config.broker_id;
+        let topics = self.topics();
+        out_of_sync(
+            me,
+            topics
+                .values()
+                .map(|t| (t.name.as_str(), t.layout.as_slice())),
+        )
     }
 
     fn topics(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Topic>>> {
@@ -1214,5 +1247,47 @@ fn from_controller(status: &tonic::Status) -> Failure {
             Reason::NotController,
             format!("the controller failed the request: {}", status.message()),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(
+        index: i32,
+        leader: Option<i32>,
+        replicas: &[i32],
+        isr: &[i32],
+    ) -> v1::ClusterPartition {
+        v1::ClusterPartition {
+            partition: index,
+            replicas: replicas.to_vec(),
+            leader,
+            leader_epoch: 1,
+            isr: isr.to_vec(),
+            partition_epoch: 1,
+        }
+    }
+
+    #[test]
+    fn a_follower_outside_the_isr_is_catching_up() {
+        let layout = [
+            // Followed and in sync.
+            partition(0, Some(1), &[1, 2, 3], &[1, 2, 3]),
+            // Followed, not in sync: catching up.
+            partition(1, Some(1), &[1, 2, 3], &[1, 3]),
+            // Led here.
+            partition(2, Some(2), &[2, 3], &[2]),
+            // Offline: nothing to catch up with.
+            partition(3, None, &[1, 2], &[1]),
+            // Not a replica here.
+            partition(4, Some(1), &[1, 3], &[1]),
+        ];
+        assert_eq!(
+            out_of_sync(2, [("orders", &layout[..])].into_iter()),
+            [("orders".to_string(), 1)]
+        );
+        assert!(out_of_sync(1, [("orders", &layout[..])].into_iter()).is_empty());
     }
 }

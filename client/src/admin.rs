@@ -61,12 +61,12 @@ impl Client {
             })
             .await?
             .into_inner();
-        // A broker knows the offsets of the replicas it holds; each partition's leader is
-        // asked for the others.
+        // A broker knows the offsets of the replicas it holds, but a follower's high watermark
+        // trails its leader's (by a fetch): each partition's leader is asked.
         let mut asked = std::collections::BTreeMap::new();
         for index in 0..described.partitions.len() {
             let p = &described.partitions[index];
-            if p.log_end_offset >= 0 || p.leader < 0 {
+            if p.leader < 0 {
                 continue;
             }
             if let std::collections::btree_map::Entry::Vacant(slot) = asked.entry(p.leader) {

@@ -674,11 +674,28 @@ async fn a_replica_out_of_sync_is_never_elected_and_a_paused_follower_rejoins() 
         returned_at.elapsed()
     );
     assert!(back.leader_epoch > p0.leader_epoch);
-    // The woken follower catches up and rejoins the ISR.
+    // The woken follower catches up and rejoins the ISR, and then says it is ready (it said
+    // not while outside the ISR of a partition it follows).
     wait_for_partition(&address_of(&addresses, in_sync), "guarded", |p| {
         p.isr.contains(&paused)
     })
     .await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = brokers[paused as usize - 1]
+            .as_ref()
+            .expect("running")
+            .http_get("/readyz");
+        if status.contains("200") {
+            break;
+        }
+        assert!(
+            body.contains("guarded-0"),
+            "not ready for another reason: {status} {body}"
+        );
+        assert!(Instant::now() < deadline, "never ready: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let read = read_all(&address_of(&addresses, in_sync), "guarded").await;
     let expected: Vec<String> = first.iter().chain(second.iter()).cloned().collect();
     assert_eq!(read, expected, "every acknowledged record, once, in order");

@@ -708,6 +708,12 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
         },
     )
     .await;
+    // Its readiness (what a StatefulSet's roll and the PodDisruptionBudget wait on) follows.
+    wait_for("the restarted broker is ready", &logs, || async {
+        let (status, _) = brokers[killed].as_ref()?.http_get("/readyz");
+        status.contains("200").then_some(())
+    })
+    .await;
     weir_ok(
         &survivor,
         &["produce", "orders", "--acks", "all"],
@@ -766,6 +772,7 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
         .max_by_key(|(_, hw)| *hw)
         .expect("a partition");
     assert!(records > 0, "{described}");
+    eprintln!("partition {partition} holds {records} records: {described}");
     reset(&format!(
         r#"{{"spec":{{"resetOffsets":{{"topic":"orders","to":"offsets","offsets":{{"{partition}":0}}}}}}}}"#
     ));
