@@ -41,6 +41,13 @@ fn lock(groups: &Mutex<BTreeMap<String, Group>>) -> MutexGuard<'_, BTreeMap<Stri
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The group `id`, or `UnknownGroup`.
+fn known<'a>(groups: &'a BTreeMap<String, Group>, id: &str) -> Result<&'a Group, Failure> {
+    groups
+        .get(id)
+        .ok_or_else(|| Failure::new(Reason::UnknownGroup, format!("group {id:?} does not exist")))
+}
+
 fn failure((reason, message): (Reason, String)) -> Failure {
     Failure::new(reason, message)
 }
@@ -197,12 +204,7 @@ impl Coordinator {
         let _one_at_a_time = self.serial.lock().await;
         {
             let groups = lock(&self.groups);
-            let group = groups.get(&request.group_id).ok_or_else(|| {
-                Failure::new(
-                    Reason::UnknownGroup,
-                    format!("group {:?} does not exist", request.group_id),
-                )
-            })?;
+            let group = known(&groups, &request.group_id)?;
             group
                 .check_commit(&request.member_id, request.member_epoch)
                 .map_err(failure)?;
@@ -337,12 +339,7 @@ impl Coordinator {
     /// The topics a group subscribes to or has offsets in.
     fn group_topics(&self, group_id: &str) -> Result<BTreeSet<String>, Failure> {
         let groups = lock(&self.groups);
-        let group = groups.get(group_id).ok_or_else(|| {
-            Failure::new(
-                Reason::UnknownGroup,
-                format!("group {group_id:?} does not exist"),
-            )
-        })?;
+        let group = known(&groups, group_id)?;
         let mut topics: BTreeSet<String> = group
             .members
             .values()
@@ -359,12 +356,7 @@ impl Coordinator {
         bounds: &BTreeMap<(String, i32), (i64, i64)>,
     ) -> Result<v1::GroupDescription, Failure> {
         let groups = lock(&self.groups);
-        let group = groups.get(group_id).ok_or_else(|| {
-            Failure::new(
-                Reason::UnknownGroup,
-                format!("group {group_id:?} does not exist"),
-            )
-        })?;
+        let group = known(&groups, group_id)?;
         let partitions = bounds
             .iter()
             .map(|((topic, partition), (start, end))| {

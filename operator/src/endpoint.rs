@@ -202,6 +202,16 @@ impl Endpoint {
     }
 
     async fn route<T>(&self, request: &Request<T>) -> Result<ControllerService<KubeStore>, Status> {
+        self.route_named(request)
+            .await
+            .map(|(_, controller)| controller)
+    }
+
+    /// [`Endpoint::route`], with the cluster (`namespace/name`) the call named.
+    async fn route_named<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<(String, ControllerService<KubeStore>), Status> {
         if !self.registry.is_leading() {
             let holder = self
                 .registry
@@ -222,7 +232,7 @@ impl Endpoint {
                 ))
             })?;
         match self.registry.get(cluster).await {
-            Some(controller) => Ok(ControllerService(controller)),
+            Some(controller) => Ok((cluster.to_string(), ControllerService(controller))),
             None => Err(Status::failed_precondition(format!(
                 "no Cluster {cluster} has a controller here (yet): is the Cluster resource there?"
             ))),
@@ -238,14 +248,8 @@ impl ControllerApi for Endpoint {
         &self,
         request: Request<v1::RegisterBrokerRequest>,
     ) -> Result<Response<v1::RegisterBrokerResponse>, Status> {
-        let controller = self.route(&request).await?;
+        let (cluster, controller) = self.route_named(&request).await?;
         let mut request = request;
-        let cluster = request
-            .metadata()
-            .get(weir_proto::CLUSTER_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
         let broker = request.get_ref().broker_id;
         if let Some(rack) = self.node_rack(&cluster, broker).await {
             tracing::info!(cluster, broker, %rack, "the broker's rack, from its node");

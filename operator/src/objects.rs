@@ -51,12 +51,7 @@ pub enum SpecError {
 /// # Errors
 /// `Unnamed`, or `Reserved` for a broker config key the operator owns.
 pub fn cluster_objects(cluster: &Cluster, controller: &str) -> Result<ClusterObjects, SpecError> {
-    let name = cluster.metadata.name.clone().ok_or(SpecError::Unnamed)?;
-    let namespace = cluster
-        .metadata
-        .namespace
-        .clone()
-        .ok_or(SpecError::Unnamed)?;
+    let (name, namespace) = named(cluster)?;
     let spec = &cluster.spec;
     let (grpc, http) = spec
         .ports
@@ -182,6 +177,14 @@ pub fn cluster_objects(cluster: &Cluster, controller: &str) -> Result<ClusterObj
     })
 }
 
+/// The Cluster's name and namespace, or `Unnamed`.
+fn named(cluster: &Cluster) -> Result<(String, String), SpecError> {
+    match (&cluster.metadata.name, &cluster.metadata.namespace) {
+        (Some(name), Some(namespace)) => Ok((name.clone(), namespace.clone())),
+        _ => Err(SpecError::Unnamed),
+    }
+}
+
 /// Broker config keys the operator sets itself.
 const RESERVED: [&str; 7] = [
     "cluster",
@@ -223,12 +226,7 @@ pub fn disruption_budget(
     cluster: &Cluster,
     api_version: &str,
 ) -> Result<serde_json::Value, SpecError> {
-    let name = cluster.metadata.name.clone().ok_or(SpecError::Unnamed)?;
-    let namespace = cluster
-        .metadata
-        .namespace
-        .clone()
-        .ok_or(SpecError::Unnamed)?;
+    let (name, namespace) = named(cluster)?;
     Ok(serde_json::json!({
         "apiVersion": api_version,
         "kind": "PodDisruptionBudget",

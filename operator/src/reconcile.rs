@@ -10,7 +10,7 @@
 //! - A `ConsumerGroup` reports state, members and lag, and applies `resetOffsets` once per
 //!   generation while the group has no members.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +54,9 @@ pub struct Context {
     /// `policy/v1` or `policy/v1beta1`, as the server serves PodDisruptionBudgets (`None`:
     /// neither), found once.
     disruption_budgets: tokio::sync::OnceCell<Option<String>>,
+    /// A client of each cluster's brokers (by `namespace/name`), kept between reconciliations
+    /// and dropped when a call through it fails.
+    clients: tokio::sync::Mutex<HashMap<String, weir_client::Client>>,
 }
 
 #[derive(Debug, Clone)]
@@ -93,7 +96,32 @@ impl Context {
             epoch,
             metrics,
             disruption_budgets: tokio::sync::OnceCell::new(),
+            clients: tokio::sync::Mutex::default(),
         }
+    }
+
+    /// The client of cluster `key` kept from before, or one connected to the first of its
+    /// live brokers that answers.
+    async fn client(
+        &self,
+        key: &str,
+        state: &weir_controller::ClusterState,
+    ) -> Option<weir_client::Client> {
+        let mut clients = self.clients.lock().await;
+        if let Some(client) = clients.get(key) {
+            return Some(client.clone());
+        }
+        for broker in state.alive_brokers() {
+            if let Ok(client) = weir_client::Client::connect(&broker.address).await {
+                clients.insert(key.to_string(), client.clone());
+                return Some(client);
+            }
+        }
+        None
+    }
+
+    async fn forget_client(&self, key: &str) {
+        self.clients.lock().await.remove(key);
     }
 
     async fn event<K: Resource<DynamicType = ()>>(
@@ -227,6 +255,42 @@ where
     Ok(())
 }
 
+/// Reports a failure on `object`: `next` (its first condition names the reason and message)
+/// merged into `previous`, a warning Event when a condition changed, and the conditions
+/// written, with `generation` as observed when given (not when the spec was left unapplied).
+async fn report_failure<K>(
+    context: &Context,
+    object: &K,
+    previous: &[Condition],
+    next: Vec<Condition>,
+    action: &str,
+    observed: Option<Option<i64>>,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let (reason, message) = next
+        .first()
+        .map(|c| (c.reason.clone(), c.message.clone()))
+        .unwrap_or_default();
+    let (conditions, changed) = merge(previous, next);
+    if changed {
+        context.event(object, true, &reason, action, message).await;
+    }
+    let api: Api<K> = Api::namespaced(
+        context.client.clone(),
+        &object.meta().namespace.clone().unwrap_or_default(),
+    );
+    let status = match observed {
+        Some(generation) => json!({ "conditions": conditions, "observedGeneration": generation }),
+        None => json!({ "conditions": conditions }),
+    };
+    patch_status(&api, &object.name_any(), status).await
+}
+
 // ---------------------------------------------------------------------------------------
 // Cluster
 
@@ -307,22 +371,16 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
         match crate::objects::cluster_objects(cluster, &context.settings.controller_address) {
             Ok(objects) => objects,
             Err(e) => {
-                let (conditions, changed) = merge(
+                report_failure(
+                    context,
+                    cluster,
                     &status.conditions,
                     vec![
                         condition("Ready", false, "InvalidSpec", e.to_string(), generation),
                         condition("Degraded", true, "InvalidSpec", e.to_string(), generation),
                     ],
-                );
-                if changed {
-                    context
-                        .event(cluster, true, "InvalidSpec", "Validate", e.to_string())
-                        .await;
-                }
-                patch_status(
-                    &api,
-                    &name,
-                    json!({ "conditions": conditions, "observedGeneration": generation }),
+                    "Validate",
+                    Some(generation),
                 )
                 .await?;
                 return Ok(Action::await_change());
@@ -385,22 +443,21 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
         Ok(applied) => applied,
         Err(e) => {
             let message = format!("the cluster's objects could not be applied: {e}");
-            let (conditions, changed) = merge(
+            report_failure(
+                context,
+                cluster,
                 &status.conditions,
                 vec![condition(
                     "Ready",
                     false,
                     "ApplyFailed",
-                    message.clone(),
+                    message,
                     generation,
                 )],
-            );
-            if changed {
-                context
-                    .event(cluster, true, "ApplyFailed", "Apply", message)
-                    .await;
-            }
-            patch_status(&api, &name, json!({ "conditions": conditions })).await?;
+                "Apply",
+                None,
+            )
+            .await?;
             return Err(e);
         }
     };
@@ -661,26 +718,19 @@ async fn apply_topic(topic: &Topic, context: &Context) -> Result<Action, Error> 
     let generation = topic.metadata.generation;
     let status = topic.status.clone().unwrap_or_default();
     let name = topic_name(topic);
-    let report = |ready: Condition| {
-        let (conditions, changed) = merge(&status.conditions, vec![ready]);
-        (conditions, changed)
-    };
     let refused =
         |reason: &str, message: String| condition("Ready", false, reason, message, generation);
 
     let controller = match cluster_controller(context, &namespace, &topic.spec.cluster).await? {
         Ok(controller) => controller,
         Err((reason, message)) => {
-            let (conditions, changed) = report(refused(reason, message.clone()));
-            if changed {
-                context
-                    .event(topic, true, reason, "Reconcile", message)
-                    .await;
-            }
-            patch_status(
-                &api,
-                &resource,
-                json!({ "conditions": conditions, "observedGeneration": generation }),
+            report_failure(
+                context,
+                topic,
+                &status.conditions,
+                vec![refused(reason, message)],
+                "Reconcile",
+                Some(generation),
             )
             .await?;
             return Ok(Action::requeue(Duration::from_secs(5)));
@@ -823,7 +873,7 @@ async fn apply_topic(topic: &Topic, context: &Context) -> Result<Action, Error> 
             format!("the controller refused: {}", e.message()),
         ),
     };
-    let (conditions, changed) = report(ready.clone());
+    let (conditions, changed) = merge(&status.conditions, vec![ready.clone()]);
     match (&plan, &outcome) {
         (_, Err(_)) | (TopicPlan::Refused { .. }, _) if changed => {
             context
@@ -933,25 +983,13 @@ async fn reconcile_group(
         .unwrap_or_else(|| resource.clone());
 
     let unavailable = async |reason: &'static str, message: String| {
-        let (conditions, changed) = merge(
+        report_failure(
+            &context,
+            &*group,
             &status.conditions,
-            vec![condition(
-                "Ready",
-                false,
-                reason,
-                message.clone(),
-                generation,
-            )],
-        );
-        if changed {
-            context
-                .event(&*group, true, reason, "Reconcile", message)
-                .await;
-        }
-        patch_status(
-            &api,
-            &resource,
-            json!({ "conditions": conditions, "observedGeneration": generation }),
+            vec![condition("Ready", false, reason, message, generation)],
+            "Reconcile",
+            Some(generation),
         )
         .await?;
         Ok::<_, Error>(Action::requeue(Duration::from_secs(5)))
@@ -961,14 +999,8 @@ async fn reconcile_group(
         Err((reason, message)) => return unavailable(reason, message).await,
     };
     let state = controller.0.state().await;
-    let mut client = None;
-    for broker in state.alive_brokers() {
-        if let Ok(c) = weir_client::Client::connect(&broker.address).await {
-            client = Some(c);
-            break;
-        }
-    }
-    let Some(client) = client else {
+    let cluster_key = key(&namespace, &group.spec.cluster);
+    let Some(client) = context.client(&cluster_key, &state).await else {
         return unavailable(
             "NoBrokers",
             format!(
@@ -986,6 +1018,7 @@ async fn reconcile_group(
             ..v1::GroupDescription::default()
         },
         Err(e) => {
+            context.forget_client(&cluster_key).await;
             return unavailable("DescribeFailed", format!("describe group {group_id}: {e}")).await;
         }
     };
@@ -1069,6 +1102,9 @@ async fn reconcile_group(
                     ));
                 }
                 Err(e) => {
+                    if e.is_retryable() {
+                        context.forget_client(&cluster_key).await;
+                    }
                     let message = format!("the reset of {:?} failed: {e}", reset.topic);
                     context
                         .event(&*group, true, "ResetFailed", "Reset", message.clone())
