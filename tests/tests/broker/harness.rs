@@ -141,23 +141,7 @@ impl BrokerProcess {
     /// # Panics
     /// When the broker does not answer.
     pub fn http_get(&self, path: &str) -> (String, String) {
-        let mut stream =
-            TcpStream::connect(&self.http_address).expect("connect to the HTTP listener");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .expect("send request");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read response");
-        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-        (
-            head.lines().next().unwrap_or_default().to_string(),
-            body.to_string(),
-        )
+        http_get(&self.http_address, path)
     }
 }
 
@@ -218,4 +202,27 @@ pub fn weir_ok(broker: &str, args: &[&str], stdin: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `GET path` on the HTTP server at `address`: the status line and the body.
+///
+/// # Panics
+/// When the server does not answer.
+pub fn http_get(address: &str, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(address).expect("connect to the HTTP listener");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
 }

@@ -111,23 +111,7 @@ impl OperatorProcess {
 
     /// `GET path` on the HTTP listener: the status line and the body.
     fn http_get(&self, path: &str) -> (String, String) {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(&self.http).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .expect("send");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read");
-        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-        (
-            head.lines().next().unwrap_or_default().to_string(),
-            body.to_string(),
-        )
+        harness::http_get(&self.http, path)
     }
 
     /// The reconciliations counted in `/metrics`, over every kind.
@@ -155,13 +139,47 @@ fn kubectl_binary() -> PathBuf {
 }
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
-    Command::new(kubectl_binary())
+    kubectl_with_input(kubeconfig, args, "")
+}
+
+/// kubectl with `input` on its standard input.
+fn kubectl_with_input(kubeconfig: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(kubectl_binary())
         .args(["--request-timeout=30s"])
         .args(args)
         .env("KUBECONFIG", kubeconfig)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run kubectl (on PATH)")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl (on PATH)");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(input.as_bytes()).expect("write to kubectl");
+    drop(stdin);
+    child.wait_with_output().expect("wait for kubectl")
+}
+
+/// `kubectl apply` of the YAML `text`.
+fn apply(kubeconfig: &Path, text: &str) -> Output {
+    kubectl_with_input(kubeconfig, &["apply", "-f", "-"], text)
+}
+
+fn apply_ok(kubeconfig: &Path, text: &str) {
+    let output = apply(kubeconfig, text);
+    assert!(
+        output.status.success(),
+        "kubectl apply failed: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A JSON merge patch of `kind/name`.
+fn patch_ok(kubeconfig: &Path, kind: &str, name: &str, patch: &str) {
+    kubectl_ok(
+        kubeconfig,
+        &["patch", kind, name, "--type", "merge", "-p", patch],
+    );
 }
 
 fn kubectl_ok(kubeconfig: &Path, args: &[&str]) -> String {
@@ -288,15 +306,7 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
         "{}",
         String::from_utf8_lossy(&rbac.stderr)
     );
-    std::fs::write(dir.path().join("rbac.yaml"), &rbac.stdout).expect("write");
-    kubectl_ok(
-        &kubeconfig,
-        &[
-            "apply",
-            "-f",
-            &dir.path().join("rbac.yaml").display().to_string(),
-        ],
-    );
+    apply_ok(&kubeconfig, &String::from_utf8_lossy(&rbac.stdout));
     let token =
         Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), "default")
             .create_token_request(
@@ -346,6 +356,56 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
     })
     .await;
     assert_eq!(ready_ones(), std::slice::from_ref(&leader));
+    // The other answers the controller's calls with NOT_CONTROLLER, naming the holder; the
+    // holder wants to know which cluster a call is for.
+    let call = |address: String, cluster: Option<&'static str>| async move {
+        let mut client = weir_proto::v1::controller_client::ControllerClient::connect(format!(
+            "http://{address}"
+        ))
+        .await
+        .expect("connect to an operator");
+        let mut request = tonic::Request::new(weir_proto::v1::BrokerHeartbeatRequest {
+            broker_id: 0,
+            incarnation: 1,
+        });
+        if let Some(cluster) = cluster {
+            request.metadata_mut().insert(
+                weir_proto::CLUSTER_HEADER,
+                cluster.parse().expect("an ASCII value"),
+            );
+        }
+        client
+            .broker_heartbeat(request)
+            .await
+            .expect_err("no controller answers this")
+    };
+    let follower = operators
+        .iter()
+        .find(|o| o.identity != leader)
+        .expect("two operators");
+    let refused = call(follower.grpc.clone(), Some("default/main")).await;
+    assert_eq!(
+        weir_proto::Reason::of(&refused),
+        Some(weir_proto::Reason::NotController),
+        "{refused:?}"
+    );
+    assert!(refused.message().contains(&leader), "{refused:?}");
+    let holding = operators
+        .iter()
+        .find(|o| o.identity == leader)
+        .expect("the holder");
+    let unnamed = call(holding.grpc.clone(), None).await;
+    assert_eq!(
+        weir_proto::Reason::of(&unnamed),
+        Some(weir_proto::Reason::InvalidRequest),
+        "{unnamed:?}"
+    );
+    let unknown = call(holding.grpc.clone(), Some("default/nowhere")).await;
+    assert_eq!(
+        unknown.code(),
+        tonic::Code::FailedPrecondition,
+        "{unknown:?}"
+    );
 
     // The quickstart Cluster: its objects, and its status from the leader.
     kubectl_ok(
@@ -412,15 +472,7 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
              apiVersion: v1\nkind: Pod\nmetadata:\n  name: main-{id}\nspec:\n  nodeName: node-{zone}\n  containers:\n  - name: broker\n    image: weir/weir-broker:0.1.0\n---\n"
         ));
     }
-    std::fs::write(dir.path().join("placement.yaml"), placement).expect("write");
-    kubectl_ok(
-        &kubeconfig,
-        &[
-            "apply",
-            "-f",
-            &dir.path().join("placement.yaml").display().to_string(),
-        ],
-    );
+    apply_ok(&kubeconfig, &placement);
 
     // Three brokers register with the operator's controller endpoint (given both operators'
     // addresses, as a Service would lead them to the ready one).
@@ -531,17 +583,11 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
 
     // Scaling down past brokers that hold replicas is refused: the StatefulSet keeps them.
     let scale = |brokers: i32| {
-        kubectl_ok(
+        patch_ok(
             &kubeconfig,
-            &[
-                "patch",
-                "cluster",
-                "main",
-                "--type",
-                "merge",
-                "-p",
-                &format!(r#"{{"spec":{{"brokers":{brokers}}}}}"#),
-            ],
+            "cluster",
+            "main",
+            &format!(r#"{{"spec":{{"brokers":{brokers}}}}}"#),
         )
     };
     scale(2);
@@ -607,18 +653,8 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
         (s.members == 1).then_some(())
     })
     .await;
-    kubectl_ok(
-        &kubeconfig,
-        &[
-            "patch",
-            "consumergroup",
-            "billing",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"resetOffsets":{"topic":"orders","to":"earliest"}}}"#,
-        ],
-    );
+    let reset = |patch: &str| patch_ok(&kubeconfig, "consumergroup", "billing", patch);
+    reset(r#"{"spec":{"resetOffsets":{"topic":"orders","to":"earliest"}}}"#);
     wait_for("the reset waits for the member to go", &logs, || async {
         let s = groups.get("billing").await.ok()?.status?;
         s.conditions
@@ -722,20 +758,6 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
 
     // Resets to the latest offsets, then one partition alone back to offset 0: the lag is then
     // that partition's records.
-    let reset = |patch: &str| {
-        kubectl_ok(
-            &kubeconfig,
-            &[
-                "patch",
-                "consumergroup",
-                "billing",
-                "--type",
-                "merge",
-                "-p",
-                patch,
-            ],
-        )
-    };
     let seen = std::sync::Mutex::new(String::new());
     let applied = |lag: i64| {
         let groups = groups.clone();
@@ -794,13 +816,12 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
             "partitons",
         ),
     ] {
-        let path = dir.path().join("invalid.yaml");
-        std::fs::write(
-            &path,
-            format!("apiVersion: weir.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: invalid\nspec:\n  cluster: main\n  {yaml}"),
-        )
-        .expect("write");
-        let refused = kubectl(&kubeconfig, &["apply", "-f", &path.display().to_string()]);
+        let refused = apply(
+            &kubeconfig,
+            &format!(
+                "apiVersion: weir.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: invalid\nspec:\n  cluster: main\n  {yaml}"
+            ),
+        );
         let stderr = String::from_utf8_lossy(&refused.stderr);
         assert!(
             !refused.status.success() && stderr.contains(field),
@@ -809,52 +830,46 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
     }
 
     // Bad specs are reported as conditions.
-    std::fs::write(
-        dir.path().join("bad.yaml"),
-        "apiVersion: weir.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: lost\nspec:\n  cluster: nowhere\n  partitions: 1\n  replicationFactor: 1\n",
-    )
-    .expect("write");
-    kubectl_ok(
+    apply_ok(
         &kubeconfig,
-        &[
-            "apply",
-            "-f",
-            &dir.path().join("bad.yaml").display().to_string(),
-        ],
+        "apiVersion: weir.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: broken\nspec:\n  brokers: 1\n  storage:\n    size: 1Gi\n  brokerConfig:\n    listen: 0.0.0.0:1\n",
+    );
+    wait_for(
+        "a Cluster overriding a key the operator sets says so",
+        &logs,
+        || async {
+            let s = clusters.get("broken").await.ok()?.status?;
+            (ready(&s.conditions) == Some(("False", "InvalidSpec"))
+                && s.conditions.iter().any(|c| c.message.contains("listen")))
+            .then_some(())
+        },
+    )
+    .await;
+    apply_ok(
+        &kubeconfig,
+        "apiVersion: weir.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: lost\nspec:\n  cluster: nowhere\n  partitions: 1\n  replicationFactor: 1\n",
     );
     wait_for("a Topic of a missing cluster says so", &logs, || async {
         let s = topics.get("lost").await.ok()?.status?;
         (ready(&s.conditions) == Some(("False", "ClusterNotFound"))).then_some(())
     })
     .await;
-    kubectl_ok(
+    patch_ok(
         &kubeconfig,
-        &[
-            "patch",
-            "topic",
-            "orders",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"partitions":3}}"#,
-        ],
+        "topic",
+        "orders",
+        r#"{"spec":{"partitions":3}}"#,
     );
     wait_for("shrinking partitions is refused", &logs, || async {
         let s = topics.get("orders").await.ok()?.status?;
         (ready(&s.conditions) == Some(("False", "PartitionsCannotShrink"))).then_some(())
     })
     .await;
-    kubectl_ok(
+    patch_ok(
         &kubeconfig,
-        &[
-            "patch",
-            "topic",
-            "orders",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"partitions":8}}"#,
-        ],
+        "topic",
+        "orders",
+        r#"{"spec":{"partitions":8}}"#,
     );
     wait_for("partitions grow in place", &logs, || async {
         let s = topics.get("orders").await.ok()?.status?;
@@ -910,18 +925,9 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
         s.topic_id.map(|_| ())
     })
     .await;
-    std::fs::write(
-        dir.path().join("audit.yaml"),
-        "apiVersion: weir.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: audit\nspec:\n  cluster: main\n  partitions: 1\n  replicationFactor: 1\n",
-    )
-    .expect("write");
-    kubectl_ok(
+    apply_ok(
         &kubeconfig,
-        &[
-            "apply",
-            "-f",
-            &dir.path().join("audit.yaml").display().to_string(),
-        ],
+        "apiVersion: weir.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: audit\nspec:\n  cluster: main\n  partitions: 1\n  replicationFactor: 1\n",
     );
     wait_for("a second Topic for one topic is refused", &logs, || async {
         let s = topics.get("audit").await.ok()?.status?;
