@@ -54,31 +54,13 @@ impl BrokerProcess {
             .stderr(log)
             .spawn()
             .expect("start weir-broker");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if line.starts_with("ready ") {
-                    let _ = sender.send(line);
-                }
-            }
-        });
-        let line = match receiver.recv_timeout(START_DEADLINE) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
-                panic!("the broker was not ready within {START_DEADLINE:?}; its log:\n{log}");
-            }
+        let Some(line) = ready_line(&mut child, START_DEADLINE) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
+            panic!("the broker was not ready within {START_DEADLINE:?}; its log:\n{log}");
         };
-        let field = |name: &str| {
-            line.split_whitespace()
-                .find_map(|f| f.strip_prefix(&format!("{name}=")))
-                .expect("the ready line names both addresses")
-                .to_string()
-        };
+        let field = |name: &str| ready_field(&line, name);
         BrokerProcess {
             address: field("grpc"),
             http_address: field("http"),
@@ -225,4 +207,31 @@ pub fn http_get(address: &str, path: &str) -> (String, String) {
         head.lines().next().unwrap_or_default().to_string(),
         body.to_string(),
     )
+}
+
+/// The `ready ...` line a Weir process prints on stdout once it serves, if it comes within
+/// `deadline` (the child's stdout must be piped).
+pub fn ready_line(child: &mut Child, deadline: Duration) -> Option<String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if line.starts_with("ready ") {
+                let _ = sender.send(line);
+            }
+        }
+    });
+    receiver.recv_timeout(deadline).ok()
+}
+
+/// The value of `name=` in a ready line (`ready grpc=ADDR http=ADDR`).
+///
+/// # Panics
+/// When the line does not name it.
+pub fn ready_field(line: &str, name: &str) -> String {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("the ready line {line:?} names no {name}"))
+        .to_string()
 }

@@ -4,10 +4,8 @@
 //! up.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use weir_client::{
@@ -53,19 +51,9 @@ impl ControllerProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("start weir-controller");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if let Some(address) = line.strip_prefix("ready grpc=") {
-                    let _ = sender.send(address.to_string());
-                }
-            }
-        });
-        let address = receiver
-            .recv_timeout(DEADLINE)
-            .expect("the controller says it is ready");
+        let line =
+            harness::ready_line(&mut child, DEADLINE).expect("the controller says it is ready");
+        let address = harness::ready_field(&line, "grpc");
         ControllerProcess { child, address }
     }
 }
@@ -134,6 +122,15 @@ async fn wait_for_partition(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The addresses of the brokers still running.
+fn running_addresses(brokers: &[Option<BrokerProcess>]) -> Vec<String> {
+    brokers
+        .iter()
+        .flatten()
+        .map(|b| b.address.clone())
+        .collect()
 }
 
 fn address_of(brokers: &[v1::Broker], id: i32) -> String {
@@ -247,11 +244,7 @@ impl ThreeBrokers {
                 ))
             })
             .collect();
-        let addresses: Vec<String> = brokers
-            .iter()
-            .flatten()
-            .map(|b| b.address.clone())
-            .collect();
+        let addresses = running_addresses(&brokers);
         Client::connect(&addresses[0])
             .await
             .expect("connect")
@@ -401,11 +394,7 @@ async fn killing_the_leader_five_times_while_producing_loses_and_duplicates_noth
         mut brokers,
         root: _root,
     } = ThreeBrokers::with_topic("chase", 1).await;
-    let addresses: Vec<String> = brokers
-        .iter()
-        .flatten()
-        .map(|b| b.address.clone())
-        .collect();
+    let addresses = running_addresses(&brokers);
 
     // One idempotent producer sends numbered values until told to stop, through whichever
     // broker it can reach, and logs how each send ended.
@@ -466,11 +455,7 @@ async fn killing_the_leader_five_times_while_producing_loses_and_duplicates_noth
     let mut recoveries = Vec::new();
     for round in 0..5 {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let live: Vec<String> = brokers
-            .iter()
-            .flatten()
-            .map(|b| b.address.clone())
-            .collect();
+        let live = running_addresses(&brokers);
         let (leader, _, before) = current_leader(&live, "chase").await;
         let killed_at = Instant::now();
         brokers[leader as usize - 1]
@@ -478,11 +463,7 @@ async fn killing_the_leader_five_times_while_producing_loses_and_duplicates_noth
             .expect("leader")
             .kill();
         brokers[leader as usize - 1] = None;
-        let live: Vec<String> = brokers
-            .iter()
-            .flatten()
-            .map(|b| b.address.clone())
-            .collect();
+        let live = running_addresses(&brokers);
         let deadline = Instant::now() + DEADLINE;
         // Recovery: the first acknowledgement of a send made after the kill.
         let recovered = loop {
@@ -526,11 +507,7 @@ async fn killing_the_leader_five_times_while_producing_loses_and_duplicates_noth
         .expect("producer task");
 
     // Drain the partition from its leader and check the history.
-    let live: Vec<String> = brokers
-        .iter()
-        .flatten()
-        .map(|b| b.address.clone())
-        .collect();
+    let live = running_addresses(&brokers);
     let (_, leader_address, _) = current_leader(&live, "chase").await;
     let read = read_all(&leader_address, "chase").await;
     let log = log.lock().expect("log").clone();
@@ -833,11 +810,7 @@ async fn a_restarted_controller_takes_over_and_a_torn_follower_recovers() {
         mut brokers,
         root: _root,
     } = ThreeBrokers::with_topic("steady", 1).await;
-    let addresses: Vec<String> = brokers
-        .iter()
-        .flatten()
-        .map(|b| b.address.clone())
-        .collect();
+    let addresses = running_addresses(&brokers);
     let batch = |tag: &str| -> Vec<String> { (0..100).map(|i| format!("{tag}-{i}")).collect() };
     let mut expected = batch("a");
     produce_routed(&addresses[0], "steady", &expected)
@@ -883,11 +856,7 @@ async fn a_restarted_controller_takes_over_and_a_torn_follower_recovers() {
         .expect("leader")
         .kill();
     brokers[leader as usize - 1] = None;
-    let live: Vec<String> = brokers
-        .iter()
-        .flatten()
-        .map(|b| b.address.clone())
-        .collect();
+    let live = running_addresses(&brokers);
     wait_for_partition(&live[0], "steady", |p| p.leader >= 0 && p.leader != leader).await;
     let after = batch("c");
     produce_routed(&live[0], "steady", &after)
@@ -953,11 +922,7 @@ async fn group_offsets_and_the_coordinator_survive_the_coordinators_kill() {
         mut brokers,
         root: _root,
     } = ThreeBrokers::with_topic("work", 3).await;
-    let addresses: Vec<String> = brokers
-        .iter()
-        .flatten()
-        .map(|b| b.address.clone())
-        .collect();
+    let addresses = running_addresses(&brokers);
     let client = Client::connect(&addresses[0]).await.expect("connect");
     let producer = Producer::new(
         client.clone(),
@@ -1064,11 +1029,7 @@ async fn group_offsets_and_the_coordinator_survive_the_coordinators_kill() {
     brokers[coordinator as usize - 1] = None;
 
     // The committed offsets are still there, never behind, at the new coordinator.
-    let live: Vec<String> = brokers
-        .iter()
-        .flatten()
-        .map(|b| b.address.clone())
-        .collect();
+    let live = running_addresses(&brokers);
     let survivor = Client::connect(&live[0]).await.expect("connect");
     let deadline = Instant::now() + DEADLINE;
     let after = loop {
@@ -1128,11 +1089,7 @@ async fn with_two_of_three_replicas_dead_acks_all_is_refused_and_nothing_is_lost
         mut brokers,
         root: _root,
     } = ThreeBrokers::with_topic("minisr", 1).await;
-    let addresses: Vec<String> = brokers
-        .iter()
-        .flatten()
-        .map(|b| b.address.clone())
-        .collect();
+    let addresses = running_addresses(&brokers);
     let (p0, addresses) = partition_zero(&addresses[0], "minisr")
         .await
         .expect("described");
@@ -1216,11 +1173,7 @@ async fn a_topic_that_allows_unclean_election_gets_an_out_of_sync_leader() {
         mut brokers,
         root: _root,
     } = ThreeBrokers::with_topic("clean", 1).await;
-    let addresses: Vec<String> = brokers
-        .iter()
-        .flatten()
-        .map(|b| b.address.clone())
-        .collect();
+    let addresses = running_addresses(&brokers);
     Client::connect(&addresses[0])
         .await
         .expect("connect")

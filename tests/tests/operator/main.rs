@@ -8,10 +8,8 @@
 //! Lease is killed and the other takes over; bad specs get conditions; a deleted Topic's
 //! topic is deleted from the brokers.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -73,28 +71,13 @@ impl OperatorProcess {
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
             .expect("start weir-operator");
-        let stdout = child.stdout.take().expect("stdout");
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if line.starts_with("ready ") {
-                    let _ = sender.send(line);
-                }
-            }
-        });
-        let line = receiver.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+        let line = harness::ready_line(&mut child, DEADLINE).unwrap_or_else(|| {
             panic!(
                 "the operator did not start; its log:\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
             )
         });
-        let field = |name: &str| {
-            line.split_whitespace()
-                .find_map(|f| f.strip_prefix(&format!("{name}=")))
-                .expect("the ready line names both addresses")
-                .to_string()
-        };
+        let field = |name: &str| harness::ready_field(&line, name);
         OperatorProcess {
             child,
             identity: identity.to_string(),
