@@ -47,6 +47,16 @@ pub enum StoreError {
     },
 }
 
+/// Turns an I/O error of `action` on `path` into a `StoreError`.
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 /// Conditional storage of the whole cluster state.
 pub trait MetadataStore: Send + Sync {
     /// The stored state and its version; `None` before the first write.
@@ -87,28 +97,20 @@ impl FileStore {
     /// # Errors
     /// `Io`, or `Locked` when another process has it open.
     pub fn open(dir: &Path) -> Result<FileStore, StoreError> {
-        let io = |action, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+        std::fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
         let lock_path = dir.join("cluster.lock");
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(io("open", &lock_path))?;
+            .map_err(io_error("open", &lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(StoreError::Locked { path: lock_path });
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path)(e)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_error("lock", &lock_path)(e)),
         }
         Ok(FileStore {
             path: dir.join(FILE_NAME),
@@ -121,13 +123,7 @@ impl FileStore {
         let bytes = match std::fs::read(&self.path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(StoreError::Io {
-                    action: "read",
-                    path: self.path.clone(),
-                    source,
-                });
-            }
+            Err(e) => return Err(io_error("read", &self.path)(e)),
         };
         serde_json::from_slice(&bytes)
             .map(Some)
@@ -139,25 +135,18 @@ impl FileStore {
 
     fn write(&self, stored: &StoredFile) -> Result<(), StoreError> {
         let temporary = self.dir.join(format!("{FILE_NAME}.tmp"));
-        let io = |action, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io {
-                action,
-                path,
-                source,
-            }
-        };
         let bytes = serde_json::to_vec_pretty(stored).map_err(|source| StoreError::Corrupt {
             path: self.path.clone(),
             source,
         })?;
-        let mut file = File::create(&temporary).map_err(io("create", &temporary))?;
-        file.write_all(&bytes).map_err(io("write", &temporary))?;
-        file.sync_all().map_err(io("fsync", &temporary))?;
-        std::fs::rename(&temporary, &self.path).map_err(io("rename", &self.path))?;
+        let mut file = File::create(&temporary).map_err(io_error("create", &temporary))?;
+        file.write_all(&bytes)
+            .map_err(io_error("write", &temporary))?;
+        file.sync_all().map_err(io_error("fsync", &temporary))?;
+        std::fs::rename(&temporary, &self.path).map_err(io_error("rename", &self.path))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(io("fsync", &self.dir))
+            .map_err(io_error("fsync", &self.dir))
     }
 
     fn load_now(&self) -> Result<Option<(ClusterState, Version)>, StoreError> {

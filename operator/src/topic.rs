@@ -126,16 +126,20 @@ pub fn ready_condition(
 mod tests {
     use super::*;
 
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     fn spec(partitions: i32, replication_factor: i32, config: &[(&str, &str)]) -> TopicSpec {
         TopicSpec {
             cluster: "main".into(),
             topic_name: None,
             partitions,
             replication_factor,
-            config: config
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            config: map(config),
         }
     }
 
@@ -143,10 +147,7 @@ mod tests {
         Observed {
             partitions,
             replication_factor,
-            config: config
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            config: map(config),
         }
     }
 
