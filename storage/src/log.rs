@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -121,6 +121,14 @@ struct SyncState {
     checkpointed: AtomicI64,
     /// Serializes writes of the recovery-point checkpoint.
     checkpointing: Mutex<()>,
+    /// The log's directory, whose entries for new segments must reach the disk before
+    /// anything written to them counts as flushed.
+    dir: PathBuf,
+    /// Segments created by rolls so far.
+    rolls: AtomicU64,
+    /// How many of those rolls' directory entries are known to be on disk; held during the
+    /// directory's fsync, so that a flush never returns before an fsync in flight finishes.
+    dir_synced: Mutex<u64>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -157,7 +165,25 @@ impl SyncState {
         }
         file.sync_data()
             .map_err(|source| LogError::SyncSegment { path, source })?;
+        // The active segment may be new: its name in the directory must be durable too.
+        self.sync_dir()?;
         self.flushed.fetch_max(written, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Fsyncs the directory if a roll created a segment since it was last synced. A roll
+    /// leaves this to the background thread or the next flush, so that no append waits for it.
+    fn sync_dir(&self) -> Result<(), LogError> {
+        let mut synced = lock(&self.dir_synced);
+        let rolls = self.rolls.load(Ordering::Acquire);
+        if *synced >= rolls {
+            return Ok(());
+        }
+        checkpoint::sync_dir(&self.dir).map_err(|source| LogError::Directory {
+            path: self.dir.clone(),
+            source,
+        })?;
+        *synced = rolls;
         Ok(())
     }
 
@@ -402,6 +428,9 @@ impl Log {
             unsynced: Mutex::new(Vec::new()),
             checkpointed: AtomicI64::new(-1),
             checkpointing: Mutex::new(()),
+            dir: dir.clone(),
+            rolls: AtomicU64::new(0),
+            dir_synced: Mutex::new(0),
         });
         let mut epochs = EpochCache::load(&dir)?;
         epochs.truncate_from_end(log_end)?;
@@ -707,10 +736,10 @@ impl Log {
             index_capacity: self.config.index_capacity,
         };
         let segment = Segment::create(&self.dir, next, settings)?;
-        checkpoint::sync_dir(&self.dir).map_err(|source| LogError::Directory {
-            path: self.dir.clone(),
-            source,
-        })?;
+        // The new segment's directory entry is synced off this path (the directory's fsync
+        // takes milliseconds, and appends would wait behind it), but before any flush
+        // returns: see `SyncState::sync_dir`.
+        self.sync.rolls.fetch_add(1, Ordering::AcqRel);
         lock(&self.sync.unsynced).push((sealed.clone(), next));
         self.sync.set_target(&segment, next);
         self.segments.insert(next, segment);
@@ -720,9 +749,13 @@ impl Log {
         let previous = self.sealed_sync.take();
         let files = sealed.clone();
         let job = move || {
+            yield_to_appends();
             // In roll order: the recovery point may only pass segments that are all synced.
             if let Some(previous) = previous {
                 let _ = previous.join();
+            }
+            if let Err(error) = state.sync_dir() {
+                tracing::warn!(dir = %dir.display(), %error, "background sync of the log directory failed; the next flush tries again");
             }
             state.sync_sealed(&files, next, &dir);
         };
@@ -733,6 +766,7 @@ impl Log {
             Ok(handle) => self.sealed_sync = Some(handle),
             Err(error) => {
                 tracing::warn!(%error, "no thread for the background sync; syncing inline");
+                self.sync.sync_dir()?;
                 self.sync.sync_sealed(&sealed, next, &self.dir);
             }
         }
@@ -1037,6 +1071,7 @@ impl Log {
         }
         self.active_mut().seal()?;
         self.active().sealed_files().sync()?;
+        self.sync.sync_dir()?;
         let end = self.log_end_offset();
         self.sync.flushed.fetch_max(end, Ordering::AcqRel);
         self.checkpoint_recovery_point()?;
@@ -1104,4 +1139,88 @@ fn remove_temporary_files(dir: &Path) -> Result<(), LogError> {
         }
     }
     Ok(())
+}
+
+/// Lowers the calling thread to the lowest priority (nice 19). The background fsync of a
+/// sealed segment spends tens of milliseconds of CPU in the kernel's writeback (block
+/// allocation, building the I/O) per 64 MiB; at normal priority it took the core from the
+/// appending threads, and produce latency paid for it. Best effort: a failure only costs that.
+fn yield_to_appends() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
+        tracing::debug!(%error, "could not lower the background sync thread's priority");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Record, encode_batch};
+
+    /// Appends one record; the default policy leaves flushing to the OS.
+    fn append_one(log: &mut Log, value: &[u8]) {
+        let record = Record {
+            timestamp: 1000,
+            key: None,
+            value: Some(value),
+            headers: Vec::new(),
+        };
+        let mut bytes = encode_batch(0, &[record]);
+        let appended = log.append(&mut bytes, 0).expect("append");
+        assert!(appended.flush.is_none());
+    }
+
+    fn dir_unsynced(log: &Log) -> bool {
+        *lock(&log.sync.dir_synced) < log.sync.rolls.load(Ordering::Acquire)
+    }
+
+    #[test]
+    fn a_roll_leaves_the_directory_sync_to_the_background_and_a_flush_waits_for_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            segment_size: 4096,
+            index_interval: 256,
+            ..LogConfig::default()
+        };
+        let (mut log, _) = Log::open(dir.path(), config).expect("open");
+        let value = [b'v'; 1000];
+        while log.segment_count() < 2 {
+            append_one(&mut log, &value);
+        }
+        assert_eq!(log.sync.rolls.load(Ordering::Acquire), 1);
+        // The background thread syncs the directory before the sealed segment; once it is
+        // done, nothing is left for a flush.
+        log.wait_for_sealed_sync();
+        assert!(
+            !dir_unsynced(&log),
+            "the background sync did not sync the directory"
+        );
+
+        // A roll whose background sync has not run yet: the next flush syncs the directory.
+        let previous = log.sealed_sync.take();
+        let gate = Arc::new(Mutex::new(()));
+        let held = lock(&gate);
+        log.sealed_sync = Some({
+            let gate = Arc::clone(&gate);
+            std::thread::spawn(move || {
+                drop(lock(&gate));
+                if let Some(previous) = previous {
+                    let _ = previous.join();
+                }
+            })
+        });
+        while log.segment_count() < 3 {
+            append_one(&mut log, &value);
+        }
+        // The new roll's thread waits behind the gated one, so the directory is still
+        // unsynced here, and a flush must sync it itself.
+        assert!(dir_unsynced(&log));
+        log.flush_ticket().wait().expect("flush");
+        assert!(
+            !dir_unsynced(&log),
+            "a flush returned before the directory was synced"
+        );
+        drop(held);
+        log.close().expect("close");
+    }
 }
