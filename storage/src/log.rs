@@ -187,6 +187,18 @@ impl SyncState {
         Ok(())
     }
 
+    /// After a roll: fsyncs the directory (the new segment's name), then the sealed segment.
+    /// The sealed segment counts as synced only once the directory holding it is: on failure
+    /// its files stay in `unsynced`, for the next flush to sync or report.
+    fn sync_rolled(&self, sealed: &SealedFiles, next: i64, dir: &Path) {
+        match self.sync_dir() {
+            Ok(()) => self.sync_sealed(sealed, next, dir),
+            Err(error) => {
+                tracing::error!(dir = %dir.display(), %error, "sync of the log directory failed; the next flush tries again");
+            }
+        }
+    }
+
     /// Fsyncs a sealed segment, then moves the recovery point to `next` (the offset after
     /// it) and checkpoints it. On failure the file stays in `unsynced` and the recovery
     /// point stays where it was, so a later flush or close syncs it or reports the error.
@@ -754,10 +766,7 @@ impl Log {
             if let Some(previous) = previous {
                 let _ = previous.join();
             }
-            if let Err(error) = state.sync_dir() {
-                tracing::warn!(dir = %dir.display(), %error, "background sync of the log directory failed; the next flush tries again");
-            }
-            state.sync_sealed(&files, next, &dir);
+            state.sync_rolled(&files, next, &dir);
         };
         match std::thread::Builder::new()
             .name("weir-seal-sync".into())
@@ -766,8 +775,7 @@ impl Log {
             Ok(handle) => self.sealed_sync = Some(handle),
             Err(error) => {
                 tracing::warn!(%error, "no thread for the background sync; syncing inline");
-                self.sync.sync_dir()?;
-                self.sync.sync_sealed(&sealed, next, &self.dir);
+                self.sync.sync_rolled(&sealed, next, &self.dir);
             }
         }
         tracing::debug!(dir = %self.dir.display(), base_offset = next, "rolled to a new segment");
