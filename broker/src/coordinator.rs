@@ -295,16 +295,8 @@ impl Coordinator {
             let Ok(described) = node.topic(&topic) else {
                 continue;
             };
-            let starts = node
-                .offsets_from_leaders(&described, v1::OffsetSpec::Earliest, 0)
-                .await;
-            let ends = node
-                .offsets_from_leaders(&described, v1::OffsetSpec::Latest, 0)
-                .await;
-            for (partition, end) in ends {
-                if let (Some(end), Some(Some(start))) = (end, starts.get(&partition)) {
-                    bounds.insert((topic.clone(), partition), (*start, end));
-                }
+            for (partition, range) in node.ranges_from_leaders(&described).await {
+                bounds.insert((topic.clone(), partition), range);
             }
         }
         self.describe_with(group_id, &bounds)
@@ -431,12 +423,7 @@ impl Coordinator {
             ));
         }
         // Every partition's range as its leader has it, wherever the group's coordinator is.
-        let starts = node
-            .offsets_from_leaders(&topic, v1::OffsetSpec::Earliest, 0)
-            .await;
-        let ends = node
-            .offsets_from_leaders(&topic, v1::OffsetSpec::Latest, 0)
-            .await;
+        let ranges = node.ranges_from_leaders(&topic).await;
         let at_timestamp = if request.partition_offsets.is_empty()
             && request.offset.is_none()
             && spec == v1::OffsetSpec::Timestamp
@@ -448,9 +435,7 @@ impl Coordinator {
         };
         let mut offsets = Vec::new();
         for partition in 0..count {
-            let (Some(Some(start)), Some(Some(end))) =
-                (starts.get(&partition), ends.get(&partition))
-            else {
+            let Some(&(start, end)) = ranges.get(&partition) else {
                 return Err(Failure::new(
                     Reason::LeaderNotAvailable,
                     format!(
@@ -459,7 +444,6 @@ impl Coordinator {
                     ),
                 ));
             };
-            let (start, end) = (*start, *end);
             let offset = if request.partition_offsets.is_empty() {
                 match (request.offset, spec) {
                     (Some(offset), _) => offset.clamp(start, end),

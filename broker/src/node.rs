@@ -701,6 +701,23 @@ impl Node {
         offsets
     }
 
+    /// Each partition's range (log start offset, high watermark) as its leader has it, for the
+    /// partitions whose leader (or the replica here) answered both.
+    pub async fn ranges_from_leaders(&self, topic: &Topic) -> BTreeMap<i32, (i64, i64)> {
+        let starts = self
+            .offsets_from_leaders(topic, v1::OffsetSpec::Earliest, 0)
+            .await;
+        let ends = self
+            .offsets_from_leaders(topic, v1::OffsetSpec::Latest, 0)
+            .await;
+        ends.into_iter()
+            .filter_map(|(partition, end)| match (starts.get(&partition), end) {
+                (Some(Some(start)), Some(end)) => Some((partition, (*start, end))),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The channel to the broker at `address`, made the first time it is needed.
     ///
     /// # Errors
