@@ -1,7 +1,7 @@
 //! Consumer groups against a real broker process.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,21 +56,21 @@ fn group_config() -> GroupConfig {
 }
 
 /// A member that polls slowly (a few records at a time, so that rebalances happen while it
-/// holds uncommitted progress) until told to stop, recording every value it is given;
-/// returns how many it got.
+/// holds uncommitted progress) until told to stop, recording every value it is given and
+/// counting them in `got` as it goes; returns how many it got.
 fn member(
     client: Client,
     seen: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
+    got: Arc<AtomicUsize>,
 ) -> tokio::task::JoinHandle<usize> {
     tokio::spawn(async move {
         let mut consumer = GroupConsumer::join(client, "workers", &["jobs"], group_config())
             .await
             .expect("join");
-        let mut got = 0;
         while !stop.load(Ordering::Relaxed) {
             let records = consumer.poll_up_to(20).await.expect("poll");
-            got += records.len();
+            got.fetch_add(records.len(), Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(10)).await;
             let mut seen = seen.lock().expect("lock");
             seen.extend(records.iter().map(|r| {
@@ -78,7 +78,7 @@ fn member(
             }));
         }
         consumer.close().await.expect("leave");
-        got
+        got.load(Ordering::Relaxed)
     })
 }
 
@@ -95,14 +95,27 @@ async fn three_members_consume_every_record_exactly_once_while_members_join_and_
 
     let seen = Arc::new(Mutex::new(Vec::new()));
     let stops: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::new(AtomicBool::new(false))).collect();
-    let a = member(client.clone(), Arc::clone(&seen), Arc::clone(&stops[0]));
+    let counts: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let start = |i: usize| {
+        member(
+            client.clone(),
+            Arc::clone(&seen),
+            Arc::clone(&stops[i]),
+            Arc::clone(&counts[i]),
+        )
+    };
+    let a = start(0);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let b = member(client.clone(), Arc::clone(&seen), Arc::clone(&stops[1]));
+    let b = start(1);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let c = member(client.clone(), Arc::clone(&seen), Arc::clone(&stops[2]));
+    let c = start(2);
     produce(&client, "jobs", (600..1200).map(|i| format!("job-{i}"))).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // B leaves mid-stream; its partitions move to A and C.
+    // B leaves mid-stream, once it has read some (a rebalance on a loaded machine may take
+    // longer than any fixed pause); its partitions move to A and C.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counts[1].load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     stops[1].store(true, Ordering::Relaxed);
     let b_got = b.await.expect("b");
     produce(&client, "jobs", (1200..1800).map(|i| format!("job-{i}"))).await;
