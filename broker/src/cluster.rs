@@ -13,10 +13,10 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use weir_proto::Reason;
 use weir_proto::v1;
 use weir_proto::v1::controller_client::ControllerClient;
 use weir_proto::v1::replication_client::ReplicationClient;
+use weir_proto::{ClusterSecret, Reason};
 
 use crate::MAX_MESSAGE_SIZE;
 use crate::node::Node;
@@ -52,25 +52,30 @@ pub fn channel(address: &str) -> Result<Channel, tonic::transport::Error> {
         .connect_lazy())
 }
 
-/// Names the broker's cluster on every call to the controller ([`weir_proto::CLUSTER_HEADER`]).
+/// What every call to the controller carries: the broker's cluster
+/// ([`weir_proto::CLUSTER_HEADER`]) and the cluster secret ([`weir_proto::SECRET_HEADER`]).
 #[derive(Debug, Clone)]
-pub struct ClusterHeader(pub Option<MetadataValue<Ascii>>);
+pub struct ClusterHeader {
+    pub cluster: Option<MetadataValue<Ascii>>,
+    pub secret: ClusterSecret,
+}
 
 impl Interceptor for ClusterHeader {
     fn call(
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(cluster) = &self.0 {
+        if let Some(cluster) = &self.cluster {
             request
                 .metadata_mut()
                 .insert(weir_proto::CLUSTER_HEADER, cluster.clone());
         }
+        self.secret.attach(&mut request);
         Ok(request)
     }
 }
 
-/// A client of the controller, naming the broker's cluster.
+/// A client of the controller, naming the broker's cluster and holding its secret.
 pub type Controller = ControllerClient<InterceptedService<Channel, ClusterHeader>>;
 
 pub fn controller_client(channel: Channel, cluster: ClusterHeader) -> Controller {
@@ -284,7 +289,7 @@ pub async fn follow(
         );
         return;
     };
-    let mut client = ReplicationClient::new(channel)
+    let mut client = ReplicationClient::with_interceptor(channel, node.secret().presenter())
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let max_wait = i32::try_from(node.config.replica_fetch_wait.as_millis()).unwrap_or(500);

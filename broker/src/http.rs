@@ -1,6 +1,6 @@
 //! `/metrics` (Prometheus text), `/healthz` (the process answers) and `/readyz` (the gRPC
-//! listener is serving, the broker has joined its cluster, and it is in the ISR of every
-//! partition it follows: a StatefulSet rolling its brokers, or a PodDisruptionBudget, then
+//! listener is serving, the broker has joined its cluster, every replica it should hold is
+//! open, and it is in the ISR of every partition it follows: a StatefulSet rolling its brokers, or a PodDisruptionBudget, then
 //! waits for a restarted broker to catch up before taking down the next).
 
 use std::sync::Arc;
@@ -56,6 +56,27 @@ async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
 async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
     if !shared.ready.load(Ordering::Acquire) {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string());
+    }
+    let offline = shared.node.offline_replicas();
+    if !offline.is_empty() {
+        let shown: Vec<String> = offline
+            .iter()
+            .take(5)
+            .map(|(topic, partition, why)| format!("{topic}-{partition} ({why})"))
+            .collect();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: {} replica(s) could not be opened: {}{}\n",
+                offline.len(),
+                shown.join("; "),
+                if offline.len() > shown.len() {
+                    "; ..."
+                } else {
+                    ""
+                }
+            ),
+        );
     }
     let behind = shared.node.out_of_sync();
     if behind.is_empty() {

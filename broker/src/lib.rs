@@ -76,27 +76,50 @@ pub async fn run(
         config.advertised_address =
             Some(std::net::SocketAddr::new(host, grpc_address.port()).to_string());
     }
-    // Without a controller to join, this broker embeds one: a cluster of one.
-    let embedded = match &config.controller {
-        Some(_) => None,
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Without a controller to join, this broker embeds one: a cluster of one. It listens on
+    // a loopback port of its own, never on the client port, and takes only this process's
+    // own secret: no client can reach it.
+    let (embedded, secret, controller_address) = match &config.controller {
+        Some(address) => {
+            let path = config
+                .cluster_secret_file
+                .as_deref()
+                .context("a broker joining a controller needs cluster_secret_file")?;
+            let secret = weir_proto::ClusterSecret::read(path)?;
+            (None, secret, address.clone())
+        }
         None => {
             let dir = config.data_dir.join("controller");
             let store = weir_controller::FileStore::open(&dir).with_context(|| {
                 format!("open the embedded controller's store in {}", dir.display())
             })?;
             import_single_node_metadata(&config, &store).await?;
-            Some(weir_controller::server::Controller::start(store, Default::default()).await?)
+            let controller =
+                weir_controller::server::Controller::start(store, Default::default()).await?;
+            let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+                .await
+                .context("bind the embedded controller's loopback listener")?;
+            let address = listener.local_addr()?.to_string();
+            let secret = weir_proto::ClusterSecret::generate();
+            let mut stopping = stopped.clone();
+            let server = tokio::spawn(weir_controller::server::serve_controller(
+                Arc::clone(&controller),
+                listener,
+                secret.clone(),
+                async move {
+                    let _ = stopping.wait_for(|&stop| stop).await;
+                },
+            ));
+            (Some((controller, server)), secret, address)
         }
     };
-    let controller_address = config
-        .controller
-        .clone()
-        .unwrap_or_else(|| config.advertised());
     let node = Arc::new(tokio::task::block_in_place(|| {
-        Node::open(config.clone(), &controller_address)
+        Node::open(config.clone(), &controller_address, secret.clone())
     })?);
     let ready = Arc::new(AtomicBool::new(false));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Client calls are answered BROKER_STARTING (retriable) until the metadata is applied.
+    let serving = Arc::new(AtomicBool::new(false));
 
     let maintenance = tokio::spawn(maintain(
         Arc::clone(&node),
@@ -112,23 +135,18 @@ pub async fn run(
 
     let service = Service::new(Arc::clone(&node), stopped.clone());
     // The signal stops everything at once, so that open Subscribe streams and metadata
-    // watches end and the server can finish.
-    let watches = embedded.clone();
+    // watches end and the servers can finish.
     let shutdown = async move {
         shutdown.await;
         let _ = stop.send(true);
-        if let Some(controller) = watches {
-            controller.stop_watches();
-        }
     };
     let liveness = embedded
         .as_ref()
-        .map(|c| tokio::spawn(Arc::clone(c).run_liveness()));
-    let controller_service = embedded.map(|c| {
-        weir_proto::v1::controller_server::ControllerServer::new(
-            weir_controller::server::ControllerService(c),
-        )
-    });
+        .map(|(c, _)| tokio::spawn(Arc::clone(c).run_liveness()));
+    let gate = StartingGate {
+        serving: Arc::clone(&serving),
+        broker: config.broker_id,
+    };
     let server = tonic::transport::Server::builder()
         // Batches of a MiB and more: HTTP/2's default 64 KiB windows would stall them.
         .initial_stream_window_size(Some(16 << 20))
@@ -136,23 +154,29 @@ pub async fn run(
         // Produce requests arrive in frames of this size (HTTP/2's default is 16 KiB).
         .max_frame_size(Some((1 << 24) - 1))
         .tcp_nodelay(true)
-        .add_service(
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             weir_proto::v1::weir_server::WeirServer::new(service.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
-        )
-        .add_service(
+            gate.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             weir_proto::v1::admin_server::AdminServer::new(service.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
-        )
-        .add_service(
+            gate.clone(),
+        ))
+        // Followers only: they hold the cluster secret, clients do not.
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             weir_proto::v1::replication_server::ReplicationServer::new(service.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
-        )
-        .add_service(weir_proto::v1::groups_server::GroupsServer::new(service))
-        .add_optional_service(controller_service)
+            secret.guard(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            weir_proto::v1::groups_server::GroupsServer::new(service),
+            gate,
+        ))
         // The builder's tcp_nodelay applies only to listeners tonic binds itself: without it
         // here, Nagle held small answers behind the client's delayed ACK (40 ms stalls).
         .serve_with_incoming_shutdown(
@@ -178,6 +202,7 @@ pub async fn run(
             stopped.clone(),
         )));
         if node.wait_for_metadata(Duration::from_secs(30)).await {
+            serving.store(true, Ordering::Release);
             node.start_coordinator().await?;
             if let Err(f) = node.reserve_producer_ids().await {
                 tracing::warn!(error = %f.message, "no producer ids reserved yet");
@@ -199,6 +224,15 @@ pub async fn run(
     if let Some(liveness) = liveness {
         liveness.abort();
     }
+    if let Some((_, server)) = embedded {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %weir_proto::error_chain(&e), "the embedded controller's server failed")
+            }
+            Err(e) => tracing::error!(error = %e, "the embedded controller's server task failed"),
+        }
+    }
     node.stop_fetchers();
     let _ = maintenance.await;
     let _ = http_server.await;
@@ -206,6 +240,26 @@ pub async fn run(
     served.context("gRPC server")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Answers every client call with the retriable `BROKER_STARTING` until the broker has
+/// applied the cluster's metadata: before that, it would call existing topics unknown.
+#[derive(Debug, Clone)]
+struct StartingGate {
+    serving: Arc<AtomicBool>,
+    broker: i32,
+}
+
+impl tonic::service::Interceptor for StartingGate {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if self.serving.load(Ordering::Acquire) {
+            return Ok(request);
+        }
+        Err(weir_proto::Reason::BrokerStarting.status(format!(
+            "broker {} is starting: it has not applied the cluster's metadata yet; try again shortly",
+            self.broker
+        )))
+    }
 }
 
 /// A data directory from before the controller kept its topics in `metadata.json`: the

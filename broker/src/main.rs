@@ -1,115 +1,88 @@
 //! `weir-broker`: parse the configuration, then serve until SIGTERM or SIGINT.
+//!
+//! Every setting of [`BrokerConfig::SETTINGS`] is a flag and a `WEIR_*` variable here, made
+//! from its one declaration; flags win over variables, which win over the file.
 
-use std::net::SocketAddr;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, ArgAction, ArgMatches, Command};
 use weir_broker::BrokerConfig;
+use weir_broker::config::{CONFIG_VARIABLE, check_environment};
 
-#[derive(Parser)]
-#[command(name = "weir-broker", version, about = "The Weir broker")]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    options: Options,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// One broker with everything it needs embedded, on 127.0.0.1:9192 (gRPC) and :9193
-    /// (HTTP), data in ./weir-data: ready for the `weir` CLI with no other setup.
-    Dev(Options),
-}
-
-#[derive(Args, Clone, Default)]
-struct Options {
-    /// A TOML config file; unknown keys are an error.
-    #[arg(long, env = "WEIR_CONFIG")]
-    config: Option<PathBuf>,
-    /// Where partition logs and metadata live [default: ./weir-data].
-    #[arg(long, env = "WEIR_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// The gRPC listen address [default: 127.0.0.1:9192].
-    #[arg(long, env = "WEIR_LISTEN")]
-    listen: Option<SocketAddr>,
-    /// The HTTP listen address for /metrics, /healthz and /readyz [default: 127.0.0.1:9193].
-    #[arg(long, env = "WEIR_HTTP_LISTEN")]
-    http_listen: Option<SocketAddr>,
-    /// The address clients are told to use [default: the listen address].
-    #[arg(long, env = "WEIR_ADVERTISED_ADDRESS")]
-    advertised_address: Option<String>,
-    /// The broker's id, unique in the cluster.
-    #[arg(long = "id", alias = "broker-id", env = "WEIR_BROKER_ID")]
-    broker_id: Option<i32>,
-    /// The controller's address (`host:port`), or several separated by commas (tried in
-    /// turn); without it the broker embeds its own.
-    #[arg(long, env = "WEIR_CONTROLLER")]
-    controller: Option<String>,
-    /// The cluster this broker belongs to (`namespace/name`), for an operator's controller.
-    #[arg(long, env = "WEIR_CLUSTER")]
-    cluster: Option<String>,
-    /// The rack (or zone) the broker is in: replicas of a partition go to different racks.
-    #[arg(long, env = "WEIR_RACK")]
-    rack: Option<String>,
-    /// A follower that has not caught up for this long leaves the ISR [default: 10s].
-    #[arg(long, env = "WEIR_REPLICA_LAG_TIME_MAX", value_parser = humantime::parse_duration)]
-    replica_lag_time_max: Option<std::time::Duration>,
-}
-
-impl Options {
-    fn config(self) -> anyhow::Result<BrokerConfig> {
-        let mut config = match &self.config {
-            Some(path) => BrokerConfig::from_file(path)?,
-            None => BrokerConfig::default(),
-        };
-        if let Some(data_dir) = self.data_dir {
-            config.data_dir = data_dir;
+fn options() -> Vec<Arg> {
+    let mut options = vec![
+        Arg::new("config")
+            .long("config")
+            .env(CONFIG_VARIABLE)
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("A TOML config file; unknown keys are an error."),
+    ];
+    for setting in BrokerConfig::SETTINGS {
+        let mut arg = Arg::new(setting.key)
+            .long(setting.flag())
+            .env(setting.variable())
+            .value_name("VALUE")
+            .action(ArgAction::Set)
+            .help(setting.help);
+        if setting.key == "broker_id" {
+            arg = arg.visible_alias("id");
         }
-        if let Some(listen) = self.listen {
-            config.listen = listen;
-        }
-        if let Some(http_listen) = self.http_listen {
-            config.http_listen = http_listen;
-        }
-        if let Some(advertised) = self.advertised_address {
-            config.advertised_address = Some(advertised);
-        }
-        if let Some(id) = self.broker_id {
-            config.broker_id = id;
-        }
-        if let Some(controller) = self.controller {
-            config.controller = Some(controller);
-        }
-        if let Some(cluster) = self.cluster {
-            config.cluster = Some(cluster);
-        }
-        if let Some(rack) = self.rack {
-            config.rack = Some(rack);
-        }
-        if let Some(lag) = self.replica_lag_time_max {
-            config.replica_lag_time_max = lag;
-        }
-        config.validate()?;
-        Ok(config)
+        options.push(arg);
     }
+    options
+}
+
+fn command() -> Command {
+    Command::new("weir-broker")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("The Weir broker")
+        .args(options())
+        .subcommand(
+            Command::new("dev")
+                .about(
+                    "One broker with everything it needs embedded, on 127.0.0.1:9192 (gRPC) and \
+                     :9193 (HTTP), data in ./weir-data: ready for the `weir` CLI with no other setup.",
+                )
+                .args(options()),
+        )
+}
+
+/// The file's settings, then each given flag or variable over them.
+fn config(matches: &ArgMatches) -> anyhow::Result<BrokerConfig> {
+    let mut config = match matches.get_one::<PathBuf>("config") {
+        Some(path) => BrokerConfig::from_file(path)?,
+        None => BrokerConfig::default(),
+    };
+    for setting in BrokerConfig::SETTINGS {
+        if let Some(value) = matches.get_one::<String>(setting.key) {
+            config.set(setting.key, value)?;
+        }
+    }
+    config.validate()?;
+    Ok(config)
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = command().get_matches();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let options = match cli.command {
-        Some(Command::Dev(options)) => options,
-        None => cli.options,
+    let matches = match matches.subcommand() {
+        Some(("dev", dev)) => dev,
+        _ => &matches,
     };
-    let config = match options.config() {
+    let checked = check_environment(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))
+        .map_err(anyhow::Error::from)
+        .and_then(|()| config(matches));
+    let config = match checked {
         Ok(config) => config,
         Err(e) => {
             eprintln!("weir-broker: {e:#}");
@@ -148,5 +121,44 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM received"),
         _ = interrupt.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_is_a_flag_and_a_variable() {
+        let matches = command()
+            .try_get_matches_from([
+                "weir-broker",
+                "--retention-check-interval",
+                "90s",
+                "--id",
+                "7",
+                "--topic-defaults",
+                "flush.messages=1,retention.ms=1000",
+            ])
+            .expect("parses");
+        let config = config(&matches).expect("valid");
+        assert_eq!(
+            config.retention_check_interval,
+            std::time::Duration::from_secs(90)
+        );
+        assert_eq!(config.broker_id, 7);
+        assert_eq!(config.topic_defaults["flush.messages"], "1");
+        let command = command();
+        for setting in BrokerConfig::SETTINGS {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_id() == setting.key)
+                .expect("an argument per setting");
+            assert_eq!(arg.get_long(), Some(setting.flag().as_str()));
+            assert_eq!(
+                arg.get_env().and_then(|v| v.to_str()),
+                Some(setting.variable().as_str())
+            );
+        }
     }
 }

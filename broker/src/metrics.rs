@@ -59,6 +59,9 @@ pub struct Metrics {
     isr_shrinks: Counter,
     isr_expands: Counter,
     follower_lag: Family<FollowerLabels, Gauge>,
+    unapplied_config: Family<TopicLabels, Gauge>,
+    deletion_failures: Counter,
+    offline_replicas: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,6 +88,9 @@ impl Default for Metrics {
             isr_shrinks: Counter::default(),
             isr_expands: Counter::default(),
             follower_lag: Family::default(),
+            unapplied_config: Family::default(),
+            deletion_failures: Counter::default(),
+            offline_replicas: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -147,6 +153,21 @@ impl Default for Metrics {
             "follower_lag",
             "Offsets between a partition leader's log end and a follower's",
             metrics.follower_lag.clone(),
+        );
+        registry.register(
+            "topic_config_unapplied",
+            "Config overrides of a topic this broker could not apply (the default stands for each)",
+            metrics.unapplied_config.clone(),
+        );
+        registry.register(
+            "deletion_failures",
+            "Replicas of deleted topics whose data could not be removed",
+            metrics.deletion_failures.clone(),
+        );
+        registry.register(
+            "offline_replicas",
+            "Replicas this broker should hold but could not open",
+            metrics.offline_replicas.clone(),
         );
         Metrics {
             registry,
@@ -214,6 +235,29 @@ impl Metrics {
         }
     }
 
+    /// Sets how many of a topic's overrides this broker could not apply.
+    pub fn unapplied_config(&self, topic: &str, count: usize) {
+        let labels = TopicLabels {
+            topic: topic.to_string(),
+        };
+        if count == 0 {
+            self.unapplied_config.remove(&labels);
+        } else {
+            self.unapplied_config
+                .get_or_create(&labels)
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub fn deletion_failed(&self) {
+        self.deletion_failures.inc();
+    }
+
+    pub fn set_offline_replicas(&self, count: usize) {
+        self.offline_replicas
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
     pub fn set_under_replicated(&self, count: usize) {
         self.under_replicated
             .set(i64::try_from(count).unwrap_or(i64::MAX));
@@ -269,6 +313,7 @@ impl Metrics {
         ] {
             family.remove(&labels);
         }
+        self.unapplied_config.remove(&labels);
         for partition in 0..partitions {
             let labels = PartitionLabels {
                 topic: topic.to_string(),

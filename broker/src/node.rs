@@ -16,10 +16,10 @@ use weir_storage::batch::InvalidBatch;
 use weir_storage::{BatchBuilder, Header, LogError, Record, SegmentSlice};
 
 use crate::config::BrokerConfig;
-use crate::coordinator::{Coordinator, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
+use crate::coordinator::{Coordinator, OFFSETS_TOPIC};
 use crate::metrics::Metrics;
 use crate::partition::{AckLevel, Partition};
-use crate::topic::{self, TopicConfig};
+use crate::topic::{self, TopicConfig, is_internal};
 /// The largest fetch a client may ask for.
 pub const MAX_FETCH_BYTES: usize = 32 << 20;
 
@@ -85,17 +85,7 @@ pub fn out_of_sync<'a>(
         .collect()
 }
 
-/// `error: cause: cause`, for messages a person reads.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
-}
+pub use weir_proto::error_chain;
 
 /// A topic as served: replaced whole when it changes.
 #[derive(Debug)]
@@ -109,6 +99,12 @@ pub struct Topic {
     pub layout: Vec<v1::ClusterPartition>,
     /// The replicas this broker holds, by partition index.
     pub replicas: BTreeMap<i32, Arc<Partition>>,
+    /// The replicas this broker should hold but could not open, with why: requests for them
+    /// fail with the cause, and the broker is not ready while any is here.
+    pub failed: BTreeMap<i32, String>,
+    /// Override keys this broker could not apply (unknown here, or a value it refuses), with
+    /// why; the topic runs with the default for each, and every other override applies.
+    pub unapplied: BTreeMap<String, String>,
 }
 
 impl Topic {
@@ -148,6 +144,9 @@ pub struct Node {
     peers: std::sync::Mutex<HashMap<String, Channel>>,
     /// The producer ids this broker may still give: `(next, end)`.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    /// Replicas of deleted topics whose data could not be removed, by (topic id, partition),
+    /// with why: reported to the deletion that asked.
+    failed_deletions: std::sync::Mutex<BTreeMap<(String, i32), String>>,
 }
 
 /// Each followed partition's fetcher task, with the leader epoch it follows.
@@ -163,19 +162,30 @@ impl Node {
     ///
     /// # Errors
     /// Bad config, or a data directory that cannot be made.
-    pub fn open(config: BrokerConfig, controller: &str) -> anyhow::Result<Node> {
+    pub fn open(
+        config: BrokerConfig,
+        controller: &str,
+        secret: weir_proto::ClusterSecret,
+    ) -> anyhow::Result<Node> {
         config.validate()?;
         let defaults = config.topic_defaults()?;
         std::fs::create_dir_all(&config.data_dir)?;
-        remove_deleted_dirs(&config.data_dir)?;
-        let header = crate::cluster::ClusterHeader(
-            config
+        let removed = weir_storage::layout::remove_deleted(&config.data_dir)?;
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed the directories of deletions a stop interrupted"
+            );
+        }
+        let header = crate::cluster::ClusterHeader {
+            cluster: config
                 .cluster
                 .as_deref()
                 .map(str::parse)
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("cluster name: {e}"))?,
-        );
+            secret,
+        };
         let controllers = controller
             .split(',')
             .map(str::trim)
@@ -221,7 +231,14 @@ impl Node {
             applying: std::sync::Mutex::new(()),
             peers: std::sync::Mutex::new(HashMap::new()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
+            failed_deletions: std::sync::Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// The cluster secret: presented to the controller and to leaders, required of
+    /// followers.
+    pub fn secret(&self) -> &weir_proto::ClusterSecret {
+        &self.cluster_header.secret
     }
 
     pub fn controller(&self) -> crate::cluster::Controller {
@@ -288,31 +305,24 @@ impl Node {
         Ok(())
     }
 
-    /// Creates `__consumer_offsets` unless it exists (every commit fsynced, kept forever until
-    /// compaction exists), with as many replicas as brokers are alive, up to three.
+    /// Asks the controller for `__consumer_offsets` unless it exists (the controller shapes
+    /// it: every commit fsynced, kept forever until compaction exists, as many replicas as
+    /// brokers are alive, up to three), and waits for it to arrive here.
     ///
     /// # Errors
     /// The controller's.
     pub async fn ensure_offsets_topic(&self) -> Result<(), Failure> {
         if self.topic(OFFSETS_TOPIC).is_err() {
-            let config = BTreeMap::from([
-                ("flush.messages".to_string(), "1".to_string()),
-                ("retention.ms".to_string(), "-1".to_string()),
-            ]);
-            let alive = self.brokers().values().filter(|b| b.alive).count();
-            let replication = i32::try_from(alive.clamp(1, 3)).unwrap_or(1);
-            match self
-                .create_topic_unchecked(OFFSETS_TOPIC, OFFSETS_PARTITIONS, replication, config)
+            let made = self
+                .controller()
+                .ensure_internal_topic(v1::EnsureInternalTopicRequest {
+                    name: OFFSETS_TOPIC.to_string(),
+                })
                 .await
-            {
-                Ok(_) => {}
-                // Another broker made it first.
-                Err(f) if f.reason == Reason::TopicExists => {
-                    self.wait_for(|node| node.topic(OFFSETS_TOPIC).is_ok())
-                        .await?;
-                }
-                Err(f) => return Err(f),
-            }
+                .map_err(|s| from_controller(&s))?
+                .into_inner();
+            self.wait_for(|node| node.topic(OFFSETS_TOPIC).is_ok_and(|t| t.id == made.id))
+                .await?;
         }
         Ok(())
     }
@@ -369,6 +379,18 @@ impl Node {
                 .values()
                 .map(|t| (t.name.as_str(), t.layout.as_slice())),
         )
+    }
+
+    /// The replicas this broker should hold but could not open, with why.
+    pub fn offline_replicas(&self) -> Vec<(String, i32, String)> {
+        self.topics()
+            .values()
+            .flat_map(|t| {
+                t.failed
+                    .iter()
+                    .map(|(p, why)| (t.name.clone(), *p, why.clone()))
+            })
+            .collect()
     }
 
     fn topics(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Topic>>> {
@@ -496,11 +518,20 @@ impl Node {
                 self.remove_replicas(gone, gone.replicas.keys().copied());
             }
             let overrides: BTreeMap<String, String> = wire.config.clone().into_iter().collect();
-            let config = TopicConfig::with_overrides(&self.defaults, &overrides).unwrap_or_else(|e| {
-                tracing::error!(topic = %wire.name, error = %e, "the controller's topic config is not valid here; using the defaults");
-                self.defaults.clone()
-            });
+            // Key by key: one key this broker cannot apply costs only itself.
+            let (config, refused) = TopicConfig::apply(&self.defaults, &overrides);
+            let unapplied: BTreeMap<String, String> = refused
+                .iter()
+                .map(|e| (e.key().to_string(), e.to_string()))
+                .collect();
+            if old.is_none_or(|t| t.unapplied != unapplied) {
+                for (key, why) in &unapplied {
+                    tracing::error!(topic = %wire.name, key, error = %why, "a topic config override cannot be applied here; the default stands for it, every other override applies");
+                }
+            }
+            self.metrics.unapplied_config(&wire.name, unapplied.len());
             let mut replicas = BTreeMap::new();
+            let mut failed = BTreeMap::new();
             for p in &wire.partitions {
                 if !p.replicas.contains(&me) {
                     continue;
@@ -508,14 +539,22 @@ impl Node {
                 let replica = match old.and_then(|t| t.replicas.get(&p.partition)) {
                     Some(replica) => {
                         if old.is_some_and(|t| t.overrides != overrides) {
-                            replica.set_config(config.log.clone());
+                            replica.set_config(topic::log_config(&config));
                         }
                         Arc::clone(replica)
                     }
-                    None => match open_partition(&self.config, &wire.name, p.partition, &config) {
+                    None => match open_partition(
+                        &self.config,
+                        &wire.name,
+                        &wire.id,
+                        p.partition,
+                        &config,
+                    ) {
                         Ok(replica) => replica,
                         Err(e) => {
-                            tracing::error!(topic = %wire.name, partition = p.partition, error = %format!("{e:#}"), "cannot open a replica");
+                            let why = error_chain(&*e);
+                            tracing::error!(topic = %wire.name, partition = p.partition, error = %why, "cannot open a replica; the broker is not ready while it stays closed");
+                            failed.insert(p.partition, why);
                             continue;
                         }
                     },
@@ -566,6 +605,8 @@ impl Node {
                     overrides,
                     layout: wire.partitions.clone(),
                     replicas,
+                    failed,
+                    unapplied,
                 }),
             );
         }
@@ -748,52 +789,39 @@ impl Node {
     }
 
     /// Closes and deletes this broker's replicas of `partitions` of a topic that is gone (or
-    /// moved away). Directories are renamed first, so a crash halfway leaves only `-delete`
-    /// names, which the next start removes.
+    /// moved away). Each directory is renamed to a hidden `.delete` name first, so a crash
+    /// halfway leaves only names the next start removes; a directory that cannot be removed
+    /// stays under its name, where a topic created later under the same name finds another
+    /// topic id and removes it before use (`weir_storage::layout`). Failures are logged with
+    /// their cause, counted, and kept for the admin call that asked for the deletion.
     fn remove_replicas(&self, topic: &Topic, partitions: impl Iterator<Item = i32>) {
         for index in partitions {
             if let Some(replica) = topic.replicas.get(&index) {
                 replica.become_none();
             }
-            let dir = topic::partition_dir(&self.config.data_dir, &topic.name, index);
-            let doomed = dir.with_file_name(format!(
-                "{}.{}-delete",
-                dir.file_name()
-                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-                topic.id
-            ));
-            if let Err(e) =
-                std::fs::rename(&dir, &doomed).and_then(|()| std::fs::remove_dir_all(&doomed))
-            {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted partition's directory");
+            if let Err(e) = weir_storage::layout::delete_partition_dir(
+                &self.config.data_dir,
+                &topic.name,
+                index,
+            ) {
+                let why = error_chain(&e);
+                tracing::error!(topic = %topic.name, partition = index, error = %why, "could not remove a deleted replica's data; a topic created under this name will not see it");
+                self.metrics.deletion_failed();
+                self.failed_deletions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((topic.id.clone(), index), why);
             }
         }
     }
 
-    /// Creates a topic.
+    /// Creates a topic. The controller checks the name and every config override; this
+    /// broker fills in its defaults for the partition count and the replication factor.
     ///
     /// # Errors
-    /// `InvalidTopic`, `TopicExists`, `InvalidRequest` (partitions), `InvalidReplicationFactor`,
-    /// `UnknownConfig`, `InvalidConfig`, or the controller's.
+    /// `InvalidRequest` (partitions), `InvalidReplicationFactor`, or the controller's
+    /// (`InvalidTopic`, `TopicExists`, `UnknownConfig`, `InvalidConfig`, ...).
     pub async fn create_topic(
-        &self,
-        name: &str,
-        partitions: i32,
-        replication_factor: i32,
-        overrides: BTreeMap<String, String>,
-    ) -> Result<Arc<Topic>, Failure> {
-        topic::validate_name(name).map_err(|m| Failure::new(Reason::InvalidTopic, m))?;
-        if is_internal(name) {
-            return Err(Failure::new(
-                Reason::InvalidTopic,
-                format!("topic names starting with \"__\" are for Weir's own topics, not {name:?}"),
-            ));
-        }
-        self.create_topic_unchecked(name, partitions, replication_factor, overrides)
-            .await
-    }
-
-    async fn create_topic_unchecked(
         &self,
         name: &str,
         partitions: i32,
@@ -805,12 +833,6 @@ impl Node {
         } else {
             partitions
         };
-        if !(1..=10_000).contains(&partitions) {
-            return Err(Failure::new(
-                Reason::InvalidRequest,
-                format!("a topic needs 1 to 10000 partitions, not {partitions}"),
-            ));
-        }
         let replication_factor = if replication_factor == 0 {
             self.config.default_replication_factor
         } else {
@@ -822,7 +844,6 @@ impl Node {
                 format!("a replication factor must be at least 1, not {replication_factor}"),
             ));
         }
-        topic_config(&self.defaults, &overrides)?;
         let created = self
             .controller()
             .create_topic(v1::CreateTopicRequest {
@@ -845,52 +866,71 @@ impl Node {
         self.topic(name)
     }
 
-    /// Deletes a topic and its data.
+    /// Deletes a topic and its data. The controller refuses internal topics.
     ///
     /// # Errors
-    /// `InvalidTopic`, `UnknownTopic`, or the controller's.
+    /// `InvalidTopic`, `UnknownTopic`, the controller's, or `StorageError` when the topic is
+    /// gone but this broker could not remove its data (removed at its next start, and never
+    /// seen by a topic created later under the same name).
     pub async fn delete_topic(&self, name: &str) -> Result<(), Failure> {
-        self.client_topic(name)?;
+        let topic = self.topic(name)?;
         self.controller()
             .delete_topic(v1::DeleteTopicRequest {
                 name: name.to_string(),
             })
             .await
             .map_err(|s| from_controller(&s))?;
-        self.wait_for(|node| node.topic(name).is_err()).await
+        self.wait_for(|node| node.topic(name).is_err()).await?;
+        let failed: Vec<String> = {
+            let mut failures = self
+                .failed_deletions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let mine: Vec<(String, i32)> = failures
+                .keys()
+                .filter(|(id, _)| *id == topic.id)
+                .cloned()
+                .collect();
+            mine.into_iter()
+                .filter_map(|key| failures.remove(&key))
+                .collect()
+        };
+        if failed.is_empty() {
+            return Ok(());
+        }
+        Err(Failure::new(
+            Reason::StorageError,
+            format!(
+                "topic {name:?} is deleted, but broker {} could not remove its data ({}); it is removed at the broker's next start, and a topic created under this name does not see it",
+                self.config.broker_id,
+                failed.join("; ")
+            ),
+        ))
     }
 
-    /// Sets and removes topic config keys.
+    /// Sets and removes topic config keys; the controller checks them.
     ///
     /// # Errors
-    /// `UnknownTopic`, `UnknownConfig`, `InvalidConfig`, or the controller's.
+    /// `UnknownTopic`, or the controller's (`UnknownConfig`, `InvalidConfig`, internal
+    /// topics).
     pub async fn alter_topic_config(
         &self,
         name: &str,
         set: BTreeMap<String, String>,
         delete: Vec<String>,
     ) -> Result<Arc<Topic>, Failure> {
-        let current = self.client_topic(name)?;
-        let mut overrides = current.overrides.clone();
-        for key in &delete {
-            if !TopicConfig::default().to_properties().contains_key(key) {
-                return Err(Failure::new(
-                    Reason::UnknownConfig,
-                    format!("unknown config key {key:?}"),
-                ));
-            }
-            overrides.remove(key);
-        }
-        overrides.extend(set.clone());
-        topic_config(&self.defaults, &overrides)?;
-        self.controller()
+        self.topic(name)?;
+        let changed = self
+            .controller()
             .alter_topic_config(v1::AlterTopicConfigRequest {
                 name: name.to_string(),
                 set: set.into_iter().collect(),
                 delete,
             })
             .await
-            .map_err(|s| from_controller(&s))?;
+            .map_err(|s| from_controller(&s))?
+            .into_inner();
+        let overrides: BTreeMap<String, String> = changed.config.into_iter().collect();
         self.wait_for(|node| node.topic(name).is_ok_and(|t| t.overrides == overrides))
             .await?;
         tracing::info!(topic = name, "topic config changed");
@@ -903,7 +943,7 @@ impl Node {
     /// `UnknownTopic`, `InvalidRequest` when `total` is not more than now, or the
     /// controller's.
     pub async fn add_partitions(&self, name: &str, total: i32) -> Result<Arc<Topic>, Failure> {
-        let current = self.client_topic(name)?;
+        let current = self.topic(name)?;
         let have = current.partition_count() as i32;
         if total <= have || total > 10_000 {
             return Err(Failure::new(
@@ -1155,6 +1195,8 @@ impl Node {
             .filter(|p| p.leader == Some(me) && p.isr.len() < p.replicas.len())
             .count();
         self.metrics.set_under_replicated(under_replicated);
+        self.metrics
+            .set_offline_replicas(topics.iter().map(|t| t.failed.len()).sum::<usize>());
         for topic in topics {
             for partition in topic.replicas.values() {
                 if retention && let Err(e) = partition.apply_retention() {
@@ -1170,32 +1212,16 @@ impl Node {
     }
 }
 
-/// Weir's own topics (`__consumer_offsets`): written by the broker, not by clients.
-pub fn is_internal(name: &str) -> bool {
-    name.starts_with("__")
-}
-
-fn topic_config(
-    defaults: &TopicConfig,
-    overrides: &BTreeMap<String, String>,
-) -> Result<TopicConfig, Failure> {
-    TopicConfig::with_overrides(defaults, overrides).map_err(|e| {
-        let reason = match e {
-            weir_storage::ConfigError::UnknownKey { .. } => Reason::UnknownConfig,
-            weir_storage::ConfigError::InvalidValue { .. } => Reason::InvalidConfig,
-        };
-        Failure::new(reason, e.to_string())
-    })
-}
-
 fn open_partition(
     config: &BrokerConfig,
     topic: &str,
+    topic_id: &str,
     index: i32,
     topic_config: &TopicConfig,
 ) -> anyhow::Result<Arc<Partition>> {
-    let dir = topic::partition_dir(&config.data_dir, topic, index);
-    let (partition, report) = Partition::open(&dir, topic, index, topic_config.log.clone())
+    let dir = weir_storage::layout::claim_partition_dir(&config.data_dir, topic, index, topic_id)
+        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
+    let (partition, report) = Partition::open(&dir, topic, index, topic::log_config(topic_config))
         .map_err(|e| anyhow::anyhow!("open partition {topic}-{index}: {}", error_chain(&e)))?;
     if !report.clean_shutdown && report.recovered_segments > 0 {
         tracing::info!(topic, partition = index, ?report, "partition recovered");
@@ -1203,24 +1229,23 @@ fn open_partition(
     Ok(Arc::new(partition))
 }
 
-/// Removes the directories a deletion renamed but did not get to remove.
-fn remove_deleted_dirs(data_dir: &std::path::Path) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(data_dir)? {
-        let entry = entry?;
-        if entry.file_name().to_string_lossy().ends_with("-delete") && entry.path().is_dir() {
-            std::fs::remove_dir_all(entry.path())?;
-        }
-    }
-    Ok(())
-}
-
 /// This broker's replica of partition `index` of `topic`.
 ///
 /// # Errors
-/// `UnknownPartition`; `NotLeader` when the partition exists but lives on other brokers.
+/// `UnknownPartition`; `StorageError` when this broker could not open its replica;
+/// `NotLeader` when the partition exists but lives on other brokers.
 pub fn local_replica(topic: &Topic, index: i32) -> Result<Arc<Partition>, Failure> {
     if let Some(replica) = topic.replicas.get(&index) {
         return Ok(Arc::clone(replica));
+    }
+    if let Some(why) = topic.failed.get(&index) {
+        return Err(Failure::new(
+            Reason::StorageError,
+            format!(
+                "this broker could not open its replica of {}-{index}: {why}",
+                topic.name
+            ),
+        ));
     }
     match usize::try_from(index)
         .ok()

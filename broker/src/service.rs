@@ -55,6 +55,8 @@ impl Service {
                 })
                 .collect(),
             config: topic.config.to_properties().into_iter().collect(),
+            unapplied_config: topic.unapplied.clone().into_iter().collect(),
+            id: topic.id.clone(),
         }
     }
 }

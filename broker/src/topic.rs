@@ -1,141 +1,29 @@
-//! Topics: names, configs with Kafka's keys, and the metadata file that lists them.
+//! Topics as this broker serves them: the controller's typed topic config turned into the
+//! storage engine's, and the metadata file of single-node brokers from before the controller.
+//! Names and config keys are checked by the controller (`weir_controller::topic_config`),
+//! the one authority on them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use weir_storage::{ConfigError, LogConfig};
+use weir_storage::LogConfig;
 
-/// The longest topic name Kafka allows.
-pub const MAX_TOPIC_NAME: usize = 249;
+pub use weir_controller::topic_config::{ConfigError, TopicConfig, is_internal, validate_name};
 
-/// What `cleanup.policy` may say. Only `delete` is implemented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CleanupPolicy {
-    Delete,
-}
-
-/// A topic's effective configuration: the storage keys plus the topic-level ones.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicConfig {
-    pub log: LogConfig,
-    /// `min.insync.replicas`: how many replicas must have a record for acks=all.
-    pub min_insync_replicas: i32,
-    pub cleanup_policy: CleanupPolicy,
-    /// `unclean.leader.election.enable`: whether the controller may elect a replica outside
-    /// the ISR when none in it is alive (losing what only the ISR had).
-    pub unclean_leader_election: bool,
-}
-
-impl Default for TopicConfig {
-    fn default() -> Self {
-        TopicConfig {
-            log: LogConfig::default(),
-            min_insync_replicas: 1,
-            cleanup_policy: CleanupPolicy::Delete,
-            unclean_leader_election: false,
-        }
+/// The storage engine's settings of a topic.
+pub fn log_config(config: &TopicConfig) -> LogConfig {
+    LogConfig {
+        segment_size: config.segment_size,
+        segment_age: config.segment_age,
+        retention_age: config.retention_age,
+        retention_size: config.retention_size,
+        max_batch_size: config.max_batch_size,
+        index_interval: config.index_interval,
+        index_capacity: config.index_capacity,
+        flush_messages: config.flush_messages,
+        flush_interval: config.flush_interval,
     }
-}
-
-impl TopicConfig {
-    /// Sets one key from its Kafka string form.
-    ///
-    /// # Errors
-    /// `UnknownKey` or `InvalidValue`, as the storage layer's.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        let invalid = |expected| ConfigError::InvalidValue {
-            key: key.to_string(),
-            value: value.to_string(),
-            expected,
-        };
-        match key {
-            "min.insync.replicas" => {
-                self.min_insync_replicas = value
-                    .trim()
-                    .parse()
-                    .ok()
-                    .filter(|&n: &i32| n >= 1)
-                    .ok_or_else(|| invalid("a positive number of replicas"))?;
-            }
-            "unclean.leader.election.enable" => {
-                self.unclean_leader_election = match value.trim() {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(invalid("true or false")),
-                };
-            }
-            "cleanup.policy" => match value.trim() {
-                "delete" => self.cleanup_policy = CleanupPolicy::Delete,
-                _ => return Err(invalid("\"delete\" (compaction is not supported yet)")),
-            },
-            _ => self.log.set(key, value)?,
-        }
-        Ok(())
-    }
-
-    /// Every key with its effective value.
-    pub fn to_properties(&self) -> BTreeMap<String, String> {
-        let mut properties: BTreeMap<String, String> = self
-            .log
-            .to_properties()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        properties.insert(
-            "min.insync.replicas".into(),
-            self.min_insync_replicas.to_string(),
-        );
-        properties.insert("cleanup.policy".into(), "delete".into());
-        properties.insert(
-            "unclean.leader.election.enable".into(),
-            self.unclean_leader_election.to_string(),
-        );
-        properties
-    }
-
-    /// `defaults` with `overrides` applied.
-    ///
-    /// # Errors
-    /// The first bad key or value.
-    pub fn with_overrides(
-        defaults: &TopicConfig,
-        overrides: &BTreeMap<String, String>,
-    ) -> Result<TopicConfig, ConfigError> {
-        let mut config = defaults.clone();
-        for (key, value) in overrides {
-            config.set(key, value)?;
-        }
-        Ok(config)
-    }
-}
-
-/// Checks a topic name against Kafka's rules: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
-///
-/// # Errors
-/// Why the name is refused, for a person.
-pub fn validate_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("topic name is empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err(format!("topic name {name:?} is not allowed"));
-    }
-    if name.len() > MAX_TOPIC_NAME {
-        return Err(format!(
-            "topic name is {} characters long; the limit is {MAX_TOPIC_NAME}",
-            name.len()
-        ));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "topic name {name:?} contains {bad:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
-        ));
-    }
-    Ok(())
 }
 
 /// A topic as the metadata file keeps it.
@@ -216,52 +104,9 @@ impl Metadata {
     }
 }
 
-/// The directory of one partition's log.
-pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
-    data_dir.join(format!("{topic}-{partition}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn topic_names_follow_kafkas_rules() {
-        for good in ["orders", "a.b_c-d", "x", &"n".repeat(249)] {
-            assert_eq!(validate_name(good), Ok(()), "{good}");
-        }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "has space",
-            "slash/name",
-            "ünïcode",
-            &"n".repeat(250),
-        ] {
-            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn topic_config_knows_topic_keys_and_refuses_compaction() {
-        let mut config = TopicConfig::default();
-        config.set("min.insync.replicas", "2").expect("valid");
-        config.set("retention.bytes", "1000").expect("valid");
-        assert_eq!(config.min_insync_replicas, 2);
-        assert_eq!(config.to_properties()["retention.bytes"], "1000");
-        assert!(config.set("cleanup.policy", "compact").is_err());
-        assert!(!config.unclean_leader_election);
-        config
-            .set("unclean.leader.election.enable", "true")
-            .expect("valid");
-        assert!(config.unclean_leader_election);
-        assert!(config.set("unclean.leader.election.enable", "yes").is_err());
-        assert!(matches!(
-            config.set("no.such.key", "1"),
-            Err(ConfigError::UnknownKey { .. })
-        ));
-    }
 
     #[test]
     fn metadata_survives_a_save_and_load() {

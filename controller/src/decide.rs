@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use crate::error::ControllerError;
 use crate::model::{Broker, BrokerId, ClusterState, PartitionState, Topic};
 use crate::placement::place;
+use crate::topic_config::{self, OFFSETS_TOPIC};
 
 /// A partition, by topic name and index.
 pub type PartitionRef = (String, i32);
@@ -193,11 +194,64 @@ impl ClusterState {
         Ok(state.clone())
     }
 
-    /// Creates a topic with placed replicas, each partition led by its preferred replica.
+    /// Creates a client's topic with placed replicas, each partition led by its preferred
+    /// replica. The name and every config override are checked here, whichever door the
+    /// request came through.
     ///
     /// # Errors
-    /// `TopicExists`, `InvalidPartitions`, `InvalidReplicationFactor`.
+    /// `InvalidTopic` (Kafka's name rules, or a name reserved for internal topics),
+    /// `Config`, `TopicExists`, `InvalidPartitions`, `InvalidReplicationFactor`.
     pub fn create_topic(
+        &mut self,
+        name: &str,
+        id: String,
+        partitions: usize,
+        replication_factor: usize,
+        config: BTreeMap<String, String>,
+    ) -> Result<&Topic, ControllerError> {
+        topic_config::validate_name(name).map_err(ControllerError::InvalidTopic)?;
+        if topic_config::is_internal(name) {
+            return Err(ControllerError::InvalidTopic(format!(
+                "topic names starting with \"__\" are for Weir's own topics, not {name:?}"
+            )));
+        }
+        topic_config::validate_overrides(&config)?;
+        self.create_placed(name, id, partitions, replication_factor, config)
+    }
+
+    /// Creates an internal topic the brokers need (`__consumer_offsets`) with the shape the
+    /// controller gives it, unless it exists; returns it either way.
+    ///
+    /// # Errors
+    /// `InvalidTopic` for a name that is not an internal topic's; `InvalidReplicationFactor`
+    /// while no broker is alive.
+    pub fn ensure_internal_topic(
+        &mut self,
+        name: &str,
+        id: String,
+    ) -> Result<&Topic, ControllerError> {
+        if name != OFFSETS_TOPIC {
+            return Err(ControllerError::InvalidTopic(format!(
+                "{name:?} is not an internal topic (the only one is {OFFSETS_TOPIC:?})"
+            )));
+        }
+        if self.topics.contains_key(name) {
+            return Ok(&self.topics[name]);
+        }
+        let replication = self
+            .alive_brokers()
+            .count()
+            .min(topic_config::OFFSETS_MAX_REPLICATION);
+        self.create_placed(
+            name,
+            id,
+            topic_config::OFFSETS_PARTITIONS,
+            replication,
+            topic_config::offsets_topic_config(),
+        )
+    }
+
+    fn create_placed(
         &mut self,
         name: &str,
         id: String,
@@ -222,13 +276,14 @@ impl ClusterState {
     /// replication factor.
     ///
     /// # Errors
-    /// `UnknownTopic`; `InvalidPartitions` unless `total` is more than it has;
-    /// `InvalidReplicationFactor` when too few brokers are alive.
+    /// `UnknownTopic`; `InternalTopic`; `InvalidPartitions` unless `total` is more than it
+    /// has; `InvalidReplicationFactor` when too few brokers are alive.
     pub fn add_partitions(
         &mut self,
         name: &str,
         total: usize,
     ) -> Result<Vec<PartitionRef>, ControllerError> {
+        refuse_internal(name)?;
         let topic = self
             .topics
             .get(name)
@@ -253,22 +308,25 @@ impl ClusterState {
     }
 
     /// # Errors
-    /// `UnknownTopic`.
+    /// `UnknownTopic`; `InternalTopic`.
     pub fn delete_topic(&mut self, name: &str) -> Result<Topic, ControllerError> {
+        refuse_internal(name)?;
         self.topics
             .remove(name)
             .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))
     }
 
-    /// Replaces a topic's config overrides.
+    /// Replaces a topic's config overrides, each checked.
     ///
     /// # Errors
-    /// `UnknownTopic`.
+    /// `UnknownTopic`; `InternalTopic`; `Config`.
     pub fn set_topic_config(
         &mut self,
         name: &str,
         config: BTreeMap<String, String>,
     ) -> Result<(), ControllerError> {
+        refuse_internal(name)?;
+        topic_config::validate_overrides(&config)?;
         let topic = self
             .topics
             .get_mut(name)
@@ -345,6 +403,14 @@ fn make_leader(partition: &mut PartitionState, leader: BrokerId) {
         // Unclean: the new leader's log is the truth now.
         partition.isr = vec![leader];
     }
+}
+
+/// Internal topics are shaped by the controller alone: no client changes or deletes them.
+fn refuse_internal(name: &str) -> Result<(), ControllerError> {
+    if topic_config::is_internal(name) {
+        return Err(ControllerError::InternalTopic(name.to_string()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -652,5 +718,57 @@ mod tests {
         ));
         assert_eq!(state.allocate_producer_id(), 0);
         assert_eq!(state.allocate_producer_id(), 1);
+    }
+
+    #[test]
+    fn the_controller_refuses_hostile_names_bad_configs_and_client_changes_to_internal_topics() {
+        let mut state = three();
+        let before = state.clone();
+        for hostile in ["/some/dir", "../x", "..", "a b", &"n".repeat(250)] {
+            assert!(
+                matches!(
+                    state.create_topic(hostile, "id".into(), 1, 1, BTreeMap::new()),
+                    Err(ControllerError::InvalidTopic(_))
+                ),
+                "{hostile:?} accepted"
+            );
+        }
+        let bad = BTreeMap::from([("segment.bytes".to_string(), "14".to_string())]);
+        assert!(matches!(
+            state.create_topic("u", "id".into(), 1, 1, bad.clone()),
+            Err(ControllerError::Config(_))
+        ));
+        assert!(matches!(
+            state.set_topic_config("t", bad),
+            Err(ControllerError::Config(_))
+        ));
+        assert!(matches!(
+            state.create_topic(OFFSETS_TOPIC, "id".into(), 1, 1, BTreeMap::new()),
+            Err(ControllerError::InvalidTopic(_))
+        ));
+        assert_eq!(state, before, "nothing refused changed anything");
+
+        let id = state
+            .ensure_internal_topic(OFFSETS_TOPIC, "offsets-id".into())
+            .expect("made")
+            .id
+            .clone();
+        assert_eq!(
+            state
+                .ensure_internal_topic(OFFSETS_TOPIC, "another".into())
+                .expect("kept")
+                .id,
+            id
+        );
+        assert_eq!(state.topics[OFFSETS_TOPIC].replication_factor(), 3);
+        assert!(state.ensure_internal_topic("__other", "x".into()).is_err());
+        for refused in [
+            state.delete_topic(OFFSETS_TOPIC).map(|_| ()),
+            state.set_topic_config(OFFSETS_TOPIC, BTreeMap::new()),
+            state.add_partitions(OFFSETS_TOPIC, 60).map(|_| ()),
+        ] {
+            assert!(matches!(refused, Err(ControllerError::InternalTopic(_))));
+        }
+        assert!(state.topics.contains_key(OFFSETS_TOPIC));
     }
 }

@@ -6,6 +6,12 @@ use crate::model::BrokerId;
 pub enum ControllerError {
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error(transparent)]
+    Config(#[from] crate::topic_config::ConfigError),
+    #[error("{0:?} is an internal topic: only Weir changes it")]
+    InternalTopic(String),
     #[error("topic {0:?} already exists")]
     TopicExists(String),
     #[error("topic {topic:?} has no partition {partition}")]

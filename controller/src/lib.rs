@@ -8,6 +8,8 @@
 //! - [`placement`]: replicas and leaders spread evenly over brokers and racks,
 //!   deterministically.
 //! - [`store`]: the [`MetadataStore`] trait (conditional writes) and its file-backed store.
+//! - [`topic_config`]: topic names and configs with Kafka's rules: the one place they are
+//!   checked.
 
 pub mod decide;
 pub mod error;
@@ -15,9 +17,11 @@ pub mod model;
 pub mod placement;
 pub mod server;
 pub mod store;
+pub mod topic_config;
 
 pub use decide::{PartitionRef, Registered};
 pub use error::ControllerError;
 pub use model::{Broker, BrokerId, ClusterState, PartitionState, Topic};
 pub use placement::place;
 pub use store::{FileStore, MetadataStore, StoreError, Version};
+pub use topic_config::TopicConfig;

@@ -24,6 +24,36 @@ struct Args {
     /// A broker without a heartbeat for this long is dead, and its partitions get new leaders.
     #[arg(long, env = "WEIR_SESSION_TIMEOUT", value_parser = humantime::parse_duration, default_value = "3s")]
     session_timeout: Duration,
+    /// A file holding the cluster secret brokers must present (give them the same file).
+    /// Without it, one is made at `<data-dir>/cluster-secret` on first start and kept.
+    #[arg(long, env = "WEIR_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+}
+
+/// The secret of `--cluster-secret-file`, or the one kept in the data directory (made on
+/// first start, readable by its owner only).
+fn cluster_secret(args: &Args) -> anyhow::Result<weir_proto::ClusterSecret> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(path) = &args.cluster_secret_file {
+        return Ok(weir_proto::ClusterSecret::read(path)?);
+    }
+    let path = args.data_dir.join("cluster-secret");
+    if path.exists() {
+        return Ok(weir_proto::ClusterSecret::read(&path)?);
+    }
+    std::fs::create_dir_all(&args.data_dir)?;
+    let secret = weir_proto::ClusterSecret::generate();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("create {}: {e}", path.display()))?;
+    writeln!(file, "{}", secret.expose())?;
+    file.sync_all()?;
+    tracing::info!(path = %path.display(), "made the cluster secret: give brokers this file (--cluster-secret-file)");
+    Ok(secret)
 }
 
 fn main() -> ExitCode {
@@ -60,6 +90,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let store = weir_controller::FileStore::open(&args.data_dir)?;
+    let secret = cluster_secret(&args)?;
     let timing = weir_controller::server::Timing {
         heartbeat_interval: args.heartbeat_interval,
         session_timeout: args.session_timeout,
@@ -80,5 +111,5 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         tracing::info!("shutting down");
     };
-    weir_controller::server::serve(store, timing, listener, shutdown).await
+    weir_controller::server::serve(store, timing, listener, secret, shutdown).await
 }

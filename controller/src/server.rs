@@ -448,12 +448,30 @@ impl<S: MetadataStore + 'static> v1::controller_server::Controller for Controlle
                     .config
                     .clone();
                 for key in &r.delete {
+                    if !crate::topic_config::KEYS.contains(&key.as_str()) {
+                        return Err(crate::topic_config::ConfigError::UnknownKey {
+                            key: key.clone(),
+                        }
+                        .into());
+                    }
                     config.remove(key);
                 }
                 config.extend(r.set.clone());
                 state.set_topic_config(&r.name, config)?;
                 Ok(state.topics[&r.name].clone())
             })
+            .await?;
+        Ok(Response::new(topic_to_wire(&topic)))
+    }
+
+    async fn ensure_internal_topic(
+        &self,
+        request: Request<v1::EnsureInternalTopicRequest>,
+    ) -> Result<Response<v1::ClusterTopic>, Status> {
+        let name = request.into_inner().name;
+        let topic = self
+            .0
+            .change(|state| state.ensure_internal_topic(&name, topic_id()).cloned())
             .await?;
         Ok(Response::new(topic_to_wire(&topic)))
     }
@@ -487,12 +505,10 @@ fn millis(duration: Duration) -> u32 {
     u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
 }
 
-/// A topic id unique across re-creations of a name.
-fn topic_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{nanos:x}")
+/// A topic id unique across re-creations of a name: a random UUID (Kafka's topic ids are
+/// UUIDs too, KIP-516).
+pub fn topic_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// The status a refused decision travels as.
@@ -507,6 +523,14 @@ pub fn status_of(error: &ControllerError) -> Status {
         ControllerError::NotLeader { .. } => Reason::NotLeader,
         ControllerError::StaleEpoch { .. } => Reason::StalePartitionEpoch,
         ControllerError::InvalidIsr { .. } => Reason::InvalidRequest,
+        ControllerError::InvalidTopic(_) => Reason::InvalidTopic,
+        ControllerError::Config(crate::topic_config::ConfigError::UnknownKey { .. }) => {
+            Reason::UnknownConfig
+        }
+        ControllerError::Config(crate::topic_config::ConfigError::InvalidValue { .. }) => {
+            Reason::InvalidConfig
+        }
+        ControllerError::InternalTopic(_) => Reason::InvalidRequest,
     };
     reason.status(error.to_string())
 }
@@ -556,7 +580,8 @@ fn partition_to_wire(index: i32, p: &crate::model::PartitionState) -> v1::Cluste
     }
 }
 
-/// Runs a controller on `listener` until `shutdown` completes.
+/// Runs a controller on `listener` until `shutdown` completes. Every call must carry
+/// `secret` ([`weir_proto::secret`]): only the cluster's brokers hold it.
 ///
 /// # Errors
 /// The store's at start, or the server's.
@@ -564,6 +589,7 @@ pub async fn serve<S: MetadataStore + 'static>(
     store: S,
     timing: Timing,
     listener: tokio::net::TcpListener,
+    secret: weir_proto::ClusterSecret,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
@@ -571,20 +597,35 @@ pub async fn serve<S: MetadataStore + 'static>(
     let liveness = tokio::spawn(Arc::clone(&controller).run_liveness());
     tracing::info!(%address, "controller listening");
     println!("ready grpc={address}");
+    let result = serve_controller(controller, listener, secret, shutdown).await;
+    liveness.abort();
+    result.map_err(Into::into)
+}
+
+/// Serves a running controller on `listener`, guarded by `secret`, until `shutdown`
+/// completes; then ends its metadata watches.
+///
+/// # Errors
+/// The server's.
+pub async fn serve_controller<S: MetadataStore + 'static>(
+    controller: Arc<Controller<S>>,
+    listener: tokio::net::TcpListener,
+    secret: weir_proto::ClusterSecret,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let watches = Arc::clone(&controller);
     let shutdown = async move {
         shutdown.await;
         watches.stop_watches();
     };
-    let result = tonic::transport::Server::builder()
-        .add_service(v1::controller_server::ControllerServer::new(
+    tonic::transport::Server::builder()
+        .add_service(v1::controller_server::ControllerServer::with_interceptor(
             ControllerService(controller),
+            secret.guard(),
         ))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
-        .await;
-    liveness.abort();
-    result.map_err(Into::into)
+        .await
 }

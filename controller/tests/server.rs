@@ -5,12 +5,16 @@
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use weir_controller::FileStore;
 use weir_controller::server::{Timing, serve};
-use weir_proto::Reason;
+use weir_proto::secret::Presenter;
 use weir_proto::v1;
 use weir_proto::v1::controller_client::ControllerClient;
+use weir_proto::{ClusterSecret, Reason};
+
+type Client = ControllerClient<InterceptedService<Channel, Presenter>>;
 
 const TIMING: Timing = Timing {
     heartbeat_interval: Duration::from_millis(50),
@@ -20,6 +24,7 @@ const TIMING: Timing = Timing {
 
 struct Running {
     address: String,
+    secret: ClusterSecret,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -32,21 +37,31 @@ impl Running {
             .expect("bind");
         let address = format!("http://{}", listener.local_addr().expect("address"));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(store, TIMING, listener, async {
+        let secret = ClusterSecret::generate();
+        let task = tokio::spawn(serve(store, TIMING, listener, secret.clone(), async {
             let _ = stopped.await;
         }));
         Running {
             address,
+            secret,
             stop: Some(stop),
             task,
         }
     }
 
-    async fn client(&self) -> ControllerClient<Channel> {
+    async fn client(&self) -> Client {
+        ControllerClient::with_interceptor(self.channel().await, self.secret.presenter())
+    }
+
+    async fn channel(&self) -> Channel {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            match ControllerClient::connect(self.address.clone()).await {
-                Ok(client) => return client,
+            match Channel::from_shared(self.address.clone())
+                .expect("address")
+                .connect()
+                .await
+            {
+                Ok(channel) => return channel,
                 Err(e) if tokio::time::Instant::now() > deadline => panic!("connect: {e}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
@@ -65,7 +80,7 @@ impl Running {
     }
 }
 
-async fn register(client: &mut ControllerClient<Channel>, id: i32, incarnation: u64) {
+async fn register(client: &mut Client, id: i32, incarnation: u64) {
     client
         .register_broker(v1::RegisterBrokerRequest {
             broker_id: id,
@@ -78,10 +93,7 @@ async fn register(client: &mut ControllerClient<Channel>, id: i32, incarnation: 
 }
 
 /// Keeps brokers alive until dropped.
-fn heartbeats(
-    mut client: ControllerClient<Channel>,
-    brokers: Vec<(i32, u64)>,
-) -> tokio::task::JoinHandle<()> {
+fn heartbeats(mut client: Client, brokers: Vec<(i32, u64)>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             for &(id, incarnation) in &brokers {
@@ -231,5 +243,78 @@ async fn failover_and_restart() {
     let reloaded = wait_for(&mut watch, |_| true).await;
     assert_eq!(reloaded.controller_epoch, first.controller_epoch + 1);
     assert_eq!(reloaded.topics[0].partitions[0].isr, vec![new_leader]);
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn calls_without_the_cluster_secret_are_refused_and_topics_are_checked_here() {
+    let dir = tempfile::tempdir().expect("dir");
+    let controller = Running::start(dir.path()).await;
+    let channel = controller.channel().await;
+    let mut anonymous = ControllerClient::new(channel.clone());
+    let impostor = anonymous
+        .register_broker(v1::RegisterBrokerRequest {
+            broker_id: 0,
+            address: "10.9.9.9:1".into(),
+            rack: None,
+            incarnation: 1,
+        })
+        .await
+        .expect_err("no secret");
+    assert_eq!(impostor.code(), tonic::Code::Unauthenticated);
+    assert_eq!(
+        Reason::of(&impostor),
+        Some(Reason::ClusterAuthorizationFailed)
+    );
+    let mut wrong =
+        ControllerClient::with_interceptor(channel, ClusterSecret::generate().presenter());
+    let deleted = wrong
+        .delete_topic(v1::DeleteTopicRequest {
+            name: "__consumer_offsets".into(),
+        })
+        .await
+        .expect_err("wrong secret");
+    assert_eq!(deleted.code(), tonic::Code::Unauthenticated);
+
+    // With the secret: the controller itself refuses hostile names and internal changes.
+    let mut client = controller.client().await;
+    register(&mut client, 1, 1).await;
+    for name in ["/some/dir", "../x", "..", "__consumer_offsets"] {
+        let refused = client
+            .create_topic(v1::CreateTopicRequest {
+                name: name.into(),
+                partitions: 1,
+                replication_factor: 1,
+                config: Default::default(),
+            })
+            .await
+            .expect_err("hostile name");
+        assert_eq!(Reason::of(&refused), Some(Reason::InvalidTopic), "{name}");
+    }
+    let made = client
+        .ensure_internal_topic(v1::EnsureInternalTopicRequest {
+            name: "__consumer_offsets".into(),
+        })
+        .await
+        .expect("made")
+        .into_inner();
+    assert_eq!(made.partitions.len(), 4);
+    let refused = client
+        .delete_topic(v1::DeleteTopicRequest {
+            name: "__consumer_offsets".into(),
+        })
+        .await
+        .expect_err("internal");
+    assert_eq!(Reason::of(&refused), Some(Reason::InvalidRequest));
+    let refused = client
+        .create_topic(v1::CreateTopicRequest {
+            name: "tiny".into(),
+            partitions: 1,
+            replication_factor: 1,
+            config: [("segment.bytes".to_string(), "14".to_string())].into(),
+        })
+        .await
+        .expect_err("below Kafka's bound");
+    assert_eq!(Reason::of(&refused), Some(Reason::InvalidConfig));
     controller.stop().await;
 }

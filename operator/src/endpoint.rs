@@ -11,9 +11,9 @@ use kube::Client;
 use tonic::{Request, Response, Status};
 use weir_controller::StoreError;
 use weir_controller::server::{Controller, ControllerService, Timing};
-use weir_proto::Reason;
 use weir_proto::v1;
 use weir_proto::v1::controller_server::Controller as ControllerApi;
+use weir_proto::{ClusterSecret, Reason};
 
 use crate::store::KubeStore;
 
@@ -31,8 +31,9 @@ struct Running {
 pub struct Registry {
     /// Held while a controller starts or stops (API calls): one at a time.
     running: tokio::sync::Mutex<HashMap<String, Running>>,
-    /// The running controllers, for routing calls without waiting on a start.
-    routes: std::sync::RwLock<HashMap<String, ClusterController>>,
+    /// The running controllers, for routing calls without waiting on a start, each with the
+    /// secret its brokers must present.
+    routes: std::sync::RwLock<HashMap<String, (ClusterController, ClusterSecret)>>,
     leading: AtomicBool,
     /// The Lease holder as last seen, for the errors of a replica that does not hold it.
     holder: std::sync::Mutex<Option<String>>,
@@ -61,6 +62,11 @@ impl Registry {
 
     /// The running controller of `key`, if any.
     pub async fn get(&self, key: &str) -> Option<ClusterController> {
+        self.routed(key).map(|(controller, _)| controller)
+    }
+
+    /// The running controller of `key` and its cluster's secret.
+    fn routed(&self, key: &str) -> Option<(ClusterController, ClusterSecret)> {
         self.routes
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -68,16 +74,16 @@ impl Registry {
             .cloned()
     }
 
-    fn route(&self, key: &str, controller: Option<&ClusterController>) {
+    fn route(&self, key: &str, controller: Option<(&ClusterController, &ClusterSecret)>) {
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
         match controller {
-            Some(c) => routes.insert(key.to_string(), Arc::clone(c)),
+            Some((c, secret)) => routes.insert(key.to_string(), (Arc::clone(c), secret.clone())),
             None => routes.remove(key),
         };
     }
 
     /// The controller of a `Cluster`, started (at `epoch` or later) when it is not running
-    /// or was fenced.
+    /// or was fenced; calls naming the cluster must carry `secret`.
     ///
     /// # Errors
     /// The store's, at start.
@@ -86,6 +92,7 @@ impl Registry {
         client: &Client,
         namespace: &str,
         name: &str,
+        secret: &ClusterSecret,
         timing: Timing,
         epoch: i32,
     ) -> Result<ClusterController, StoreError> {
@@ -93,6 +100,7 @@ impl Registry {
         let mut running = self.running.lock().await;
         if let Some(r) = running.get(&key) {
             if !r.controller.is_fenced().await {
+                self.route(&key, Some((&r.controller, secret)));
                 return Ok(Arc::clone(&r.controller));
             }
             tracing::warn!(cluster = %key, "the controller was fenced; starting it again");
@@ -105,7 +113,7 @@ impl Registry {
         let controller = Controller::start_at(store, timing, epoch).await?;
         let liveness = tokio::spawn(Arc::clone(&controller).run_liveness());
         tracing::info!(cluster = %key, "controller started");
-        self.route(&key, Some(&controller));
+        self.route(&key, Some((&controller, secret)));
         running.insert(
             key,
             Running {
@@ -231,8 +239,11 @@ impl Endpoint {
                     weir_proto::CLUSTER_HEADER
                 ))
             })?;
-        match self.registry.get(cluster).await {
-            Some(controller) => Ok((cluster.to_string(), ControllerService(controller))),
+        match self.registry.routed(cluster) {
+            Some((controller, secret)) => {
+                secret.check(request)?;
+                Ok((cluster.to_string(), ControllerService(controller)))
+            }
             None => Err(Status::failed_precondition(format!(
                 "no Cluster {cluster} has a controller here (yet): is the Cluster resource there?"
             ))),
@@ -320,5 +331,15 @@ impl ControllerApi for Endpoint {
         request: Request<v1::AddPartitionsRequest>,
     ) -> Result<Response<v1::ClusterTopic>, Status> {
         self.route(&request).await?.add_partitions(request).await
+    }
+
+    async fn ensure_internal_topic(
+        &self,
+        request: Request<v1::EnsureInternalTopicRequest>,
+    ) -> Result<Response<v1::ClusterTopic>, Status> {
+        self.route(&request)
+            .await?
+            .ensure_internal_topic(request)
+            .await
     }
 }

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
-    PodTemplateSpec, Probe, SecurityContext, Service, ServicePort, ServiceSpec,
+    PodTemplateSpec, Probe, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
     TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -26,6 +26,21 @@ pub const DEFAULT_GRPC_PORT: i32 = 9092;
 pub const DEFAULT_HTTP_PORT: i32 = 9093;
 /// Where a broker keeps its data inside its pod.
 const DATA_DIR: &str = "/var/lib/weir";
+/// Where the cluster secret is mounted in a broker's pod, and the file in it.
+const SECRET_DIR: &str = "/etc/weir-secret";
+/// The key of the cluster secret in its Kubernetes Secret (and the file it is mounted as).
+pub const SECRET_KEY: &str = "cluster-secret";
+
+/// The ConfigMap holding a cluster's broker config.
+fn config_map_name(cluster: &str) -> String {
+    format!("{cluster}-broker-config")
+}
+
+/// The Secret holding a cluster's shared secret, which its brokers present to the controller
+/// and to each other.
+pub fn secret_name(cluster: &str) -> String {
+    format!("{cluster}-cluster-secret")
+}
 
 /// Everything a Cluster yields.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,7 +87,7 @@ pub fn cluster_objects(cluster: &Cluster, controller: &str) -> Result<ClusterObj
         ..ObjectMeta::default()
     };
     let headless_name = format!("{name}-brokers");
-    let config_name = format!("{name}-broker-config");
+    let config_name = config_map_name(&name);
 
     let config = ConfigMap {
         metadata: meta(config_name.clone()),
@@ -139,7 +154,7 @@ pub fn cluster_objects(cluster: &Cluster, controller: &str) -> Result<ClusterObj
                 spec: Some(broker_pod(
                     spec,
                     &labels,
-                    &config_name,
+                    &name,
                     &headless_name,
                     &namespace,
                     grpc,
@@ -186,8 +201,9 @@ fn named(cluster: &Cluster) -> Result<(String, String), SpecError> {
 }
 
 /// Broker config keys the operator sets itself.
-const RESERVED: [&str; 7] = [
+const RESERVED: [&str; 8] = [
     "cluster",
+    "cluster_secret_file",
     "data_dir",
     "listen",
     "http_listen",
@@ -288,6 +304,10 @@ fn broker_toml(
         format!("http_listen = {}", quote(&format!("0.0.0.0:{http}"))),
         format!("controller = {}", quote(controller)),
         format!("cluster = {}", quote(cluster)),
+        format!(
+            "cluster_secret_file = {}",
+            quote(&format!("{SECRET_DIR}/{SECRET_KEY}"))
+        ),
     ];
     // Numbers and booleans as themselves, everything else (sizes, durations) as strings.
     let literal = |v: &str| {
@@ -313,7 +333,7 @@ fn broker_toml(
 fn broker_pod(
     spec: &crate::crd::ClusterSpec,
     labels: &BTreeMap<String, String>,
-    config_name: &str,
+    cluster_name: &str,
     headless_name: &str,
     namespace: &str,
     grpc: i32,
@@ -396,6 +416,12 @@ fn broker_pod(
                     read_only: Some(true),
                     ..VolumeMount::default()
                 },
+                VolumeMount {
+                    name: "secret".into(),
+                    mount_path: SECRET_DIR.into(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                },
             ]),
             security_context: Some(SecurityContext {
                 run_as_non_root: Some(true),
@@ -405,14 +431,25 @@ fn broker_pod(
             }),
             ..Container::default()
         }],
-        volumes: Some(vec![Volume {
-            name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: config_name.into(),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        }]),
+        volumes: Some(vec![
+            Volume {
+                name: "config".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: config_map_name(cluster_name),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "secret".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret_name(cluster_name)),
+                    default_mode: Some(0o400),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+        ]),
         topology_spread_constraints: Some(spreads),
         // SIGTERM closes every log cleanly; give it the broker's own shutdown timeout.
         termination_grace_period_seconds: Some(60),

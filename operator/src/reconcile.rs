@@ -27,6 +27,7 @@ use serde_json::json;
 use tokio_stream::StreamExt;
 use tonic::Request;
 use weir_controller::server::{ControllerService, Timing};
+use weir_controller::topic_config;
 use weir_proto::v1::controller_server::Controller as ControllerApi;
 use weir_proto::{Reason, v1};
 
@@ -331,16 +332,22 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
     let status = cluster.status.clone().unwrap_or_default();
     let client = &context.client;
     let mut next = Vec::new();
-    let controller = context
-        .registry
-        .ensure(
-            client,
-            &namespace,
-            &name,
-            context.settings.timing,
-            context.epoch,
-        )
-        .await;
+    let secret = crate::secret::ensure(client, cluster).await;
+    let controller = match &secret {
+        Ok(secret) => context
+            .registry
+            .ensure(
+                client,
+                &namespace,
+                &name,
+                secret,
+                context.settings.timing,
+                context.epoch,
+            )
+            .await
+            .map_err(|e| weir_proto::error_chain(&e)),
+        Err(e) => Err(weir_proto::error_chain(e)),
+    };
     let state = match &controller {
         Ok(controller) => Some(controller.state().await),
         Err(e) => {
@@ -736,16 +743,15 @@ async fn apply_topic(topic: &Topic, context: &Context) -> Result<Action, Error> 
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
     };
-    let invalid = weir_broker::topic::validate_name(&name)
+    // The controller checks names and configs too (it is the authority); checked here first
+    // so the condition names the field.
+    let invalid = topic_config::validate_name(&name)
         .err()
         .map(|e| ("InvalidName", e))
         .or_else(|| {
-            weir_broker::topic::TopicConfig::with_overrides(
-                &weir_broker::topic::TopicConfig::default(),
-                &topic.spec.config,
-            )
-            .err()
-            .map(|e| ("InvalidConfig", format!("spec.config: {e}")))
+            topic_config::validate_overrides(&topic.spec.config)
+                .err()
+                .map(|e| ("InvalidConfig", format!("spec.config: {e}")))
         });
     let state = controller.0.state().await;
     let existing = state.topics.get(&name);
@@ -925,6 +931,10 @@ async fn delete_topic(topic: &Topic, context: &Context) -> Result<Action, Error>
         Err(("ClusterNotFound", _)) => return Ok(Action::await_change()),
         Err((_, message)) => return Err(Error::Unavailable(message)),
     };
+    if topic_config::is_internal(&name) {
+        // Internal topics live as long as their cluster: the resource goes, the topic stays.
+        return Ok(Action::await_change());
+    }
     // Only the topic this resource holds (not one of the same name another resource holds).
     let id = topic.status.as_ref().and_then(|s| s.topic_id.clone());
     let holds = controller

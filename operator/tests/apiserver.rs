@@ -270,14 +270,18 @@ async fn the_chart_installs_into_a_real_api_server() {
     assert!(services.get_opt("weir").await.expect("get").is_some());
     let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
     let role = roles.get("weir").await.expect("the ClusterRole");
-    // Least privilege: no Secrets, no wildcards, Pods and Nodes only read.
+    // Least privilege: no wildcards; Secrets only read and made (each Cluster's own secret,
+    // never listed, changed or deleted); Pods and Nodes only read.
     for rule in role.rules.unwrap_or_default() {
         let resources = rule.resources.unwrap_or_default();
         assert!(
-            !resources.iter().any(|r| r == "secrets" || r == "*")
-                && !rule.verbs.iter().any(|v| v == "*"),
+            !resources.iter().any(|r| r == "*") && !rule.verbs.iter().any(|v| v == "*"),
             "{resources:?}"
         );
+        if resources.iter().any(|r| r == "secrets") {
+            assert_eq!(resources, ["secrets"]);
+            assert_eq!(rule.verbs, ["get", "create"], "{resources:?}");
+        }
         if resources.iter().any(|r| r == "pods" || r == "nodes") {
             assert_eq!(rule.verbs, ["get"], "{resources:?}");
         }

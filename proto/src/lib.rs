@@ -15,6 +15,11 @@ pub mod v1 {
 }
 
 pub mod partitioner;
+pub mod report;
+pub mod secret;
+
+pub use report::{Chain, error_chain};
+pub use secret::{ClusterSecret, SECRET_HEADER};
 
 /// Batches a broker remembers per idempotent producer and partition, and so the most produce
 /// requests such a producer may have in flight per partition (as Kafka's five).
@@ -71,10 +76,14 @@ pub enum Reason {
     /// The broker does not coordinate the group: ask the leader of its `__consumer_offsets`
     /// partition.
     NotCoordinator,
+    /// The call is for the cluster's brokers and controller, and lacked their secret.
+    ClusterAuthorizationFailed,
+    /// The broker is starting: it has not applied the cluster's metadata yet. Retriable.
+    BrokerStarting,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 30] = [
+    pub const ALL: [Reason; 32] = [
         Reason::UnknownTopic,
         Reason::InvalidTopic,
         Reason::TopicExists,
@@ -105,6 +114,8 @@ impl Reason {
         Reason::InvalidReplicationFactor,
         Reason::StalePartitionEpoch,
         Reason::NotCoordinator,
+        Reason::ClusterAuthorizationFailed,
+        Reason::BrokerStarting,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -139,6 +150,8 @@ impl Reason {
             Reason::InvalidReplicationFactor => "INVALID_REPLICATION_FACTOR",
             Reason::StalePartitionEpoch => "STALE_PARTITION_EPOCH",
             Reason::NotCoordinator => "NOT_COORDINATOR",
+            Reason::ClusterAuthorizationFailed => "CLUSTER_AUTHORIZATION_FAILED",
+            Reason::BrokerStarting => "BROKER_STARTING",
         }
     }
 
@@ -169,7 +182,9 @@ impl Reason {
             | Reason::UnknownLeaderEpoch
             | Reason::LeaderNotAvailable
             | Reason::NotController
-            | Reason::NotCoordinator => tonic::Code::Unavailable,
+            | Reason::NotCoordinator
+            | Reason::BrokerStarting => tonic::Code::Unavailable,
+            Reason::ClusterAuthorizationFailed => tonic::Code::Unauthenticated,
             Reason::CorruptRecord => tonic::Code::DataLoss,
             Reason::StorageError => tonic::Code::Internal,
             Reason::InvalidTopic

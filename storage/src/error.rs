@@ -76,6 +76,12 @@ pub enum LogError {
         #[source]
         source: io::Error,
     },
+    #[error("reserve disk space for index {}", path.display())]
+    ReserveIndex {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("open index {}", path.display())]
     OpenIndex {
         path: PathBuf,

@@ -5,9 +5,11 @@
 //! - `.timeindex`: max timestamp so far (i64) → relative offset (u32), 12 bytes an entry,
 //!   written with the offset index whenever the segment's max timestamp has grown.
 //!
-//! Both are big-endian, as Kafka's. A file is preallocated to `segment.index.bytes` while its
-//! segment is active and trimmed to its entries when the segment rolls or the log closes, so
-//! a closed index's length tells how many entries it holds.
+//! Both are big-endian, as Kafka's. While its segment is active, a file is mapped with room
+//! for `segment.index.bytes` but grows on disk only as entries come, in chunks whose blocks
+//! are reserved before they are written (no sparse file whose first write could find the disk
+//! full); it is trimmed to its entries when the segment rolls or the log closes, so a closed
+//! index's length tells how many entries it holds.
 
 use std::io;
 use std::marker::PhantomData;
@@ -73,7 +75,8 @@ impl Entry for TimeEntry {
 #[derive(Debug)]
 pub(crate) struct Index<E: Entry> {
     mapped: MappedFile,
-    /// Invariant: `entries * E::SIZE <= mapped.len()`, and entries are strictly increasing by key.
+    /// Invariant: `entries * E::SIZE <= mapped.allocated()`, and entries are strictly
+    /// increasing by key.
     entries: usize,
     _entry: PhantomData<E>,
 }
@@ -82,10 +85,10 @@ pub(crate) type OffsetIndex = Index<OffsetEntry>;
 pub(crate) type TimeIndex = Index<TimeEntry>;
 
 impl<E: Entry> Index<E> {
-    /// Creates an empty index preallocated to `capacity` bytes (any old content is dropped).
+    /// Creates an empty index that may grow to `capacity` bytes (any old content is dropped).
+    /// No disk space is taken until entries are pushed.
     pub(crate) fn create(path: &Path, capacity: usize) -> io::Result<Self> {
-        let (mut mapped, _) = MappedFile::open(path, Some(0))?;
-        mapped.resize(capacity - capacity % E::SIZE)?;
+        let (mapped, _) = MappedFile::open(path, capacity - capacity % E::SIZE, true)?;
         Ok(Index {
             mapped,
             entries: 0,
@@ -99,7 +102,7 @@ impl<E: Entry> Index<E> {
         if !path.exists() {
             return Ok(None);
         }
-        let (mapped, len) = MappedFile::open(path, None)?;
+        let (mapped, len) = MappedFile::open(path, 0, false)?;
         if len % E::SIZE != 0 {
             return Ok(None);
         }
@@ -122,17 +125,39 @@ impl<E: Entry> Index<E> {
         self.entries.checked_sub(1).map(|i| self.entry(i))
     }
 
+    /// Whether the index has grown to its capacity (a full offset index rolls the segment).
     pub(crate) fn is_full(&self) -> bool {
-        (self.entries + 1) * E::SIZE > self.mapped.len()
+        (self.entries + 1) * E::SIZE > self.capacity()
+    }
+
+    fn capacity(&self) -> usize {
+        let capacity = self.mapped.capacity();
+        capacity - capacity % E::SIZE
+    }
+
+    /// Reserves disk space for `additional` more entries (fewer when the capacity ends
+    /// first), so that pushing them touches no page without a block.
+    ///
+    /// # Errors
+    /// `ENOSPC` and other I/O errors.
+    pub(crate) fn reserve(&mut self, additional: usize) -> io::Result<()> {
+        let wanted = ((self.entries + additional) * E::SIZE).min(self.capacity());
+        self.mapped.reserve(wanted)
     }
 
     /// Appends `entry`; the caller has checked `!is_full()` and that its key is the largest.
-    pub(crate) fn push(&mut self, entry: E) {
+    ///
+    /// # Errors
+    /// When disk space for it cannot be reserved (nothing is written then).
+    pub(crate) fn push(&mut self, entry: E) -> io::Result<()> {
         debug_assert!(!self.is_full());
         debug_assert!(self.last().is_none_or(|last| last.key() < entry.key()));
+        self.reserve(1)?;
         let at = self.entries * E::SIZE;
         entry.write(&mut self.mapped.bytes_mut()[at..at + E::SIZE]);
         self.entries += 1;
+        debug_assert!(self.entries * E::SIZE <= self.mapped.allocated());
+        Ok(())
     }
 
     /// The last entry whose key is at most `key`.
@@ -166,13 +191,14 @@ impl<E: Entry> Index<E> {
 
     /// Shrinks the file to its entries (when the segment rolls or the log closes).
     pub(crate) fn trim(&mut self) -> io::Result<()> {
-        self.mapped.resize(self.entries * E::SIZE)
+        self.mapped.truncate(self.entries * E::SIZE)
     }
 
-    /// Grows the file back to `capacity` bytes (when a closed segment becomes active again).
+    /// Lets the index grow to `capacity` bytes again (when a closed segment becomes active
+    /// again); nothing is allocated until entries are pushed.
     pub(crate) fn preallocate(&mut self, capacity: usize) -> io::Result<()> {
         let capacity = (capacity - capacity % E::SIZE).max(self.entries * E::SIZE);
-        self.mapped.resize(capacity)
+        self.mapped.set_capacity(capacity)
     }
 
     /// Checks the entries' order; returns a description of the first problem found.
@@ -199,10 +225,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut index = OffsetIndex::create(&dir.path().join("a.index"), 80).expect("create");
         for (offset, position) in [(0, 0), (10, 100), (20, 200)] {
-            index.push(OffsetEntry {
-                relative_offset: offset,
-                position,
-            });
+            index
+                .push(OffsetEntry {
+                    relative_offset: offset,
+                    position,
+                })
+                .expect("push");
         }
         assert_eq!(index.floor(-1), None);
         assert_eq!(index.floor(0).map(|e| e.position), Some(0));

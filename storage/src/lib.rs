@@ -10,7 +10,7 @@
 //! its own lock and calls it from blocking threads.
 //!
 //! Main types: [`Log`] (append, read, truncate, retention, recovery), [`LogConfig`] (Kafka's
-//! topic keys) and [`LogError`]. The RecordBatch v2 codec is `weir-record`, re-exported here.
+//! topic settings, typed) and [`LogError`]; [`layout`] maps partitions to directories. The RecordBatch v2 codec is `weir-record`, re-exported here.
 //!
 //! # Guarantees
 //! - An append is all or nothing: every batch of a request is validated (header, lengths,
@@ -26,12 +26,13 @@ mod epoch;
 mod error;
 mod index;
 pub mod inspect;
+pub mod layout;
 mod log;
 #[allow(unsafe_code)] // The crate's only unsafe: memory maps, each block with its SAFETY note.
 mod mapped;
 mod segment;
 
-pub use config::{ConfigError, LogConfig};
+pub use config::LogConfig;
 pub use epoch::EpochEntry;
 pub use error::LogError;
 pub use log::{

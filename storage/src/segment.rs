@@ -309,7 +309,7 @@ impl Segment {
                 };
                 break;
             }
-            self.index_batch(position, &header);
+            self.index_batch(position, &header)?;
             previous_next = Some(header.next_offset());
             valid_end = position + header.size() as u64;
         }
@@ -369,17 +369,22 @@ impl Segment {
     }
 
     /// Updates the in-memory state and indexes for a batch written at `position`.
-    fn index_batch(&mut self, position: u64, header: &BatchHeader) {
+    ///
+    /// # Errors
+    /// `ReserveIndex` when an index entry needs disk space that cannot be had (never after
+    /// [`Segment::reserve_index_space`] for the batches of an append).
+    fn index_batch(&mut self, position: u64, header: &BatchHeader) -> Result<(), LogError> {
         if self.bytes_since_last_index_entry > self.settings.index_interval {
-            self.push_index_entries(header.last_offset(), position);
+            self.push_index_entries(header.last_offset(), position)?;
             self.bytes_since_last_index_entry = 0;
         }
         self.observe_timestamp(header);
         self.bytes_since_last_index_entry += header.size();
         self.next_offset = header.next_offset();
+        Ok(())
     }
 
-    fn push_index_entries(&mut self, last_offset: i64, position: u64) {
+    fn push_index_entries(&mut self, last_offset: i64, position: u64) -> Result<(), LogError> {
         let relative_offset = (last_offset - self.base_offset) as u32;
         if !self.offset_index.is_full()
             && self
@@ -387,17 +392,19 @@ impl Segment {
                 .last()
                 .is_none_or(|e| e.relative_offset < relative_offset)
         {
-            self.offset_index.push(OffsetEntry {
-                relative_offset,
-                position: position as u32,
-            });
+            self.offset_index
+                .push(OffsetEntry {
+                    relative_offset,
+                    position: position as u32,
+                })
+                .map_err(|source| self.reserve_error(INDEX_SUFFIX, source))?;
         }
-        self.push_time_entry();
+        self.push_time_entry()
     }
 
-    fn push_time_entry(&mut self) {
+    fn push_time_entry(&mut self) -> Result<(), LogError> {
         if self.max_timestamp < 0 || self.time_index.is_full() {
-            return;
+            return Ok(());
         }
         if self
             .time_index
@@ -405,11 +412,36 @@ impl Segment {
             .is_none_or(|e| e.timestamp < self.max_timestamp)
         {
             let relative_offset = (self.offset_of_max_timestamp - self.base_offset) as u32;
-            self.time_index.push(TimeEntry {
-                timestamp: self.max_timestamp,
-                relative_offset,
-            });
+            self.time_index
+                .push(TimeEntry {
+                    timestamp: self.max_timestamp,
+                    relative_offset,
+                })
+                .map_err(|source| self.reserve_error(TIME_INDEX_SUFFIX, source))?;
         }
+        Ok(())
+    }
+
+    fn reserve_error(&self, suffix: &str, source: io::Error) -> LogError {
+        LogError::ReserveIndex {
+            path: self.log_path.with_extension(suffix),
+            source,
+        }
+    }
+
+    /// Reserves disk space for the index entries `batches` more batches may add (one per
+    /// batch in each index, and the time entry a seal adds), so that appending them cannot
+    /// meet a full disk halfway.
+    ///
+    /// # Errors
+    /// `ReserveIndex` (`ENOSPC` on a full disk).
+    fn reserve_index_space(&mut self, batches: usize) -> Result<(), LogError> {
+        self.offset_index
+            .reserve(batches)
+            .map_err(|source| self.reserve_error(INDEX_SUFFIX, source))?;
+        self.time_index
+            .reserve(batches + 1)
+            .map_err(|source| self.reserve_error(TIME_INDEX_SUFFIX, source))
     }
 
     pub(crate) fn size(&self) -> u64 {
@@ -448,13 +480,15 @@ impl Segment {
     /// Writes `bytes` (whole, already validated and stamped batches) at the end of the file.
     ///
     /// # Errors
-    /// `WriteSegment`. On error the file is cut back to its previous length when possible;
-    /// the in-memory state is unchanged either way, so nothing partial is ever read.
+    /// `ReserveIndex` (nothing written), `WriteSegment`. On error the file is cut back to its
+    /// previous length when possible; the in-memory state is unchanged either way, so nothing
+    /// partial is ever read.
     pub(crate) fn append(
         &mut self,
         bytes: &[u8],
         headers: &[(usize, BatchHeader)],
     ) -> Result<(), LogError> {
+        self.reserve_index_space(headers.len())?;
         if let Err(source) = self.log.write_all_at(bytes, self.size) {
             if let Err(cut) = self.log.set_len(self.size) {
                 tracing::error!(segment = %self.log_path.display(), error = %cut, "could not cut a failed write");
@@ -465,8 +499,15 @@ impl Segment {
             });
         }
         let start = self.size;
+        let indexed = (self.offset_index.len(), self.time_index.len());
         for &(relative_position, header) in headers {
-            self.index_batch(start + relative_position as u64, &header);
+            if let Err(e) = self.index_batch(start + relative_position as u64, &header) {
+                // Unreachable after the reservation above; if it is reached anyway, nothing
+                // of this append stays visible.
+                self.offset_index.truncate_entries(indexed.0);
+                self.time_index.truncate_entries(indexed.1);
+                return Err(e);
+            }
         }
         self.size += bytes.len() as u64;
         Ok(())
@@ -720,7 +761,7 @@ impl Segment {
                     source,
                 })?;
         }
-        self.push_time_entry();
+        self.push_time_entry()?;
         self.trim_indexes()
     }
 

@@ -27,6 +27,8 @@ const DEADLINE: Duration = Duration::from_secs(30);
 struct ControllerProcess {
     child: Child,
     address: String,
+    /// The cluster secret it made in its data directory, for brokers to present.
+    secret_file: std::path::PathBuf,
 }
 
 impl ControllerProcess {
@@ -54,7 +56,11 @@ impl ControllerProcess {
         let line =
             harness::ready_line(&mut child, DEADLINE).expect("the controller says it is ready");
         let address = harness::ready_field(&line, "grpc");
-        ControllerProcess { child, address }
+        ControllerProcess {
+            child,
+            address,
+            secret_file: data_dir.join("cluster-secret"),
+        }
     }
 }
 
@@ -72,14 +78,16 @@ impl Drop for ControllerProcess {
     }
 }
 
-fn start_broker(dir: &Path, id: i32, controller: &str) -> BrokerProcess {
+fn start_broker(dir: &Path, id: i32, controller: &ControllerProcess) -> BrokerProcess {
     BrokerProcess::start(
         dir,
         &[
             "--id",
             &id.to_string(),
             "--controller",
-            controller,
+            &controller.address,
+            "--cluster-secret-file",
+            &controller.secret_file.display().to_string(),
             "--replica-lag-time-max",
             "2s",
         ],
@@ -236,13 +244,7 @@ impl ThreeBrokers {
             .map(|id| root.path().join(format!("broker-{id}")))
             .collect();
         let brokers: Vec<Option<BrokerProcess>> = (1..=3)
-            .map(|id| {
-                Some(start_broker(
-                    &dirs[id as usize - 1],
-                    id,
-                    &controller.address,
-                ))
-            })
+            .map(|id| Some(start_broker(&dirs[id as usize - 1], id, &controller)))
             .collect();
         let addresses = running_addresses(&brokers);
         Client::connect(&addresses[0])
@@ -338,7 +340,7 @@ async fn acknowledged_records_survive_the_leaders_kill_and_it_rejoins_as_followe
     brokers[leader as usize - 1] = Some(start_broker(
         &dirs[leader as usize - 1],
         leader,
-        &controller.address,
+        &controller,
     ));
     wait_for_partition(&survivor, "replicated", |p| p.isr.len() == 3).await;
 
@@ -496,7 +498,7 @@ async fn killing_the_leader_five_times_while_producing_loses_and_duplicates_noth
         brokers[leader as usize - 1] = Some(start_broker(
             &dirs[leader as usize - 1],
             leader,
-            &controller.address,
+            &controller,
         ));
         wait_for_partition(&live[0], "chase", |p| p.isr.len() == 3).await;
     }
@@ -639,11 +641,7 @@ async fn a_replica_out_of_sync_is_never_elected_and_a_paused_follower_rejoins() 
     let returned_at = Instant::now();
     let last = offline.isr[0];
     assert!(last == leader || last == in_sync, "{offline:?}");
-    brokers[last as usize - 1] = Some(start_broker(
-        &dirs[last as usize - 1],
-        last,
-        &controller.address,
-    ));
+    brokers[last as usize - 1] = Some(start_broker(&dirs[last as usize - 1], last, &controller));
     let in_sync = last;
     let (back, addresses) = wait_for_partition(&woke, "guarded", |p| p.leader == in_sync).await;
     println!(
@@ -834,9 +832,13 @@ async fn a_restarted_controller_takes_over_and_a_torn_follower_recovers() {
     // still fails leaders over.
     let address = controller.address.clone();
     let controller = ControllerProcess::start_on(&controller_dir, &address);
-    let mut watch = ControllerClient::connect(format!("http://{}", controller.address))
+    let secret = weir_proto::ClusterSecret::read(&controller.secret_file).expect("secret");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", controller.address))
+        .expect("address")
+        .connect()
         .await
-        .expect("connect")
+        .expect("connect");
+    let mut watch = ControllerClient::with_interceptor(channel, secret.presenter())
         .watch_metadata(v1::WatchMetadataRequest { broker_id: None })
         .await
         .expect("watch")
@@ -883,7 +885,7 @@ async fn a_restarted_controller_takes_over_and_a_torn_follower_recovers() {
     brokers[leader as usize - 1] = Some(start_broker(
         &dirs[leader as usize - 1],
         leader,
-        &controller.address,
+        &controller,
     ));
     wait_for_partition(&live[0], "steady", |p| p.isr.len() == 3).await;
     println!(
@@ -1142,11 +1144,7 @@ async fn with_two_of_three_replicas_dead_acks_all_is_refused_and_nothing_is_lost
     // They come back, catch up and rejoin; acks=all works again; nothing is lost.
     let healed_at = Instant::now();
     for id in &followers {
-        brokers[*id as usize - 1] = Some(start_broker(
-            &dirs[*id as usize - 1],
-            *id,
-            &controller.address,
-        ));
+        brokers[*id as usize - 1] = Some(start_broker(&dirs[*id as usize - 1], *id, &controller));
     }
     wait_for_partition(&leader, "minisr", |p| p.isr.len() == 3).await;
     let second: Vec<String> = (0..100).map(|i| format!("b-{i}")).collect();

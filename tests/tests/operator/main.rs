@@ -233,6 +233,8 @@ fn start_broker(dir: &Path, id: i32, controllers: &str) -> BrokerProcess {
             &id.to_string(),
             "--controller",
             controllers,
+            "--cluster-secret-file",
+            &dir.join("cluster-secret").display().to_string(),
             "--cluster",
             "default/main",
             "--replica-lag-time-max",
@@ -460,6 +462,37 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
     // Three brokers register with the operator's controller endpoint (given both operators'
     // addresses, as a Service would lead them to the ready one).
     let controllers = format!("{},{}", operators[0].grpc, operators[1].grpc);
+    // The cluster secret the operator made, as a pod would have it mounted.
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), "default");
+    let secret = wait_for("the cluster secret", &logs, || async {
+        let secret = secrets.get_opt("main-cluster-secret").await.ok()??;
+        let value = secret.data?.get("cluster-secret")?.0.clone();
+        Some(String::from_utf8(value).expect("ASCII"))
+    })
+    .await;
+    std::fs::write(dir.path().join("cluster-secret"), &secret).expect("write the secret");
+    // Without it, the endpoint refuses a call naming the cluster.
+    let mut endpoints = Vec::new();
+    for operator in &operators {
+        let mut raw = weir_proto::v1::controller_client::ControllerClient::connect(format!(
+            "http://{}",
+            operator.grpc
+        ))
+        .await
+        .expect("connect");
+        let mut request =
+            tonic::Request::new(weir_proto::v1::WatchMetadataRequest { broker_id: None });
+        request.metadata_mut().insert(
+            weir_proto::CLUSTER_HEADER,
+            "default/main".parse().expect("ascii"),
+        );
+        endpoints.push(raw.watch_metadata(request).await.err().map(|s| s.code()));
+    }
+    assert!(
+        endpoints.contains(&Some(tonic::Code::Unauthenticated)),
+        "the leading operator refuses a call without the secret: {endpoints:?}"
+    );
     let mut brokers: Vec<Option<BrokerProcess>> = (0..3)
         .map(|id| Some(start_broker(dir.path(), id, &controllers)))
         .collect();

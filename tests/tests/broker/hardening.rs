@@ -1,0 +1,192 @@
+//! What an adversary tried against one broker, each as a test that failed before the fix:
+//! the controller on the client port, hostile topic names reaching outside the data
+//! directory, deleted data coming back, and one bad config key dropping every override.
+
+use std::collections::BTreeMap;
+
+use weir_client::{Client, Reason};
+use weir_proto::v1;
+use weir_proto::v1::controller_client::ControllerClient;
+
+use crate::harness::{BrokerProcess, weir_ok};
+
+/// Every entry of `dir`, sorted.
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_controller_is_not_served_on_the_client_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let mut controller = ControllerClient::connect(format!("http://{}", broker.address))
+        .await
+        .expect("connect");
+    let impostor = controller
+        .register_broker(v1::RegisterBrokerRequest {
+            broker_id: 0,
+            address: "10.9.9.9:1".into(),
+            rack: None,
+            incarnation: 1,
+        })
+        .await
+        .expect_err("no controller here");
+    assert_eq!(impostor.code(), tonic::Code::Unimplemented, "{impostor:?}");
+    let deleted = controller
+        .delete_topic(v1::DeleteTopicRequest {
+            name: "__consumer_offsets".into(),
+        })
+        .await
+        .expect_err("no controller here");
+    assert_eq!(deleted.code(), tonic::Code::Unimplemented);
+    // Nor can a client pose as a follower: replica fetches need the cluster secret.
+    let mut replication =
+        v1::replication_client::ReplicationClient::connect(format!("http://{}", broker.address))
+            .await
+            .expect("connect");
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    sender
+        .send(v1::ReplicaFetchRequest {
+            replica_id: 1,
+            topic: "__consumer_offsets".into(),
+            partition: 0,
+            leader_epoch: 0,
+            fetch_offset: 0,
+            last_fetched_epoch: -1,
+            max_bytes: 1000,
+            max_wait_ms: 0,
+        })
+        .await
+        .expect("queued");
+    let refused = replication
+        .replica_fetch(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .expect_err("not a broker");
+    assert_eq!(
+        Reason::of(&refused),
+        Some(Reason::ClusterAuthorizationFailed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_topic_names_never_reach_outside_the_data_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let broker = BrokerProcess::start(&data, &[]);
+    // A directory beside the data directory, with something in it.
+    let victim = dir.path().join("x-0");
+    std::fs::create_dir(&victim).expect("mkdir");
+    std::fs::write(victim.join("precious"), b"keep me").expect("write");
+    let absolute = dir.path().join("abs");
+    let beside = listing(dir.path());
+
+    let client = Client::connect(&broker.address).await.expect("connect");
+    let absolute_name = absolute.display().to_string();
+    for name in [absolute_name.as_str(), "../x", "..", ".", "a/../../x"] {
+        let refused = client
+            .create_topic(name, 1, 1, BTreeMap::new())
+            .await
+            .expect_err("hostile name");
+        assert_eq!(
+            refused.reason(),
+            Some(Reason::InvalidTopic),
+            "{name}: {refused}"
+        );
+        let refused = client.delete_topic(name).await.expect_err("hostile name");
+        assert_eq!(
+            refused.reason(),
+            Some(Reason::InvalidTopic),
+            "{name}: {refused}"
+        );
+    }
+    assert_eq!(
+        listing(dir.path()),
+        beside,
+        "nothing made or removed beside the data"
+    );
+    assert_eq!(
+        std::fs::read(victim.join("precious")).expect("still there"),
+        b"keep me"
+    );
+    assert!(!absolute.with_file_name("abs-0").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_topic_with_the_longest_name_never_comes_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let broker = BrokerProcess::start(&data, &[]);
+    let b = broker.address.as_str();
+    let name = "d".repeat(249);
+    weir_ok(b, &["topic", "create", &name], "");
+    weir_ok(b, &["produce", &name], "old-1\nold-2\nold-3\n");
+    weir_ok(b, &["topic", "delete", &name], "");
+    assert!(
+        !listing(&data).iter().any(|n| n.contains("ddd")),
+        "the data is gone: {:?}",
+        listing(&data)
+    );
+    weir_ok(b, &["topic", "create", &name], "");
+    weir_ok(b, &["produce", &name], "new-1\n");
+    let consumed = weir_ok(
+        b,
+        &["consume", &name, "--from-beginning", "--timeout", "2s"],
+        "",
+    );
+    let values: Vec<&str> = consumed.lines().collect();
+    assert_eq!(values, ["new-1"], "only the new topic's record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_override_a_broker_cannot_apply_costs_only_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut broker = BrokerProcess::start(&data, &[]);
+    weir_ok(
+        &broker.address,
+        &[
+            "topic",
+            "create",
+            "durable",
+            "--config",
+            "flush.messages=1",
+            "--config",
+            "retention.ms=3600000",
+        ],
+        "",
+    );
+    assert_eq!(broker.terminate(), Some(0));
+    // A key this broker does not know, as a newer controller might store.
+    let store = data.join("controller/cluster.json");
+    let text = std::fs::read_to_string(&store).expect("read the store");
+    let mut stored: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let config = stored
+        .pointer_mut("/state/topics/durable/config")
+        .and_then(serde_json::Value::as_object_mut)
+        .unwrap_or_else(|| panic!("the topic's config in {text}"));
+    config.insert("some.future.key".into(), "x".into());
+    std::fs::write(&store, serde_json::to_vec(&stored).expect("json")).expect("write");
+
+    let broker = BrokerProcess::start(&data, &[]);
+    let client = Client::connect(&broker.address).await.expect("connect");
+    let described = client.describe_topic("durable").await.expect("describe");
+    assert_eq!(
+        described.config["flush.messages"], "1",
+        "kept: {described:?}"
+    );
+    assert_eq!(described.config["retention.ms"], "3600000");
+    assert!(
+        described.unapplied_config.contains_key("some.future.key"),
+        "{described:?}"
+    );
+    let (_, metrics) = broker.http_get("/metrics");
+    assert!(
+        metrics.contains("weir_topic_config_unapplied{topic=\"durable\"} 1"),
+        "{metrics}"
+    );
+}
