@@ -33,7 +33,13 @@ impl BrokerProcess {
     /// # Panics
     /// When it does not start within the deadline (with its log in the message).
     pub fn start(data_dir: &Path, extra: &[&str]) -> BrokerProcess {
-        let stderr_log = data_dir.with_extension(format!("broker-{}.log", std::process::id()));
+        // Beside the test's files, not in the data directory (whose disk a test may fill).
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let stderr_log = std::env::temp_dir().join(format!(
+            "weir-broker-{}-{}.log",
+            std::process::id(),
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -234,4 +240,58 @@ pub fn ready_field(line: &str, name: &str) -> String {
         .find_map(|f| f.strip_prefix(&format!("{name}=")))
         .unwrap_or_else(|| panic!("the ready line {line:?} names no {name}"))
         .to_string()
+}
+
+/// A size-limited tmpfs mounted for one test (root only), unmounted when dropped: a disk
+/// that fills up.
+#[derive(Debug)]
+#[allow(
+    dead_code,
+    reason = "the broker tests use it; the other test binaries share this harness"
+)]
+pub struct SmallDisk {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+#[allow(
+    dead_code,
+    reason = "the broker tests use it; the other test binaries share this harness"
+)]
+impl SmallDisk {
+    /// Mounts a tmpfs of `mib` MiB. `None` where mounting is not allowed (not root), except
+    /// in CI (`CI` set), where that is a failure.
+    ///
+    /// # Panics
+    /// In CI, when the mount fails.
+    pub fn mount(mib: u32) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).expect("mkdir");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&path)
+            .output();
+        match mounted {
+            Ok(output) if output.status.success() => Some(SmallDisk { path, _dir: dir }),
+            outcome => {
+                let why = match outcome {
+                    Ok(output) => String::from_utf8_lossy(&output.stderr).into_owned(),
+                    Err(e) => e.to_string(),
+                };
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI must be able to mount a tmpfs (run as root): {why}"
+                );
+                eprintln!("skipped: cannot mount a tmpfs here ({why})");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
 }
