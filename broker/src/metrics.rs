@@ -62,6 +62,7 @@ pub struct Metrics {
     unapplied_config: Family<TopicLabels, Gauge>,
     deletion_failures: Counter,
     offline_replicas: Gauge,
+    open_segment_files: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,6 +92,7 @@ impl Default for Metrics {
             unapplied_config: Family::default(),
             deletion_failures: Counter::default(),
             offline_replicas: Gauge::default(),
+            open_segment_files: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -168,6 +170,11 @@ impl Default for Metrics {
             "offline_replicas",
             "Replicas this broker should hold but could not open",
             metrics.offline_replicas.clone(),
+        );
+        registry.register(
+            "open_segment_files",
+            "Closed segments whose files are open now (bounded by max_open_segments)",
+            metrics.open_segment_files.clone(),
         );
         Metrics {
             registry,
@@ -251,6 +258,11 @@ impl Metrics {
 
     pub fn deletion_failed(&self) {
         self.deletion_failures.inc();
+    }
+
+    pub fn set_open_segment_files(&self, count: usize) {
+        self.open_segment_files
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn set_offline_replicas(&self, count: usize) {

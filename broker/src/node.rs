@@ -147,6 +147,8 @@ pub struct Node {
     /// Replicas of deleted topics whose data could not be removed, by (topic id, partition),
     /// with why: reported to the deletion that asked.
     failed_deletions: std::sync::Mutex<BTreeMap<(String, i32), String>>,
+    /// Closed segments' open files, shared by every replica here: bounds the descriptors.
+    pub segment_files: Arc<weir_storage::SegmentFileCache>,
 }
 
 /// Each followed partition's fetcher task, with the leader epoch it follows.
@@ -213,6 +215,9 @@ impl Node {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
             ^ (u64::from(std::process::id()) << 32);
+        let segment_files = Arc::new(weir_storage::SegmentFileCache::new(
+            config.max_open_segments,
+        ));
         Ok(Node {
             config,
             defaults,
@@ -232,6 +237,7 @@ impl Node {
             peers: std::sync::Mutex::new(HashMap::new()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             failed_deletions: std::sync::Mutex::new(BTreeMap::new()),
+            segment_files,
         })
     }
 
@@ -545,6 +551,7 @@ impl Node {
                     }
                     None => match open_partition(
                         &self.config,
+                        &self.segment_files,
                         &wire.name,
                         &wire.id,
                         p.partition,
@@ -1197,6 +1204,8 @@ impl Node {
         self.metrics.set_under_replicated(under_replicated);
         self.metrics
             .set_offline_replicas(topics.iter().map(|t| t.failed.len()).sum::<usize>());
+        self.metrics
+            .set_open_segment_files(self.segment_files.open_segments());
         for topic in topics {
             for partition in topic.replicas.values() {
                 if retention && let Err(e) = partition.apply_retention() {
@@ -1214,6 +1223,7 @@ impl Node {
 
 fn open_partition(
     config: &BrokerConfig,
+    segment_files: &Arc<weir_storage::SegmentFileCache>,
     topic: &str,
     topic_id: &str,
     index: i32,
@@ -1221,8 +1231,13 @@ fn open_partition(
 ) -> anyhow::Result<Arc<Partition>> {
     let dir = weir_storage::layout::claim_partition_dir(&config.data_dir, topic, index, topic_id)
         .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
-    let (partition, report) = Partition::open(&dir, topic, index, topic::log_config(topic_config))
-        .map_err(|e| anyhow::anyhow!("open partition {topic}-{index}: {}", error_chain(&e)))?;
+    let options = weir_storage::LogOptions {
+        files: Arc::clone(segment_files),
+        ..Default::default()
+    };
+    let (partition, report) =
+        Partition::open(&dir, topic, index, topic::log_config(topic_config), options)
+            .map_err(|e| anyhow::anyhow!("open partition {topic}-{index}: {}", error_chain(&e)))?;
     if !report.clean_shutdown && report.recovered_segments > 0 {
         tracing::info!(topic, partition = index, ?report, "partition recovered");
     }

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use weir_proto::Reason;
-use weir_storage::{Appended, BatchHeader, Log, LogConfig, LogError, OpenReport, SegmentSlice};
+use weir_storage::{
+    Appended, BatchHeader, Log, LogConfig, LogError, LogOptions, OpenReport, SegmentSlice,
+};
 
 use crate::node::Failure;
 use crate::producer::{Check, Producers};
@@ -95,7 +97,8 @@ pub struct PartitionState {
 }
 
 impl Partition {
-    /// Opens (recovering if need be) the partition's log in `dir`.
+    /// Opens (recovering if need be) the partition's log in `dir`, with the broker's shared
+    /// `options` (its segment file cache).
     ///
     /// # Errors
     /// As [`Log::open`].
@@ -104,8 +107,9 @@ impl Partition {
         topic: &str,
         index: i32,
         config: LogConfig,
+        options: LogOptions,
     ) -> Result<(Partition, OpenReport), LogError> {
-        let (log, report) = Log::open(dir, config)?;
+        let (log, report) = Log::open_with(dir, config, options)?;
         let mut producers = Producers::default();
         log.for_each_batch_header(|header| producers.record(header))?;
         let end = log.log_end_offset();

@@ -12,7 +12,7 @@ const LEADER: i32 = 1;
 const FOLLOWER: i32 = 2;
 
 fn open(dir: &std::path::Path) -> Partition {
-    Partition::open(dir, "t", 0, LogConfig::default())
+    Partition::open(dir, "t", 0, LogConfig::default(), Default::default())
         .expect("open")
         .0
 }

@@ -92,10 +92,12 @@ impl Consumer {
         let positions = match (start, spec) {
             (StartAt::Offset(offset), _) => partitions.iter().map(|&p| (p, offset)).collect(),
             (_, Some((spec, timestamp))) => {
-                let offsets = client.list_offsets(topic, spec, timestamp).await?;
+                let offsets = client
+                    .list_partition_offsets(topic, &partitions, spec, timestamp)
+                    .await?;
                 let latest = if spec == v1::OffsetSpec::Timestamp {
                     client
-                        .list_offsets(topic, v1::OffsetSpec::Latest, 0)
+                        .list_partition_offsets(topic, &partitions, v1::OffsetSpec::Latest, 0)
                         .await?
                 } else {
                     Vec::new()

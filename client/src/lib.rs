@@ -415,10 +415,26 @@ impl Client {
         spec: v1::OffsetSpec,
         timestamp: i64,
     ) -> Result<Vec<v1::PartitionOffset>, ClientError> {
-        // Each partition's leader answers for it.
         let count = self.partition_count(topic).await? as i32;
-        let mut offsets = Vec::with_capacity(count as usize);
-        for partition in 0..count {
+        let all: Vec<i32> = (0..count).collect();
+        self.list_partition_offsets(topic, &all, spec, timestamp)
+            .await
+    }
+
+    /// Offsets of `partitions` of `topic`.
+    ///
+    /// # Errors
+    /// The broker's error.
+    pub async fn list_partition_offsets(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        spec: v1::OffsetSpec,
+        timestamp: i64,
+    ) -> Result<Vec<v1::PartitionOffset>, ClientError> {
+        // Each partition's leader answers for it.
+        let mut offsets = Vec::with_capacity(partitions.len());
+        for &partition in partitions {
             let request = v1::ListOffsetsRequest {
                 topic: topic.to_string(),
                 partitions: vec![partition],

@@ -113,6 +113,16 @@ impl<E: Entry> Index<E> {
         }))
     }
 
+    /// An index without entries or file, for a closed segment whose index is lost: lookups
+    /// find nothing and scan from the segment's start.
+    pub(crate) fn empty(path: &Path) -> Self {
+        Index {
+            mapped: MappedFile::empty(path),
+            entries: 0,
+            _entry: PhantomData,
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.entries
     }

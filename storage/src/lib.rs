@@ -24,6 +24,7 @@ mod checkpoint;
 pub mod config;
 mod epoch;
 mod error;
+mod files;
 mod index;
 pub mod inspect;
 pub mod layout;
@@ -35,9 +36,10 @@ mod segment;
 pub use config::LogConfig;
 pub use epoch::EpochEntry;
 pub use error::LogError;
+pub use files::SegmentFileCache;
 pub use log::{
-    Appended, CLEAN_SHUTDOWN_FILE, Clock, FlushTicket, Log, OpenReport, RecoveryCheckpoint,
-    RetentionOutcome, SystemClock, TimestampOffset,
+    Appended, CLEAN_SHUTDOWN_FILE, Clock, FlushTicket, Log, LogOptions, OpenReport,
+    RecoveryCheckpoint, RetentionOutcome, SystemClock, TimestampOffset,
 };
 pub use segment::SegmentSlice;
 pub use weir_record::{

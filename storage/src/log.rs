@@ -30,6 +30,7 @@ use crate::checkpoint;
 use crate::config::LogConfig;
 use crate::epoch::{EpochCache, EpochEntry};
 use crate::error::LogError;
+use crate::files::SegmentFileCache;
 use crate::segment::{self, SealedFiles, Segment, SegmentSettings, SegmentSlice};
 
 /// Present while the log is closed after a clean shutdown; removed when it is opened.
@@ -51,6 +52,24 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64)
+    }
+}
+
+/// What a log shares with its owner's other logs.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    pub clock: Arc<dyn Clock>,
+    /// Where closed segments' files are opened (bounding the descriptors of every log that
+    /// shares it).
+    pub files: Arc<SegmentFileCache>,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            clock: Arc::new(SystemClock),
+            files: SegmentFileCache::shared_default(),
+        }
     }
 }
 
@@ -300,6 +319,8 @@ pub struct Log {
     unflushed_records: u64,
     last_flush_ms: i64,
     clock: Arc<dyn Clock>,
+    /// Where closed segments' files are opened and kept, shared with the owner's other logs.
+    files: Arc<SegmentFileCache>,
     /// The background fsync of the most recently sealed segment, which waits for the one
     /// before it.
     sealed_sync: Option<std::thread::JoinHandle<()>>,
@@ -314,7 +335,7 @@ impl Log {
     /// # Errors
     /// `Locked` when another process has the log open; I/O variants naming the failed step.
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<(Log, OpenReport), LogError> {
-        Log::open_with_clock(dir, config, Arc::new(SystemClock))
+        Log::open_with(dir, config, LogOptions::default())
     }
 
     /// [`Log::open`] with a clock of the caller's choosing.
@@ -326,6 +347,26 @@ impl Log {
         config: LogConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<(Log, OpenReport), LogError> {
+        Log::open_with(
+            dir,
+            config,
+            LogOptions {
+                clock,
+                ..LogOptions::default()
+            },
+        )
+    }
+
+    /// [`Log::open`] with the owner's clock and segment file cache.
+    ///
+    /// # Errors
+    /// As [`Log::open`].
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        options: LogOptions,
+    ) -> Result<(Log, OpenReport), LogError> {
+        let LogOptions { clock, files } = options;
         let dir = dir.as_ref().to_path_buf();
         let dir_error = |source| LogError::Directory {
             path: dir.clone(),
@@ -395,11 +436,10 @@ impl Log {
             }
             let is_last = i + 1 == bases.len();
             let recover = !clean_shutdown && base >= first_to_recover;
-            let (segment, truncated) = Segment::open(&dir, base, settings, recover, is_last)?;
+            let (segment, truncated) =
+                Segment::open(&dir, base, settings, recover, is_last, &files)?;
             if recover {
-                // What recovery read may be only in the page cache: make it durable before
-                // it is counted below the recovery point.
-                segment.sealed_files().sync()?;
+                // (Segment::open made what it recovered durable.)
                 report.recovered_segments += 1;
                 report.recovered_bytes += segment.size();
             }
@@ -410,7 +450,7 @@ impl Log {
             segments.insert(base, segment);
         }
         if segments.is_empty() {
-            let segment = Segment::create(&dir, 0, settings)?;
+            let segment = Segment::create(&dir, 0, settings, &files)?;
             checkpoint::sync_dir(&dir).map_err(dir_error)?;
             segments.insert(0, segment);
         } else if report.deleted_segments > 0 {
@@ -457,6 +497,7 @@ impl Log {
             unflushed_records: 0,
             last_flush_ms: now,
             clock,
+            files,
             sealed_sync: None,
             lock_file,
         };
@@ -747,13 +788,15 @@ impl Log {
             index_interval: self.config.index_interval,
             index_capacity: self.config.index_capacity,
         };
-        let segment = Segment::create(&self.dir, next, settings)?;
+        let segment = Segment::create(&self.dir, next, settings, &self.files)?;
         // The new segment's directory entry is synced off this path (the directory's fsync
         // takes milliseconds, and appends would wait behind it), but before any flush
         // returns: see `SyncState::sync_dir`.
         self.sync.rolls.fetch_add(1, Ordering::AcqRel);
         lock(&self.sync.unsynced).push((sealed.clone(), next));
         self.sync.set_target(&segment, next);
+        // Closed now: its files move to the cache, which bounds how many stay open.
+        self.active_mut().release_files();
         self.segments.insert(next, segment);
 
         let state = Arc::clone(&self.sync);
@@ -947,7 +990,7 @@ impl Log {
         for (_, segment) in std::mem::take(&mut self.segments) {
             segment.delete()?;
         }
-        let segment = Segment::create(&self.dir, offset, settings)?;
+        let segment = Segment::create(&self.dir, offset, settings, &self.files)?;
         checkpoint::sync_dir(&self.dir).map_err(|source| LogError::Directory {
             path: self.dir.clone(),
             source,

@@ -60,6 +60,16 @@ impl MappedFile {
         Ok((mapped, existing))
     }
 
+    /// Nothing mapped and nothing on disk: an index that stands in for a lost one.
+    pub(crate) fn empty(path: &Path) -> MappedFile {
+        MappedFile {
+            path: path.to_path_buf(),
+            map: None,
+            mapped: 0,
+            allocated: 0,
+        }
+    }
+
     fn map(&mut self, file: &File, capacity: usize) -> io::Result<()> {
         self.map = None;
         self.mapped = 0;

@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 use crate::batch::{Batch, BatchHeader, HEADER_LEN, InvalidBatch};
 use crate::error::LogError;
+use crate::files::{FilesRef, SegmentFileCache, SegmentFiles};
 use crate::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 
 pub(crate) const LOG_SUFFIX: &str = "log";
@@ -53,13 +54,17 @@ pub(crate) struct SegmentSettings {
 pub(crate) struct Segment {
     pub(crate) base_offset: i64,
     log_path: PathBuf,
-    log: Arc<File>,
+    /// Owned while the segment is active (or being opened or changed); `None` once it is
+    /// closed, when its files are opened on demand through `cache`. Invariant: a log's last
+    /// segment always owns its files.
+    files: Option<SegmentFiles>,
+    cache: Arc<SegmentFileCache>,
+    /// This segment's key in `cache`.
+    id: u64,
     /// Invariant: bytes `[0, size)` of the file are whole batches; `size <= i32::MAX`.
     size: u64,
     /// The offset after the last batch; `base_offset` when empty.
     next_offset: i64,
-    offset_index: OffsetIndex,
-    time_index: TimeIndex,
     /// Largest batch max timestamp in the segment, -1 when none.
     max_timestamp: i64,
     offset_of_max_timestamp: i64,
@@ -105,6 +110,7 @@ impl Segment {
         dir: &Path,
         base_offset: i64,
         settings: SegmentSettings,
+        cache: &Arc<SegmentFileCache>,
     ) -> Result<Self, LogError> {
         let log_path = dir.join(file_name(base_offset, LOG_SUFFIX));
         let log = OpenOptions::new()
@@ -136,11 +142,15 @@ impl Segment {
         Ok(Segment {
             base_offset,
             log_path,
-            log: Arc::new(log),
+            files: Some(SegmentFiles {
+                log: Arc::new(log),
+                offset_index,
+                time_index,
+            }),
+            id: cache.next_id(),
+            cache: Arc::clone(cache),
             size: 0,
             next_offset: base_offset,
-            offset_index,
-            time_index,
             max_timestamp: -1,
             offset_of_max_timestamp: base_offset,
             bytes_since_last_index_entry: 0,
@@ -161,6 +171,7 @@ impl Segment {
         settings: SegmentSettings,
         recover: bool,
         is_active: bool,
+        cache: &Arc<SegmentFileCache>,
     ) -> Result<(Self, u64), LogError> {
         let log_path = dir.join(file_name(base_offset, LOG_SUFFIX));
         let log = OpenOptions::new()
@@ -205,11 +216,15 @@ impl Segment {
         let mut segment = Segment {
             base_offset,
             log_path,
-            log: Arc::new(log),
+            files: Some(SegmentFiles {
+                log: Arc::new(log),
+                offset_index,
+                time_index,
+            }),
+            id: cache.next_id(),
+            cache: Arc::clone(cache),
             size: file_size,
             next_offset: base_offset,
-            offset_index,
-            time_index,
             max_timestamp: -1,
             offset_of_max_timestamp: base_offset,
             bytes_since_last_index_entry: 0,
@@ -228,17 +243,107 @@ impl Segment {
             segment.trim_indexes()?;
         }
         segment.rolling_base_ms = segment.first_batch_timestamp()?;
+        if recover {
+            // What recovery read may be only in the page cache: made durable before it is
+            // counted below the recovery point.
+            segment.sealed_files().sync()?;
+        }
+        if !is_active {
+            // Closed: its files open again when it is read.
+            segment.files = None;
+        }
         Ok((segment, truncated))
+    }
+
+    /// The segment's files, opened through the cache when the segment is closed.
+    ///
+    /// # Errors
+    /// `OpenSegment` when a closed segment's log cannot be opened.
+    pub(crate) fn files(&self) -> Result<FilesRef<'_>, LogError> {
+        match &self.files {
+            Some(files) => Ok(FilesRef::Owned(files)),
+            None => self
+                .cache
+                .get_or_open(self.id, || SegmentFiles::open_closed(&self.log_path))
+                .map(FilesRef::Cached),
+        }
+    }
+
+    /// The segment's own files, to change it: a closed segment's are opened read-write (it
+    /// becomes active again, or is truncated or sealed).
+    ///
+    /// # Errors
+    /// `OpenSegment`, `OpenIndex`.
+    fn owned(&mut self) -> Result<&mut SegmentFiles, LogError> {
+        if self.files.is_none() {
+            self.cache.forget(self.id);
+            let log = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.log_path)
+                .map_err(|source| LogError::OpenSegment {
+                    path: self.log_path.clone(),
+                    source,
+                })?;
+            let index_path = self.log_path.with_extension(INDEX_SUFFIX);
+            let time_path = self.log_path.with_extension(TIME_INDEX_SUFFIX);
+            let open_error = |path: &Path| {
+                let path = path.to_path_buf();
+                move |source| LogError::OpenIndex { path, source }
+            };
+            let offset_index = OffsetIndex::open_trimmed(&index_path)
+                .map_err(open_error(&index_path))?
+                .ok_or_else(|| LogError::OpenIndex {
+                    path: index_path.clone(),
+                    source: io::Error::new(io::ErrorKind::InvalidData, "missing or damaged"),
+                })?;
+            let time_index = TimeIndex::open_trimmed(&time_path)
+                .map_err(open_error(&time_path))?
+                .ok_or_else(|| LogError::OpenIndex {
+                    path: time_path.clone(),
+                    source: io::Error::new(io::ErrorKind::InvalidData, "missing or damaged"),
+                })?;
+            self.files = Some(SegmentFiles {
+                log: Arc::new(log),
+                offset_index,
+                time_index,
+            });
+        }
+        Ok(self.files.as_mut().expect("set just above"))
+    }
+
+    /// The files this segment owns. Only called where they are owned: while it is opened,
+    /// and after [`Segment::owned`] in every method that changes it.
+    fn own(&self) -> &SegmentFiles {
+        self.files
+            .as_ref()
+            .expect("a segment being opened or changed owns its files")
+    }
+
+    fn own_mut(&mut self) -> &mut SegmentFiles {
+        self.files
+            .as_mut()
+            .expect("a segment being opened or changed owns its files")
+    }
+
+    /// Gives up the segment's own files once it is closed (sealed): they stay open in the
+    /// cache, which closes them when others have been read more recently.
+    pub(crate) fn release_files(&mut self) {
+        if let Some(files) = self.files.take() {
+            self.cache.insert(self.id, files);
+        }
     }
 
     /// Trusts indexes that pass a check: entries in order and inside the file, the last entry
     /// pointing at a batch whose offsets match. Walks the batches after the last entry to
     /// learn the segment's end. Returns false when the indexes must be rebuilt.
     fn load_from_indexes(&mut self) -> Result<bool, LogError> {
-        if self.offset_index.check_order().is_err() || self.time_index.check_order().is_err() {
+        if self.own().offset_index.check_order().is_err()
+            || self.own().time_index.check_order().is_err()
+        {
             return Ok(false);
         }
-        let start = match self.offset_index.last() {
+        let start = match self.own().offset_index.last() {
             None => 0,
             Some(entry) => {
                 if u64::from(entry.position) >= self.size {
@@ -259,18 +364,18 @@ impl Segment {
         if !matches!(scanned.end, ScanEnd::Clean) {
             return Ok(false);
         }
-        if let Some(last) = self.time_index.last() {
+        if let Some(last) = self.own().time_index.last() {
             self.max_timestamp = last.timestamp;
             self.offset_of_max_timestamp = self.base_offset + i64::from(last.relative_offset);
         }
         if let Some(&(_, last)) = scanned.batches.last() {
-            if self.time_index.last().is_some_and(|t| {
+            if self.own().time_index.last().is_some_and(|t| {
                 i64::from(t.relative_offset) > last.last_offset() - self.base_offset
             }) {
                 return Ok(false);
             }
             self.next_offset = last.next_offset();
-        } else if self.offset_index.len() > 0 {
+        } else if self.own().offset_index.len() > 0 {
             return Ok(false);
         }
         for &(_, header) in &scanned.batches {
@@ -284,8 +389,8 @@ impl Segment {
     /// file at the first bad byte; returns the number of bytes cut.
     fn rebuild(&mut self, verify: bool) -> Result<u64, LogError> {
         let scanned = self.scan(0, verify)?;
-        self.offset_index.truncate_entries(0);
-        self.time_index.truncate_entries(0);
+        self.own_mut().offset_index.truncate_entries(0);
+        self.own_mut().time_index.truncate_entries(0);
         self.activate()?;
         self.max_timestamp = -1;
         self.offset_of_max_timestamp = self.base_offset;
@@ -340,7 +445,8 @@ impl Segment {
             }
         }
         if cut > 0 && verify {
-            self.log
+            self.own()
+                .log
                 .set_len(valid_end)
                 .map_err(|source| LogError::TruncateSegment {
                     path: self.log_path.clone(),
@@ -352,6 +458,7 @@ impl Segment {
 
     fn file_len(&self) -> Result<u64, LogError> {
         Ok(self
+            .files()?
             .log
             .metadata()
             .map_err(|source| LogError::ReadSegment {
@@ -386,13 +493,16 @@ impl Segment {
 
     fn push_index_entries(&mut self, last_offset: i64, position: u64) -> Result<(), LogError> {
         let relative_offset = (last_offset - self.base_offset) as u32;
-        if !self.offset_index.is_full()
+        self.owned()?;
+        if !self.own().offset_index.is_full()
             && self
+                .own()
                 .offset_index
                 .last()
                 .is_none_or(|e| e.relative_offset < relative_offset)
         {
-            self.offset_index
+            self.own_mut()
+                .offset_index
                 .push(OffsetEntry {
                     relative_offset,
                     position: position as u32,
@@ -403,20 +513,23 @@ impl Segment {
     }
 
     fn push_time_entry(&mut self) -> Result<(), LogError> {
-        if self.max_timestamp < 0 || self.time_index.is_full() {
+        self.owned()?;
+        if self.max_timestamp < 0 || self.own().time_index.is_full() {
             return Ok(());
         }
         if self
+            .own()
             .time_index
             .last()
             .is_none_or(|e| e.timestamp < self.max_timestamp)
         {
-            let relative_offset = (self.offset_of_max_timestamp - self.base_offset) as u32;
-            self.time_index
-                .push(TimeEntry {
-                    timestamp: self.max_timestamp,
-                    relative_offset,
-                })
+            let entry = TimeEntry {
+                timestamp: self.max_timestamp,
+                relative_offset: (self.offset_of_max_timestamp - self.base_offset) as u32,
+            };
+            self.own_mut()
+                .time_index
+                .push(entry)
                 .map_err(|source| self.reserve_error(TIME_INDEX_SUFFIX, source))?;
         }
         Ok(())
@@ -436,10 +549,13 @@ impl Segment {
     /// # Errors
     /// `ReserveIndex` (`ENOSPC` on a full disk).
     fn reserve_index_space(&mut self, batches: usize) -> Result<(), LogError> {
-        self.offset_index
+        self.owned()?;
+        self.own_mut()
+            .offset_index
             .reserve(batches)
             .map_err(|source| self.reserve_error(INDEX_SUFFIX, source))?;
-        self.time_index
+        self.own_mut()
+            .time_index
             .reserve(batches + 1)
             .map_err(|source| self.reserve_error(TIME_INDEX_SUFFIX, source))
     }
@@ -465,14 +581,14 @@ impl Segment {
     }
 
     pub(crate) fn file(&self) -> &Arc<File> {
-        &self.log
+        &self.own().log
     }
 
     /// Whether a batch of `size` bytes ending at `last_offset` would overflow this segment's
     /// 32-bit relative offsets or positions, or its full indexes.
     pub(crate) fn cannot_take(&self, size: usize, last_offset: i64) -> bool {
         !self.is_empty()
-            && (self.offset_index.is_full()
+            && (self.own().offset_index.is_full()
                 || last_offset - self.base_offset > i64::from(i32::MAX)
                 || self.size + size as u64 > i32::MAX as u64)
     }
@@ -489,8 +605,9 @@ impl Segment {
         headers: &[(usize, BatchHeader)],
     ) -> Result<(), LogError> {
         self.reserve_index_space(headers.len())?;
-        if let Err(source) = self.log.write_all_at(bytes, self.size) {
-            if let Err(cut) = self.log.set_len(self.size) {
+        let log = Arc::clone(&self.own().log);
+        if let Err(source) = log.write_all_at(bytes, self.size) {
+            if let Err(cut) = log.set_len(self.size) {
                 tracing::error!(segment = %self.log_path.display(), error = %cut, "could not cut a failed write");
             }
             return Err(LogError::WriteSegment {
@@ -499,13 +616,13 @@ impl Segment {
             });
         }
         let start = self.size;
-        let indexed = (self.offset_index.len(), self.time_index.len());
+        let indexed = (self.own().offset_index.len(), self.own().time_index.len());
         for &(relative_position, header) in headers {
             if let Err(e) = self.index_batch(start + relative_position as u64, &header) {
                 // Unreachable after the reservation above; if it is reached anyway, nothing
                 // of this append stays visible.
-                self.offset_index.truncate_entries(indexed.0);
-                self.time_index.truncate_entries(indexed.1);
+                self.own_mut().offset_index.truncate_entries(indexed.0);
+                self.own_mut().time_index.truncate_entries(indexed.1);
                 return Err(e);
             }
         }
@@ -519,7 +636,8 @@ impl Segment {
             return Ok(None);
         }
         let mut buffer = [0u8; HEADER_LEN];
-        self.log
+        self.files()?
+            .log
             .read_exact_at(&mut buffer, position)
             .map_err(|source| LogError::ReadSegment {
                 path: self.log_path.clone(),
@@ -531,9 +649,11 @@ impl Segment {
     /// Walks the batches from `position` to the end of the segment. With `verify`, each
     /// batch's CRC is checked; otherwise only headers are read.
     pub(crate) fn scan(&self, position: u64, verify: bool) -> Result<Scanned, LogError> {
-        scan_file(&self.log, self.size, position, verify).map_err(|source| LogError::ReadSegment {
-            path: self.log_path.clone(),
-            source,
+        scan_file(&self.files()?.log, self.size, position, verify).map_err(|source| {
+            LogError::ReadSegment {
+                path: self.log_path.clone(),
+                source,
+            }
         })
     }
 
@@ -546,12 +666,13 @@ impl Segment {
                 None => Ok(None),
             };
         }
-        let start = self
+        let files = self.files()?;
+        let start = files
             .offset_index
             .floor(offset - self.base_offset)
             .map_or(0, |e| u64::from(e.position));
         // The target is at most about one index interval past its entry: read only that far.
-        let mut scanner = Scanner::new(&self.log, self.size, start, false)
+        let mut scanner = Scanner::new(&files.log, self.size, start, false)
             .with_chunk(self.settings.index_interval + HEADER_LEN);
         loop {
             match scanner.next().map_err(|source| LogError::ReadSegment {
@@ -608,7 +729,8 @@ impl Segment {
         let available = (self.size - position) as usize;
         let want = max_bytes.min(available).max(first.size().min(available));
         let mut buffer = vec![0u8; want];
-        self.log
+        self.files()?
+            .log
             .read_exact_at(&mut buffer, position)
             .map_err(|source| LogError::ReadSegment {
                 path: self.log_path.clone(),
@@ -650,17 +772,18 @@ impl Segment {
         if self.max_timestamp < timestamp {
             return Ok(None);
         }
-        let from_offset = self
+        let files = self.files()?;
+        let from_offset = files
             .time_index
             .floor(timestamp.saturating_sub(1))
             .map_or(self.base_offset, |e| {
                 self.base_offset + i64::from(e.relative_offset)
             });
-        let start = self
+        let start = files
             .offset_index
             .floor(from_offset - self.base_offset)
             .map_or(0, |e| u64::from(e.position));
-        let mut scanner = Scanner::new(&self.log, self.size, start, false);
+        let mut scanner = Scanner::new(&files.log, self.size, start, false);
         loop {
             match scanner.next().map_err(|source| LogError::ReadSegment {
                 path: self.log_path.clone(),
@@ -693,7 +816,8 @@ impl Segment {
         header: &BatchHeader,
     ) -> Result<Vec<u8>, LogError> {
         let mut buffer = vec![0u8; header.size()];
-        self.log
+        self.files()?
+            .log
             .read_exact_at(&mut buffer, position)
             .map_err(|source| LogError::ReadSegment {
                 path: self.log_path.clone(),
@@ -713,7 +837,8 @@ impl Segment {
         let Some((position, header)) = self.find(offset)? else {
             return Ok(self.next_offset);
         };
-        self.log
+        self.owned()?
+            .log
             .set_len(position)
             .map_err(|source| LogError::TruncateSegment {
                 path: self.log_path.clone(),
@@ -721,19 +846,22 @@ impl Segment {
             })?;
         self.size = position;
         let cut_from = header.base_offset - self.base_offset;
-        self.offset_index
+        self.own_mut()
+            .offset_index
             .truncate_while(|e| i64::from(e.relative_offset) < cut_from);
-        self.time_index
+        self.own_mut()
+            .time_index
             .truncate_while(|e| i64::from(e.relative_offset) < cut_from);
         // Recompute what the removed batches may have contributed.
         self.next_offset = self.base_offset;
         self.max_timestamp = -1;
         self.offset_of_max_timestamp = self.base_offset;
-        if let Some(last) = self.time_index.last() {
+        if let Some(last) = self.own().time_index.last() {
             self.max_timestamp = last.timestamp;
             self.offset_of_max_timestamp = self.base_offset + i64::from(last.relative_offset);
         }
         let start = self
+            .own()
             .offset_index
             .last()
             .map_or(0, |e| u64::from(e.position));
@@ -754,8 +882,10 @@ impl Segment {
     pub(crate) fn seal(&mut self) -> Result<(), LogError> {
         if self.file_len()? != self.size {
             // A failed write left bytes past the last whole batch.
-            self.log
-                .set_len(self.size)
+            let size = self.size;
+            self.owned()?
+                .log
+                .set_len(size)
                 .map_err(|source| LogError::TruncateSegment {
                     path: self.log_path.clone(),
                     source,
@@ -768,7 +898,7 @@ impl Segment {
     /// What another thread needs to fsync this segment once it is sealed.
     pub(crate) fn sealed_files(&self) -> SealedFiles {
         SealedFiles {
-            log: Arc::clone(&self.log),
+            log: Arc::clone(&self.own().log),
             log_path: self.log_path.clone(),
             index_paths: [
                 self.log_path.with_extension(INDEX_SUFFIX),
@@ -779,13 +909,15 @@ impl Segment {
 
     pub(crate) fn trim_indexes(&mut self) -> Result<(), LogError> {
         let path = self.log_path.clone();
-        self.offset_index
+        self.owned()?
+            .offset_index
             .trim()
             .map_err(|source| LogError::OpenIndex {
                 path: path.clone(),
                 source,
             })?;
-        self.time_index
+        self.own_mut()
+            .time_index
             .trim()
             .map_err(|source| LogError::OpenIndex { path, source })
     }
@@ -794,19 +926,22 @@ impl Segment {
     pub(crate) fn activate(&mut self) -> Result<(), LogError> {
         let capacity = self.settings.index_capacity;
         let path = self.log_path.clone();
-        self.offset_index
+        self.owned()?
+            .offset_index
             .preallocate(capacity)
             .map_err(|source| LogError::OpenIndex {
                 path: path.clone(),
                 source,
             })?;
-        self.time_index
+        self.own_mut()
+            .time_index
             .preallocate(time_index_capacity(capacity))
             .map_err(|source| LogError::OpenIndex { path, source })
     }
 
     pub(crate) fn sync(&self) -> Result<(), LogError> {
-        self.log
+        self.files()?
+            .log
             .sync_data()
             .map_err(|source| LogError::SyncSegment {
                 path: self.log_path.clone(),
@@ -824,6 +959,13 @@ impl Segment {
         let base = self.base_offset;
         drop(self);
         delete_files(&dir, base)
+    }
+}
+
+impl Drop for Segment {
+    /// A segment gone (deleted, or its log closed) closes its files in the cache too.
+    fn drop(&mut self) {
+        self.cache.forget(self.id);
     }
 }
 

@@ -4,6 +4,7 @@
 mod behaviour;
 mod crash;
 mod damage;
+mod descriptors;
 mod full_disk;
 mod model;
 mod tool;

@@ -264,3 +264,142 @@ async fn a_full_disk_is_a_clear_error_and_sigterm_still_stops_cleanly() {
         drop(disk);
     }
 }
+
+/// Descriptors the process `pid` holds.
+fn descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the broker's descriptors")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptors_grow_with_active_segments_not_with_all_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--max-open-segments", "4"]);
+    let b = broker.address.as_str();
+    // A segment per record, as `segment.bytes=14` made, is refused now (Kafka's bound).
+    let output = crate::harness::weir(
+        b,
+        &["topic", "create", "tiny", "--config", "segment.bytes=14"],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("segment.bytes"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    weir_ok(
+        b,
+        &[
+            "topic",
+            "create",
+            "many",
+            "--config",
+            "segment.bytes=1048576",
+        ],
+        "",
+    );
+    let pid = broker.pid().expect("running");
+    let before = descriptors(pid);
+    // About 40 segments of 1 MiB.
+    let record = "r".repeat(60_000);
+    let input: String = (0..700).map(|_| format!("{record}\n")).collect();
+    weir_ok(b, &["produce", "many", "--acks", "1"], &input);
+    let consumed = weir_ok(
+        b,
+        &["consume", "many", "--from-beginning", "--timeout", "3s"],
+        "",
+    );
+    assert_eq!(consumed.lines().count(), 700);
+    let segments = std::fs::read_dir(dir.path().join("data/many-0"))
+        .expect("partition dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        })
+        .count();
+    assert!(segments >= 30, "{segments} segments");
+    // Every segment was read; at most 4 closed ones stay open (and sealed segments whose
+    // background fsync is still to run, waited for here).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let after = loop {
+        let now = descriptors(pid);
+        if now <= before + 4 || std::time::Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        after <= before + 4,
+        "{before} descriptors before, {after} after {segments} segments"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_open_makes_the_broker_unready_and_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut broker = BrokerProcess::start(&data, &[]);
+    weir_ok(
+        &broker.address,
+        &["topic", "create", "half", "--partitions", "2"],
+        "",
+    );
+    weir_ok(
+        &broker.address,
+        &["produce", "half", "--partition", "0"],
+        "kept\n",
+    );
+    assert_eq!(broker.terminate(), Some(0));
+    // Partition 1's directory becomes a plain file: it cannot be opened.
+    std::fs::remove_dir_all(data.join("half-1")).expect("remove");
+    std::fs::write(data.join("half-1"), b"not a directory").expect("write");
+
+    let broker = BrokerProcess::start(&data, &[]);
+    let (status, body) = broker.http_get("/readyz");
+    assert!(status.contains("503"), "{status}: {body}");
+    assert!(body.contains("half-1"), "the partition is named: {body}");
+    let client = Client::connect(&broker.address).await.expect("connect");
+    let mut raw = v1::weir_client::WeirClient::connect(format!("http://{}", broker.address))
+        .await
+        .expect("connect");
+    let refused = raw
+        .fetch(v1::FetchRequest {
+            topic: "half".into(),
+            partition: 1,
+            offset: 0,
+            max_bytes: 1000,
+            min_bytes: 0,
+            max_wait_ms: 0,
+            current_leader_epoch: None,
+        })
+        .await
+        .expect_err("cannot be served");
+    assert_eq!(
+        Reason::of(&refused),
+        Some(Reason::StorageError),
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("half-1"),
+        "{}",
+        refused.message()
+    );
+    // The other partition still serves.
+    let consumed = weir_ok(
+        &broker.address,
+        &[
+            "consume",
+            "half",
+            "--partition",
+            "0",
+            "--from-beginning",
+            "--timeout",
+            "2s",
+        ],
+        "",
+    );
+    assert_eq!(consumed.trim(), "kept");
+    drop(client);
+}

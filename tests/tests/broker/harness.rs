@@ -88,6 +88,15 @@ impl BrokerProcess {
         }
     }
 
+    /// The broker's process id (while it runs).
+    #[allow(
+        dead_code,
+        reason = "the broker tests use it; the other test binaries share this harness"
+    )]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the broker with SIGKILL and waits for it to die.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
