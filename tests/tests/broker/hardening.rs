@@ -403,3 +403,73 @@ async fn a_replica_that_cannot_open_makes_the_broker_unready_and_is_named() {
     assert_eq!(consumed.trim(), "kept");
     drop(client);
 }
+
+/// A loopback port free now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_broker_says_so_and_never_calls_an_existing_topic_unknown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut broker = BrokerProcess::launch(&data, &listen, &[]).ready();
+    // Enough partitions that opening them takes a while.
+    weir_ok(
+        &broker.address,
+        &["topic", "create", "wide", "--partitions", "300"],
+        "",
+    );
+    assert_eq!(broker.terminate(), Some(0));
+
+    let starting = BrokerProcess::launch(&data, &listen, &[]);
+    let mut answers: BTreeMap<String, usize> = BTreeMap::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let ready = loop {
+        if let Some(line) = starting.is_ready() {
+            break Some(line);
+        }
+        assert!(std::time::Instant::now() < deadline, "not ready in 30 s");
+        let answer = match v1::weir_client::WeirClient::connect(format!("http://{listen}")).await {
+            Err(_) => "not listening yet".to_string(),
+            Ok(mut client) => match client
+                .metadata(v1::MetadataRequest {
+                    topics: vec!["wide".into()],
+                })
+                .await
+            {
+                Ok(_) => "described".to_string(),
+                Err(status) => Reason::of(&status)
+                    .map_or_else(|| format!("{:?}", status.code()), |r| r.to_string()),
+            },
+        };
+        *answers.entry(answer).or_default() += 1;
+    };
+    let broker = starting.into_process(ready);
+    assert!(
+        !answers.contains_key("UNKNOWN_TOPIC"),
+        "an existing topic was called unknown while the broker started: {answers:?}"
+    );
+    assert!(
+        answers
+            .keys()
+            .all(|a| ["not listening yet", "described", "BROKER_STARTING"].contains(&a.as_str())),
+        "{answers:?}"
+    );
+    let client = Client::connect(&broker.address).await.expect("connect");
+    assert_eq!(
+        client
+            .describe_topic("wide")
+            .await
+            .expect("described")
+            .partitions
+            .len(),
+        300
+    );
+    println!("answers while starting: {answers:?}");
+}

@@ -33,6 +33,15 @@ impl BrokerProcess {
     /// # Panics
     /// When it does not start within the deadline (with its log in the message).
     pub fn start(data_dir: &Path, extra: &[&str]) -> BrokerProcess {
+        BrokerProcess::launch(data_dir, "127.0.0.1:0", extra).ready()
+    }
+
+    /// Starts a broker listening on `listen` without waiting for it: a test can talk to it
+    /// while it starts.
+    ///
+    /// # Panics
+    /// When the process cannot be started.
+    pub fn launch(data_dir: &Path, listen: &str, extra: &[&str]) -> StartingBroker {
         // Beside the test's files, not in the data directory (whose disk a test may fill).
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let stderr_log = std::env::temp_dir().join(format!(
@@ -50,7 +59,7 @@ impl BrokerProcess {
                 "--data-dir",
                 &data_dir.display().to_string(),
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--http-listen",
                 "127.0.0.1:0",
             ])
@@ -60,21 +69,13 @@ impl BrokerProcess {
             .stderr(log)
             .spawn()
             .expect("start weir-broker");
-        let Some(line) = ready_line(&mut child, START_DEADLINE) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
-            panic!("the broker was not ready within {START_DEADLINE:?}; its log:\n{log}");
-        };
-        let field = |name: &str| ready_field(&line, name);
-        BrokerProcess {
-            address: field("grpc"),
-            http_address: field("http"),
-            child: Some(child),
+        let ready = ready_lines(&mut child);
+        StartingBroker {
+            child,
+            ready,
             stderr_log,
         }
     }
-
     /// Sends `signal` (`STOP`, `CONT`, ...) to the broker process.
     #[allow(
         dead_code,
@@ -139,6 +140,54 @@ impl BrokerProcess {
     /// When the broker does not answer.
     pub fn http_get(&self, path: &str) -> (String, String) {
         http_get(&self.http_address, path)
+    }
+}
+
+/// A broker process that has not said it is ready yet.
+#[derive(Debug)]
+pub struct StartingBroker {
+    child: Child,
+    ready: mpsc::Receiver<String>,
+    stderr_log: PathBuf,
+}
+
+impl StartingBroker {
+    /// Whether it has said it is ready (without waiting).
+    #[allow(
+        dead_code,
+        reason = "the broker tests use it; the other test binaries share this harness"
+    )]
+    pub fn is_ready(&self) -> Option<String> {
+        self.ready.try_recv().ok()
+    }
+
+    /// Waits for its ready line.
+    ///
+    /// # Panics
+    /// When it does not come within the deadline (with the broker's log in the message).
+    pub fn ready(self) -> BrokerProcess {
+        let line = self.ready.recv_timeout(START_DEADLINE).ok();
+        self.into_process(line)
+    }
+
+    /// The running broker, from the ready line [`StartingBroker::is_ready`] returned.
+    ///
+    /// # Panics
+    /// As [`StartingBroker::ready`] when `line` is `None`.
+    pub fn into_process(mut self, line: Option<String>) -> BrokerProcess {
+        let Some(line) = line else {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let log = std::fs::read_to_string(&self.stderr_log).unwrap_or_default();
+            panic!("the broker was not ready within {START_DEADLINE:?}; its log:\n{log}");
+        };
+        let field = |name: &str| ready_field(&line, name);
+        BrokerProcess {
+            address: field("grpc"),
+            http_address: field("http"),
+            child: Some(self.child),
+            stderr_log: self.stderr_log,
+        }
     }
 }
 
@@ -226,7 +275,16 @@ pub fn http_get(address: &str, path: &str) -> (String, String) {
 
 /// The `ready ...` line a Weir process prints on stdout once it serves, if it comes within
 /// `deadline` (the child's stdout must be piped).
+#[allow(
+    dead_code,
+    reason = "the cluster and operator tests use it; they share this harness"
+)]
 pub fn ready_line(child: &mut Child, deadline: Duration) -> Option<String> {
+    ready_lines(child).recv_timeout(deadline).ok()
+}
+
+/// The `ready ...` lines a Weir process prints on stdout, as they come.
+fn ready_lines(child: &mut Child) -> mpsc::Receiver<String> {
     let stdout = child.stdout.take().expect("piped stdout");
     let (sender, receiver) = mpsc::channel();
     std::thread::spawn(move || {
@@ -237,7 +295,7 @@ pub fn ready_line(child: &mut Child, deadline: Duration) -> Option<String> {
             }
         }
     });
-    receiver.recv_timeout(deadline).ok()
+    receiver
 }
 
 /// The value of `name=` in a ready line (`ready grpc=ADDR http=ADDR`).
