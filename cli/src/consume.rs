@@ -78,13 +78,19 @@ pub async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<ExitCode>
     };
     let (mut printed, mut last_record) = (0u64, Instant::now());
     let mut stdout = std::io::stdout().lock();
+    // Ctrl-C or SIGTERM ends the loop between polls: a group member then commits what it
+    // printed and leaves its group, so its partitions move at once.
+    let mut interrupted = std::pin::pin!(crate::interrupted());
     while args.max_messages.is_none_or(|max| printed < max)
         && args.timeout.is_none_or(|t| last_record.elapsed() < t)
     {
         let left = args
             .max_messages
             .map_or(usize::MAX, |max| (max - printed) as usize);
-        let records = source.poll(left).await?;
+        let records = tokio::select! {
+            records = source.poll(left) => records?,
+            () = &mut interrupted => break,
+        };
         if !records.is_empty() {
             last_record = Instant::now();
         }

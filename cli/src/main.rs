@@ -35,6 +35,10 @@ struct Cli {
     /// A broker to talk to.
     #[arg(long, global = true, env = "WEIR_BOOTSTRAP", default_value = DEFAULT_BOOTSTRAP)]
     bootstrap: String,
+    /// How long a call keeps trying while a broker restarts or a leader moves (Kafka's
+    /// default.api.timeout.ms); what it waits for is said on stderr.
+    #[arg(long, global = true, value_parser = humantime::parse_duration, default_value = "60s")]
+    api_timeout: std::time::Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +70,17 @@ pub enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // What the client waits for while it retries (a broker restarting, a leader moving).
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "weir_client::retry=warn",
+        ))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .with_level(false)
+        .without_time()
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -93,7 +108,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let client = Client::connect(&cli.bootstrap).await?;
+    let config = weir_client::ClientConfig {
+        retry: weir_client::RetryPolicy::default().with_deadline(cli.api_timeout),
+    };
+    let client = Client::connect_with(&cli.bootstrap, config).await?;
     match cli.command {
         Command::Topic(command) => topic::run(&client, command).await,
         Command::Produce(args) => produce::run(&client, args).await,
@@ -111,6 +129,21 @@ fn one_line(error: &anyhow::Error) -> String {
         .collect::<Vec<_>>()
         .join(": ")
         .replace('\n', " ")
+}
+
+/// Completes on SIGINT or SIGTERM (never, where signals cannot be listened to).
+pub async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
 }
 
 /// Parses `key=value`.

@@ -40,8 +40,14 @@ pub struct ProduceArgs {
     /// Send every record to this partition.
     #[arg(long)]
     partition: Option<i32>,
-    #[arg(long, value_enum, default_value = "1")]
+    /// When a record counts as written: 0 (not waited for), 1 (the leader has it) or all
+    /// (every in-sync replica has it), Kafka's producer default.
+    #[arg(long, value_enum, default_value = "all")]
     acks: AcksArg,
+    /// How long a record may take to be acknowledged, retries included, while brokers
+    /// restart or leaders move (Kafka's delivery.timeout.ms).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "120s")]
+    delivery_timeout: std::time::Duration,
     /// A header on every record: --header k=v (repeatable).
     #[arg(long = "header", value_parser = key_value)]
     headers: Vec<(String, String)>,
@@ -55,6 +61,9 @@ pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<ExitCode>
     client.partition_count(&args.topic).await?;
     let config = ProducerConfig {
         acks: args.acks.into(),
+        retry: ProducerConfig::default()
+            .retry
+            .with_deadline(args.delivery_timeout),
         ..ProducerConfig::default()
     };
     let producer = Producer::new(client.clone(), config);

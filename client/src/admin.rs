@@ -7,6 +7,21 @@ use weir_proto::v1;
 use crate::{Client, ClientError};
 
 impl Client {
+    /// One admin call, tried again while the broker is unreachable or starting.
+    async fn admin_call<T, F, Fut>(&self, what: &str, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(v1::admin_client::AdminClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.retrying(what, || async {
+            call(self.admin.clone())
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(ClientError::from)
+        })
+        .await
+    }
+
     /// # Errors
     /// The broker's error: `TOPIC_EXISTS`, `INVALID_TOPIC`, `UNKNOWN_CONFIG`, ...
     pub async fn create_topic(
@@ -22,18 +37,26 @@ impl Client {
             replication_factor,
             config: config.into_iter().collect::<HashMap<_, _>>(),
         };
-        Ok(self.admin.clone().create_topic(request).await?.into_inner())
+        let what = format!("creating topic {name:?}");
+        self.admin_call(&what, |mut admin| {
+            let request = request.clone();
+            async move { admin.create_topic(request).await }
+        })
+        .await
     }
 
     /// # Errors
     /// The broker's error, e.g. `UNKNOWN_TOPIC`.
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
-        self.admin
-            .clone()
-            .delete_topic(v1::DeleteTopicRequest {
-                name: name.to_string(),
-            })
-            .await?;
+        let what = format!("deleting topic {name:?}");
+        let request = v1::DeleteTopicRequest {
+            name: name.to_string(),
+        };
+        self.admin_call(&what, |mut admin| {
+            let request = request.clone();
+            async move { admin.delete_topic(request).await }
+        })
+        .await?;
         self.forget(name);
         Ok(())
     }
@@ -42,25 +65,26 @@ impl Client {
     /// The broker's error.
     pub async fn list_topics(&self) -> Result<Vec<v1::TopicDescription>, ClientError> {
         Ok(self
-            .admin
-            .clone()
-            .list_topics(v1::ListTopicsRequest {})
+            .admin_call("listing topics", |mut admin| async move {
+                admin.list_topics(v1::ListTopicsRequest {}).await
+            })
             .await?
-            .into_inner()
             .topics)
     }
 
     /// # Errors
     /// The broker's error, e.g. `UNKNOWN_TOPIC`.
     pub async fn describe_topic(&self, name: &str) -> Result<v1::TopicDescription, ClientError> {
+        let what = format!("describing topic {name:?}");
+        let request = v1::DescribeTopicRequest {
+            name: name.to_string(),
+        };
         let mut described = self
-            .admin
-            .clone()
-            .describe_topic(v1::DescribeTopicRequest {
-                name: name.to_string(),
+            .admin_call(&what, |mut admin| {
+                let request = request.clone();
+                async move { admin.describe_topic(request).await }
             })
-            .await?
-            .into_inner();
+            .await?;
         // A broker knows the offsets of the replicas it holds, but a follower's high watermark
         // trails its leader's (by a fetch): each partition's leader is asked.
         let mut asked = std::collections::BTreeMap::new();
@@ -112,12 +136,12 @@ impl Client {
             set: set.into_iter().collect(),
             delete,
         };
-        Ok(self
-            .admin
-            .clone()
-            .alter_topic_config(request)
-            .await?
-            .into_inner())
+        let what = format!("changing the config of topic {name:?}");
+        self.admin_call(&what, |mut admin| {
+            let request = request.clone();
+            async move { admin.alter_topic_config(request).await }
+        })
+        .await
     }
 
     /// # Errors
@@ -131,12 +155,13 @@ impl Client {
             name: name.to_string(),
             partitions: total,
         };
+        let what = format!("adding partitions to topic {name:?}");
         let description = self
-            .admin
-            .clone()
-            .add_partitions(request)
-            .await?
-            .into_inner();
+            .admin_call(&what, |mut admin| {
+                let request = request.clone();
+                async move { admin.add_partitions(request).await }
+            })
+            .await?;
         self.forget(name);
         Ok(description)
     }
@@ -194,7 +219,8 @@ impl Client {
         Ok(answer)
     }
 
-    /// Calls the group's coordinator, finding it again (a few times) when it moved.
+    /// Calls the group's coordinator, finding it again when it moved, and trying again (as
+    /// the retry policy says) while it is unreachable.
     pub(crate) async fn with_coordinator<T, F, Fut>(
         &self,
         group: &str,
@@ -204,22 +230,18 @@ impl Client {
         F: Fn(v1::groups_client::GroupsClient<tonic::transport::Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let mut attempt = 0;
-        loop {
+        let what = format!("waiting for the coordinator of group {group:?}");
+        self.retrying(&what, || async {
             let result = match self.coordinator(group).await {
                 Ok(coordinator) => call(coordinator).await.map_err(ClientError::from),
                 Err(e) => Err(e),
             };
-            match result {
-                Ok(answer) => return Ok(answer.into_inner()),
-                Err(e) if e.is_retryable() && attempt < 20 => {
-                    attempt += 1;
-                    self.forget_coordinators();
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e),
+            if result.as_ref().is_err_and(ClientError::is_retryable) {
+                self.forget_coordinators();
             }
-        }
+            result.map(tonic::Response::into_inner)
+        })
+        .await
     }
 
     /// Moves a group's committed offsets of `topic`; the group must have no members.

@@ -61,6 +61,9 @@ pub struct Consumer {
     positions: BTreeMap<i32, i64>,
     /// The next round of fetches, sent when the last poll returned.
     prefetched: Option<tokio::task::JoinSet<Result<v1::FetchResponse, ClientError>>>,
+    /// While fetches fail in ways that may pass (a leader restarting or moving): the pauses
+    /// between rounds, and what was last said about it.
+    waiting: Option<crate::Retry>,
 }
 
 impl Consumer {
@@ -126,6 +129,7 @@ impl Consumer {
             config,
             positions,
             prefetched: None,
+            waiting: None,
         })
     }
 
@@ -147,12 +151,16 @@ impl Consumer {
         };
         let mut responses = Vec::with_capacity(self.positions.len());
         let mut failure = None;
+        let mut passing = None;
         while let Some(joined) = fetches.join_next().await {
             match joined {
                 Ok(Ok(response)) => responses.push(response),
-                // Leadership moved: this partition gives nothing this time, and the next
-                // fetch asks where it lives now.
-                Ok(Err(error)) if error.is_retryable() => self.client.forget(&self.topic),
+                // Leadership moved, or the leader restarts: this partition gives nothing
+                // this time, and the next fetch asks where it lives now.
+                Ok(Err(error)) if error.is_retryable() => {
+                    self.client.forget(&self.topic);
+                    passing.get_or_insert(error);
+                }
                 Ok(Err(error)) => {
                     failure.get_or_insert(error);
                 }
@@ -165,6 +173,23 @@ impl Consumer {
         }
         if let Some(failure) = failure {
             return Err(failure);
+        }
+        match passing {
+            // Consumers wait as long as it takes (the caller decides when to stop polling),
+            // backing off between rounds and saying what they wait for.
+            Some(error) if responses.is_empty() => {
+                let what = format!("waiting for the leaders of {}", self.topic);
+                let policy = self
+                    .client
+                    .retry_policy()
+                    .with_deadline(Duration::from_secs(u64::from(u32::MAX)));
+                self.waiting
+                    .get_or_insert_with(|| policy.start())
+                    .pause(&what, &error)
+                    .await;
+            }
+            Some(_) => {}
+            None => self.waiting = None,
         }
         responses.sort_by_key(|r| r.partition);
         let mut records = Vec::new();
@@ -215,16 +240,7 @@ impl Consumer {
                     }
                     Err(e) => Err(e),
                 };
-                match fetched {
-                    Ok(answer) => Ok(answer.into_inner()),
-                    Err(e) => {
-                        if e.is_retryable() {
-                            // A pause before the caller asks again where the leader is.
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        Err(e)
-                    }
-                }
+                fetched.map(tonic::Response::into_inner)
             });
         }
         fetches

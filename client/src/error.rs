@@ -4,12 +4,6 @@ use weir_proto::Reason;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to the broker at {address}")]
-    Connect {
-        address: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
     /// The broker refused the call, or it failed on the way.
     #[error("{message}")]
     Broker {
@@ -28,11 +22,23 @@ pub enum ClientError {
 impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> Self {
         let reason = Reason::of(&status);
-        let message = if status.message().is_empty() {
+        // A transport failure's cause (connection refused, reset) is in the status's source:
+        // kept, so a person reads why, once.
+        let mut message = if status.message().is_empty() {
             format!("{:?}", status.code())
         } else {
             status.message().to_string()
         };
+        if let Some(source) = std::error::Error::source(&status) {
+            // "tcp connect error" over "transport error: tcp connect error: Connection
+            // refused": the cause alone says it all, once.
+            let cause = weir_proto::error_chain(source);
+            message = if cause.contains(message.as_str()) {
+                cause
+            } else {
+                format!("{message}: {cause}")
+            };
+        }
         ClientError::Broker {
             reason,
             code: status.code(),
@@ -67,6 +73,7 @@ impl ClientError {
                         | Reason::UnknownLeaderEpoch
                         | Reason::FencedLeaderEpoch
                         | Reason::NotCoordinator
+                        | Reason::BrokerStarting
                 )
             }
             ClientError::Broker {
@@ -74,10 +81,12 @@ impl ClientError {
             } => {
                 matches!(
                     code,
-                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Unknown
+                        | tonic::Code::Cancelled
                 )
             }
-            ClientError::Connect { .. } => true,
             _ => false,
         }
     }

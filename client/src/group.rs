@@ -65,6 +65,8 @@ pub struct GroupConsumer {
     committed: BTreeMap<Partition, i64>,
     /// Polls so far, to rotate which partition comes first.
     polls: usize,
+    /// While fetches fail in ways that may pass: the pauses between rounds.
+    waiting: Option<crate::Retry>,
 }
 
 impl GroupConsumer {
@@ -91,6 +93,7 @@ impl GroupConsumer {
             positions: BTreeMap::new(),
             committed: BTreeMap::new(),
             polls: 0,
+            waiting: None,
         };
         consumer.heartbeat().await?;
         Ok(consumer)
@@ -169,12 +172,36 @@ impl GroupConsumer {
                 (topic, fetched)
             });
         }
-        // Every answer first: on any failure no position moves, so nothing is skipped.
+        // Every answer first: on any failure no position moves, so nothing is skipped. A
+        // partition whose leader restarts or moves gives nothing this time.
         let mut responses = Vec::with_capacity(self.positions.len());
+        let mut passing = None;
         while let Some(joined) = fetches.join_next().await {
             let (topic, result) = joined
                 .map_err(|e| ClientError::InvalidArgument(format!("a fetch task failed: {e}")))?;
-            responses.push((topic, result?));
+            match result {
+                Ok(response) => responses.push((topic, response)),
+                Err(error) if error.is_retryable() => {
+                    self.client.forget(&topic);
+                    passing.get_or_insert(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        match passing {
+            Some(error) if responses.is_empty() => {
+                let what = format!("group {:?}: waiting for partition leaders", self.group);
+                let policy = self
+                    .client
+                    .retry_policy()
+                    .with_deadline(Duration::from_secs(u64::from(u32::MAX)));
+                self.waiting
+                    .get_or_insert_with(|| policy.start())
+                    .pause(&what, &error)
+                    .await;
+            }
+            Some(_) => {}
+            None => self.waiting = None,
         }
         // The partition that goes first rotates, so that a backlog in one cannot starve the
         // others when `limit` cuts the poll short.

@@ -14,6 +14,7 @@ mod consumer;
 mod error;
 mod group;
 mod producer;
+mod retry;
 
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,7 @@ pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartAt, decode};
 pub use error::ClientError;
 pub use group::{GroupConfig, GroupConsumer};
 pub use producer::{Acks, Delivery, Producer, ProducerConfig, ProducerRecord};
+pub use retry::{Retry, RetryPolicy};
 pub use weir_proto::Reason;
 
 /// The internal topic whose partitions' leaders coordinate consumer groups.
@@ -51,10 +53,19 @@ pub struct TopicLimits {
     pub max_batch_size: usize,
 }
 
+/// How a client behaves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientConfig {
+    /// Retries of metadata, admin and group calls (a broker restarting, a leader moving); its
+    /// deadline is Kafka's `default.api.timeout.ms`.
+    pub retry: RetryPolicy,
+}
+
 /// A connection to a broker, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
     address: String,
+    config: ClientConfig,
     weir: WeirClient<Channel>,
     admin: AdminClient<Channel>,
     groups: GroupsClient<Channel>,
@@ -112,21 +123,40 @@ fn weir_client(channel: Channel) -> WeirClient<Channel> {
 }
 
 impl Client {
-    /// Connects to `address` (`host:port`, or a URL).
+    /// Connects to `address` (`host:port`, or a URL), waiting (as [`ClientConfig`]'s retry
+    /// policy allows) while the broker cannot be reached or is starting.
     ///
     /// # Errors
-    /// `Connect` when the broker cannot be reached within a few seconds.
+    /// `InvalidArgument` for an address that is not one; the broker's last error when it
+    /// cannot be reached before the deadline.
     pub async fn connect(address: &str) -> Result<Client, ClientError> {
-        let channel =
-            endpoint(address)?
-                .connect()
-                .await
-                .map_err(|source| ClientError::Connect {
-                    address: address.to_string(),
-                    source,
-                })?;
-        Ok(Client {
+        Client::connect_with(address, ClientConfig::default()).await
+    }
+
+    /// [`Client::connect`] with a config of the caller's.
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub async fn connect_with(address: &str, config: ClientConfig) -> Result<Client, ClientError> {
+        let channel = endpoint(address)?.connect_lazy();
+        let client = Client::from_channel(address, channel, config);
+        let what = format!("waiting for the broker at {address}");
+        client
+            .retrying(&what, || async {
+                client
+                    .weir()
+                    .metadata(v1::MetadataRequest { topics: Vec::new() })
+                    .await
+                    .map_err(ClientError::from)
+            })
+            .await?;
+        Ok(client)
+    }
+
+    fn from_channel(address: &str, channel: Channel, config: ClientConfig) -> Client {
+        Client {
             address: address.to_string(),
+            config,
             weir: weir_client(channel.clone()),
             admin: AdminClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -136,7 +166,39 @@ impl Client {
             topics: Arc::new(Mutex::new(HashMap::default())),
             peers: Arc::new(Mutex::new(HashMap::default())),
             known: Arc::new(Mutex::new(Vec::new())),
-        })
+        }
+    }
+
+    /// The retry policy of metadata, admin and group calls.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.config.retry
+    }
+
+    /// Runs `call` until it succeeds, fails for good, or the retry policy's deadline comes;
+    /// between tries, pauses as the policy says and says what it waits for (`what`).
+    ///
+    /// # Errors
+    /// The last error.
+    pub(crate) async fn retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        mut call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let mut retry = self.config.retry.start();
+        loop {
+            match call().await {
+                Ok(answer) => return Ok(answer),
+                Err(error) => {
+                    if !retry.pause(what, &error).await {
+                        return Err(error);
+                    }
+                }
+            }
+        }
     }
 
     pub fn address(&self) -> &str {
@@ -301,6 +363,11 @@ impl Client {
     /// Metadata of `topic` from the bootstrap broker, or, when it cannot be reached, from
     /// the other brokers the last answer named.
     async fn metadata(&self, topic: &str) -> Result<v1::MetadataResponse, ClientError> {
+        let what = format!("waiting for metadata of topic {topic:?}");
+        self.retrying(&what, || self.metadata_once(topic)).await
+    }
+
+    async fn metadata_once(&self, topic: &str) -> Result<v1::MetadataResponse, ClientError> {
         let request = v1::MetadataRequest {
             topics: vec![topic.to_string()],
         };
@@ -390,8 +457,12 @@ impl Client {
     /// The broker's error.
     pub async fn init_producer_id(&self) -> Result<(i64, i16), ClientError> {
         let answer = self
-            .weir()
-            .init_producer_id(v1::InitProducerIdRequest {})
+            .retrying("waiting for a producer id", || async {
+                self.weir()
+                    .init_producer_id(v1::InitProducerIdRequest {})
+                    .await
+                    .map_err(ClientError::from)
+            })
             .await?
             .into_inner();
         Ok((answer.producer_id, answer.producer_epoch as i16))
@@ -441,18 +512,20 @@ impl Client {
                 spec: spec as i32,
                 timestamp,
             };
-            let answer = match self
-                .leader(topic, partition)
-                .await?
-                .list_offsets(request)
-                .await
-            {
-                Ok(answer) => answer,
-                Err(status) => {
-                    self.forget(topic);
-                    return Err(status.into());
-                }
-            };
+            let what = format!("waiting for the offsets of {topic}-{partition}");
+            let answer = self
+                .retrying(&what, || async {
+                    let answer = self
+                        .leader(topic, partition)
+                        .await?
+                        .list_offsets(request.clone())
+                        .await;
+                    answer.map_err(|status| {
+                        self.forget(topic);
+                        ClientError::from(status)
+                    })
+                })
+                .await?;
             offsets.extend(answer.into_inner().offsets);
         }
         Ok(offsets)

@@ -17,7 +17,7 @@ use weir_proto::partitioner::partition_for_key;
 use weir_proto::v1;
 use weir_record::{BatchBuilder, Header, Record};
 
-use crate::{Client, ClientError};
+use crate::{Client, ClientError, RetryPolicy};
 
 /// When the broker acknowledges a produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +47,10 @@ pub struct ProducerConfig {
     pub linger: Duration,
     /// A batch is sent once it holds this many bytes.
     pub batch_size: usize,
-    /// Attempts after the first for a batch that failed in a way that may pass.
-    pub retries: u32,
-    pub retry_backoff: Duration,
+    /// How a batch that failed in a way that may pass (a broker restarting, a leader moving)
+    /// is tried again. The deadline runs from the batch's first record: Kafka's
+    /// `delivery.timeout.ms` (120 s); a deadline of zero sends each batch once.
+    pub retry: RetryPolicy,
     /// Batches queued per partition before `send` waits.
     pub queued_batches: usize,
     /// Stamp batches with a producer id and per-partition sequences, so that a batch retried
@@ -68,10 +69,7 @@ impl Default for ProducerConfig {
             // and costs latency when idle.
             linger: Duration::ZERO,
             batch_size: 256 * 1024,
-            // About ten seconds of retries: long enough to ride out a leader's failover
-            // (the controller's session timeout is 3 s by default).
-            retries: 100,
-            retry_backoff: Duration::from_millis(100),
+            retry: RetryPolicy::default().with_deadline(Duration::from_secs(120)),
             queued_batches: 4,
             idempotent: true,
             max_in_flight: 5,
@@ -186,6 +184,11 @@ struct Pending {
 struct Ready {
     bytes: Bytes,
     outcome: Arc<Outcome>,
+    /// When its first record came: its delivery deadline runs from here.
+    created: Instant,
+    /// The producer id and epoch it is stamped with (idempotent producers).
+    identity: Option<(i64, i16)>,
+    records: i32,
 }
 
 /// One partition's batches: the open one and those waiting for the sender, in order. Both
@@ -194,6 +197,17 @@ struct Lane {
     open: Option<Pending>,
     /// The sequence the next batch starts at (idempotent producers).
     next_sequence: i32,
+    /// The producer id and epoch this partition's batches carry: the producer's, until a
+    /// batch fails for good, after which the partition starts over under a new one (the
+    /// broker would otherwise refuse every later batch as out of sequence).
+    identity: Option<(i64, i16)>,
+    /// Set while a new identity is being fetched: nothing is sent meanwhile.
+    resetting: bool,
+    /// Batches of this partition waiting to be tried again. While any is, no new batch is
+    /// sent (as Kafka's sender mutes the partition): a batch written whose answer was lost
+    /// must be retried while the broker still remembers its sequence (the last five batches),
+    /// not after newer batches have pushed it out.
+    retrying: usize,
     ready: std::collections::VecDeque<Ready>,
     /// Wakes the partition's sender when a batch is ready.
     wake: Arc<Notify>,
@@ -318,6 +332,10 @@ impl Producer {
                     inner.seal(lane, &record.topic, partition);
                 }
                 let next_sequence = lane.next_sequence;
+                let identity = match identity {
+                    Some(identity) => Some(*lane.identity.get_or_insert(identity)),
+                    None => None,
+                };
                 if lane.open.is_none() {
                     // The sender starts the batch's linger.
                     lane.wake.notify_one();
@@ -386,6 +404,9 @@ impl Producer {
                     lane.ready.push_back(Ready {
                         bytes: Bytes::new(),
                         outcome: Arc::clone(&outcome),
+                        created: Instant::now(),
+                        identity: None,
+                        records: 0,
                     });
                     lane.wake.notify_one();
                     markers.push(outcome);
@@ -462,6 +483,9 @@ impl Inner {
             Lane {
                 open: None,
                 next_sequence: 0,
+                identity: None,
+                resetting: false,
+                retrying: 0,
                 ready: Default::default(),
                 wake,
             }
@@ -477,9 +501,13 @@ impl Inner {
         // Sequences wrap to 0 after i32::MAX, as Kafka's.
         lane.next_sequence = ((i64::from(lane.next_sequence) + batch.builder.len() as i64)
             % (i64::from(i32::MAX) + 1)) as i32;
+        let records = i32::try_from(batch.builder.len()).unwrap_or(i32::MAX);
         lane.ready.push_back(Ready {
             bytes: Bytes::from(batch.builder.build()),
             outcome: batch.outcome,
+            created: batch.opened,
+            identity: lane.identity,
+            records,
         });
         lane.wake.notify_one();
         if let Some((current, partitions)) = lock(&self.sticky).get_mut(topic)
@@ -496,6 +524,9 @@ impl Inner {
         let Some(lane) = lanes.get_mut(topic).and_then(|l| l.get_mut(&partition)) else {
             return Err(None);
         };
+        if lane.resetting || lane.retrying > 0 {
+            return Err(None);
+        }
         if let Some(ready) = lane.ready.pop_front() {
             return Ok(ready);
         }
@@ -510,8 +541,16 @@ impl Inner {
         lane.ready.pop_front().ok_or(None)
     }
 
-    /// One produce call with the producer's retries.
-    async fn produce(&self, topic: &str, partition: i32, bytes: Bytes) -> BatchResult {
+    /// One batch produced, tried again (as the retry policy says, until the batch's
+    /// delivery deadline) while the failure may pass.
+    async fn produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        bytes: Bytes,
+        created: Instant,
+        identity: Option<(i64, i16)>,
+    ) -> BatchResult {
         let mut request = v1::ProduceRequest {
             topic: topic.to_string(),
             acks: self.config.acks.wire() as i32,
@@ -522,70 +561,168 @@ impl Inner {
             }],
             records: Vec::new(),
         };
-        let mut attempt = 0;
+        let what = format!("producing to {topic}-{partition}");
+        let mut retry = self.config.retry.start_at(created);
+        let mut muted: Option<Unmute<'_>> = None;
         loop {
-            let leader = match self.client.leader(topic, partition).await {
-                Ok(leader) => Ok(leader),
-                Err(e) if e.is_retryable() && attempt < self.config.retries => {
-                    attempt += 1;
-                    tokio::time::sleep(self.config.retry_backoff).await;
-                    continue;
-                }
-                Err(e) => Err(e),
-            };
-            let answer = match leader {
-                Ok(mut leader) => {
-                    // The epoch this leader was named at: a deposed one is told apart.
-                    request.batches[0].leader_epoch = self.client.leader_epoch(topic, partition);
-                    leader.produce(request.clone()).await
-                }
-                Err(e) => {
-                    let code = match &e {
-                        ClientError::Broker { code, .. } => *code,
-                        _ => tonic::Code::Unknown,
-                    };
-                    return Err((e.reason(), code, e.to_string()));
-                }
-            };
-            let error = match answer {
-                Ok(response) => {
-                    let result = response
-                        .into_inner()
-                        .results
-                        .into_iter()
-                        .find(|r| r.partition == partition);
-                    match result {
-                        Some(v1::PartitionProduceResult { error: Some(e), .. }) => {
-                            ClientError::Broker {
-                                reason: Reason::parse(&e.reason),
-                                code: tonic::Code::Aborted,
-                                message: e.message,
-                            }
-                        }
-                        Some(result) => return Ok(result.base_offset),
-                        None => ClientError::InvalidArgument(format!(
-                            "the broker did not answer for partition {partition}"
-                        )),
+            let left = retry.left();
+            let attempt = async {
+                // Finding the leader retries on its own, but not past the batch's deadline.
+                let mut leader = tokio::time::timeout(left, self.client.leader(topic, partition))
+                    .await
+                    .map_err(|_| ClientError::Broker {
+                        reason: Some(Reason::LeaderNotAvailable),
+                        code: tonic::Code::DeadlineExceeded,
+                        message: format!(
+                            "no leader of {topic}-{partition} found within the delivery timeout"
+                        ),
+                    })??;
+                // The epoch this leader was named at: a deposed one is told apart.
+                request.batches[0].leader_epoch = self.client.leader_epoch(topic, partition);
+                let response = leader.produce(request.clone()).await?;
+                let result = response
+                    .into_inner()
+                    .results
+                    .into_iter()
+                    .find(|r| r.partition == partition);
+                match result {
+                    Some(v1::PartitionProduceResult { error: Some(e), .. }) => {
+                        Err(ClientError::Broker {
+                            reason: Reason::parse(&e.reason),
+                            code: tonic::Code::Aborted,
+                            message: e.message,
+                        })
                     }
+                    Some(result) => Ok(result.base_offset),
+                    None => Err(ClientError::InvalidArgument(format!(
+                        "the broker did not answer for partition {partition}"
+                    ))),
                 }
-                Err(status) => ClientError::from(status),
+            };
+            // The deadline decides whether another try starts; a try under way finishes (each
+            // call is bounded by the channel's own timeout).
+            let error = match attempt.await {
+                Ok(base_offset) => return Ok(base_offset),
+                Err(error) => error,
             };
             if error.is_retryable() {
                 // Leadership may have moved: ask again where the partition lives.
                 self.client.forget(topic);
             }
-            if attempt < self.config.retries && error.is_retryable() {
-                attempt += 1;
-                tracing::debug!(topic, partition, attempt, error = %error, "retrying a batch");
-                tokio::time::sleep(self.config.retry_backoff).await;
+            // Out of sequence: an earlier batch of this partition is still on its way (retries
+            // reorder pipelined batches), so this one's turn may come; unless an earlier one
+            // failed for good and the partition started over under a new id.
+            let waiting_for_earlier = error.reason() == Some(Reason::OutOfOrderSequence)
+                && identity.is_some()
+                && self.lane_identity(topic, partition) == identity;
+            let retriable = if waiting_for_earlier {
+                ClientError::Broker {
+                    reason: None,
+                    code: tonic::Code::Unavailable,
+                    message: error.to_string(),
+                }
+            } else {
+                error
+            };
+            // From its first failure until it resolves, the batch mutes its partition.
+            if muted.is_none() {
+                self.mark_retrying(topic, partition, 1);
+                muted = Some(Unmute {
+                    inner: self,
+                    topic,
+                    partition,
+                });
+            }
+            if retry.pause(&what, &retriable).await {
                 continue;
             }
+            let error = retriable;
             let code = match &error {
                 ClientError::Broker { code, .. } => *code,
                 _ => tonic::Code::Unknown,
             };
             return Err((error.reason(), code, error.to_string()));
         }
+    }
+
+    /// Counts a batch of the partition into (`1`) or out of (`-1`) its retry pause; the
+    /// partition's sender resumes once none is pausing.
+    fn mark_retrying(&self, topic: &str, partition: i32, change: isize) {
+        let mut lanes = lock(&self.lanes);
+        if let Some(lane) = lanes.get_mut(topic).and_then(|l| l.get_mut(&partition)) {
+            lane.retrying = lane.retrying.saturating_add_signed(change);
+            if lane.retrying == 0 {
+                lane.wake.notify_one();
+            }
+        }
+    }
+
+    /// The producer id and epoch a partition's batches carry now.
+    fn lane_identity(&self, topic: &str, partition: i32) -> Option<(i64, i16)> {
+        lock(&self.lanes)
+            .get(topic)
+            .and_then(|l| l.get(&partition))
+            .and_then(|lane| lane.identity)
+    }
+
+    /// After a batch stamped with `failed` failed for good: this partition starts over under
+    /// a new producer id, its waiting batches restamped in order from sequence 0, so that
+    /// the broker takes them (it would refuse them as out of sequence after the gap).
+    async fn start_over(&self, topic: &Arc<str>, partition: i32, failed: (i64, i16)) {
+        {
+            let mut lanes = lock(&self.lanes);
+            let Some(lane) = lanes.get_mut(topic).and_then(|l| l.get_mut(&partition)) else {
+                return;
+            };
+            // Another failed batch of the same identity started it over already.
+            if lane.identity != Some(failed) || lane.resetting {
+                return;
+            }
+            lane.resetting = true;
+        }
+        let fresh = match self.client.init_producer_id().await {
+            Ok(identity) => Some(identity),
+            Err(error) => {
+                tracing::warn!(topic = %topic, partition, error = %error, "no new producer id; later batches of this partition may be refused as out of sequence");
+                None
+            }
+        };
+        let mut lanes = lock(&self.lanes);
+        let Some(lane) = lanes.get_mut(topic).and_then(|l| l.get_mut(&partition)) else {
+            return;
+        };
+        lane.resetting = false;
+        lane.wake.notify_one();
+        let Some((id, epoch)) = fresh else {
+            return;
+        };
+        tracing::info!(topic = %topic, partition, producer_id = id, "a batch failed for good: this partition's later batches go under a new producer id");
+        lane.identity = Some((id, epoch));
+        let mut sequence = 0i32;
+        for ready in lane.ready.iter_mut().filter(|r| !r.bytes.is_empty()) {
+            let mut bytes = bytes::BytesMut::from(std::mem::take(&mut ready.bytes));
+            weir_record::batch::set_producer(&mut bytes, id, epoch, sequence);
+            ready.bytes = bytes.freeze();
+            ready.identity = Some((id, epoch));
+            sequence = sequence.wrapping_add(ready.records).max(0);
+        }
+        if let Some(open) = lane.open.as_mut() {
+            open.builder.set_producer(id, epoch, sequence);
+        }
+        lane.next_sequence = sequence;
+    }
+}
+
+/// Unmutes a partition when a batch that muted it resolves (however its task ends).
+struct Unmute<'a> {
+    inner: &'a Inner,
+    topic: &'a str,
+    partition: i32,
+}
+
+impl Drop for Unmute<'_> {
+    fn drop(&mut self) {
+        self.inner.mark_retrying(self.topic, self.partition, -1);
     }
 }
 
@@ -628,9 +765,21 @@ async fn send_loop(inner: Arc<Inner>, topic: Arc<str>, partition: i32, wake: Arc
         }
         let (inner, topic) = (Arc::clone(&inner), Arc::clone(&topic));
         tokio::spawn(async move {
-            let result = inner.produce(&topic, partition, ready.bytes).await;
+            let result = inner
+                .produce(
+                    &topic,
+                    partition,
+                    ready.bytes,
+                    ready.created,
+                    ready.identity,
+                )
+                .await;
+            let failed = result.is_err();
             ready.outcome.finish(result);
             drop(permit);
+            if let (true, Some(identity)) = (failed, ready.identity) {
+                inner.start_over(&topic, partition, identity).await;
+            }
         });
     }
 }

@@ -322,6 +322,17 @@ pub fn stamp(bytes: &mut [u8], base_offset: i64, partition_leader_epoch: i32) {
     bytes[12..16].copy_from_slice(&partition_leader_epoch.to_be_bytes());
 }
 
+/// Sets the producer id, epoch and base sequence of the whole batch in `bytes` (an idempotent
+/// producer that starts over under a new identity) and its CRC, which covers them. The caller
+/// has checked that `bytes` is one whole batch.
+pub fn set_producer(bytes: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+    bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    bytes[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
+    bytes[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[CRC_START..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Iterates over the batches laid end to end in `bytes`, checking each one.
 pub fn batches(bytes: &[u8]) -> Batches<'_> {
     Batches { bytes, position: 0 }
@@ -406,6 +417,14 @@ impl BatchBuilder {
         self.producer_epoch = producer_epoch;
         self.base_sequence = base_sequence;
         self
+    }
+
+    /// Changes the producer fields of a batch being built (an idempotent producer that
+    /// starts over under a new identity).
+    pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+        self.producer_id = producer_id;
+        self.producer_epoch = producer_epoch;
+        self.base_sequence = base_sequence;
     }
 
     pub fn partition_leader_epoch(mut self, epoch: i32) -> Self {
@@ -636,5 +655,32 @@ mod tests {
             Batch::parse(&bytes),
             Err(InvalidBatch::LengthMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn a_batch_restamped_with_a_new_producer_is_valid_and_equals_one_built_so() {
+        let record = Record {
+            timestamp: 5,
+            key: Some(b"k"),
+            value: Some(b"v"),
+            headers: Vec::new(),
+        };
+        let mut old = BatchBuilder::new(0).producer(7, 0, 40);
+        old.push(&record);
+        let mut bytes = old.build();
+        set_producer(&mut bytes, 9, 1, 0);
+        let mut fresh = BatchBuilder::new(0).producer(1, 1, 1);
+        fresh.push(&record);
+        fresh.set_producer(9, 1, 0);
+        assert_eq!(bytes, fresh.build());
+        let batch = Batch::parse(&bytes).expect("valid CRC");
+        assert_eq!(
+            (
+                batch.header.producer_id,
+                batch.header.producer_epoch,
+                batch.header.base_sequence
+            ),
+            (9, 1, 0)
+        );
     }
 }

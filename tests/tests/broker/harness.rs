@@ -362,3 +362,120 @@ impl Drop for SmallDisk {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
+
+/// A `weir` command running in the background: its output is collected as it comes.
+#[derive(Debug)]
+#[allow(
+    dead_code,
+    reason = "the broker tests use it; the other test binaries share this harness"
+)]
+pub struct WeirProcess {
+    child: Child,
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+#[allow(
+    dead_code,
+    reason = "the broker tests use it; the other test binaries share this harness"
+)]
+impl WeirProcess {
+    /// Starts `weir --bootstrap BROKER ARGS` with `stdin` written to it (then closed).
+    ///
+    /// # Panics
+    /// When the command cannot start.
+    pub fn spawn(broker: &str, args: &[&str], stdin: String) -> WeirProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
+            .arg("--bootstrap")
+            .arg(broker)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start weir");
+        let mut input = child.stdin.take().expect("piped stdin");
+        std::thread::spawn(move || {
+            let _ = input.write_all(stdin.as_bytes());
+        });
+        let collect = |from: Box<dyn Read + Send>| {
+            let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+            let sink = std::sync::Arc::clone(&text);
+            std::thread::spawn(move || {
+                for line in BufReader::new(from).lines() {
+                    let Ok(line) = line else { return };
+                    let mut text = sink.lock().unwrap_or_else(|p| p.into_inner());
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            });
+            text
+        };
+        let stdout = collect(Box::new(child.stdout.take().expect("piped stdout")));
+        let stderr = collect(Box::new(child.stderr.take().expect("piped stderr")));
+        WeirProcess {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// What it printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sends `signal` (`INT`, `TERM`, ...).
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits (up to `deadline`) for it to exit; its exit code.
+    ///
+    /// # Panics
+    /// When it is still running at the deadline (it is killed first).
+    pub fn wait(&mut self, deadline: Duration) -> Option<i32> {
+        let until = Instant::now() + deadline;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the readers take the last lines.
+                let settle = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < settle && readers_running(self) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                return status.code();
+            }
+            if Instant::now() > until {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("weir ran past {deadline:?}; stderr: {}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Whether the output readers still hold their buffers (their pipes are still open).
+fn readers_running(process: &WeirProcess) -> bool {
+    std::sync::Arc::strong_count(&process.stdout) > 1
+        || std::sync::Arc::strong_count(&process.stderr) > 1
+}
+
+impl Drop for WeirProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -9,13 +9,14 @@ use bytes::Bytes;
 use serde_json::Value;
 use weir_client::{
     Acks, Client, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, Reason,
-    StartAt,
+    RetryPolicy, StartAt,
 };
 use weir_proto::partitioner::partition_for_key;
 use weir_proto::v1;
 mod groups;
 mod hardening;
 mod harness;
+mod restart;
 
 use harness::{BrokerProcess, weir, weir_ok};
 
@@ -346,7 +347,7 @@ async fn acknowledged_records_survive_sigkill_with_flush_per_message() {
                 client,
                 ProducerConfig {
                     acks: Acks::Leader,
-                    retries: 0,
+                    retry: RetryPolicy::default().with_deadline(Duration::ZERO),
                     linger: Duration::from_millis(1),
                     ..ProducerConfig::default()
                 },

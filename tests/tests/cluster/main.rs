@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use weir_client::{
-    Acks, Client, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, StartAt,
+    Acks, Client, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, RetryPolicy,
+    StartAt,
 };
 use weir_proto::v1;
 use weir_proto::v1::weir_client::WeirClient;
@@ -152,20 +153,29 @@ fn address_of(brokers: &[v1::Broker], id: i32) -> String {
 /// Produces `values` to partition 0 at `leader` with acks=all and no retries; all must be
 /// acknowledged.
 async fn produce_all(leader: &str, topic: &str, values: &[String]) -> Result<(), String> {
-    produce(leader, topic, values, 0).await
+    produce(leader, topic, values, Duration::ZERO).await
 }
 
 /// Produces `values` to partition 0 through `bootstrap` (the client finds the leader) with
-/// acks=all and the producer's retries (100 ms apart); all must be acknowledged.
+/// acks=all and the producer's retries (100 ms apart, for 5 s); all must be acknowledged.
 async fn produce_routed(bootstrap: &str, topic: &str, values: &[String]) -> Result<(), String> {
-    produce(bootstrap, topic, values, 50).await
+    produce(bootstrap, topic, values, Duration::from_secs(5)).await
+}
+
+/// Retries 100 ms apart for `retry_for`.
+fn steady_retries(retry_for: Duration) -> RetryPolicy {
+    RetryPolicy {
+        min_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(100),
+        deadline: retry_for,
+    }
 }
 
 async fn produce(
     bootstrap: &str,
     topic: &str,
     values: &[String],
-    retries: u32,
+    retry_for: Duration,
 ) -> Result<(), String> {
     let client = Client::connect(bootstrap)
         .await
@@ -174,8 +184,7 @@ async fn produce(
         client,
         ProducerConfig {
             acks: Acks::All,
-            retries,
-            retry_backoff: Duration::from_millis(100),
+            retry: steady_retries(retry_for),
             ..ProducerConfig::default()
         },
     );
@@ -413,8 +422,7 @@ async fn killing_the_leader_five_times_while_producing_loses_and_duplicates_noth
                 client,
                 ProducerConfig {
                     acks: Acks::All,
-                    retries: 100,
-                    retry_backoff: Duration::from_millis(100),
+                    retry: steady_retries(Duration::from_secs(10)),
                     ..ProducerConfig::default()
                 },
             );
@@ -1118,7 +1126,7 @@ async fn with_two_of_three_replicas_dead_acks_all_is_refused_and_nothing_is_lost
         client,
         ProducerConfig {
             acks: Acks::All,
-            retries: 0,
+            retry: steady_retries(Duration::ZERO),
             ..ProducerConfig::default()
         },
     );
