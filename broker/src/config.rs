@@ -307,6 +307,12 @@ impl BrokerConfig {
                 "cluster {cluster:?} is not a valid name (printable ASCII only)"
             )));
         }
+        if self.group_min_session_timeout > self.group_max_session_timeout {
+            return Err(ConfigError::Invalid(format!(
+                "group_min_session_timeout ({:?}) is above group_max_session_timeout ({:?})",
+                self.group_min_session_timeout, self.group_max_session_timeout
+            )));
+        }
         if self.controller.is_some() && self.cluster_secret_file.is_none() {
             return Err(ConfigError::Invalid(
                 "a broker joining a controller needs the cluster secret: set cluster_secret_file (--cluster-secret-file) to the file the controller uses".into(),

@@ -33,6 +33,9 @@ pub struct Coordinator {
     serial: tokio::sync::Mutex<()>,
     pub heartbeat_interval: Duration,
     pub default_session_timeout: Duration,
+    /// The session timeouts a member may ask for (Kafka's `group.min.session.timeout.ms`
+    /// and `group.max.session.timeout.ms`).
+    pub session_timeouts: std::ops::RangeInclusive<Duration>,
 }
 
 fn lock(groups: &Mutex<BTreeMap<String, Group>>) -> MutexGuard<'_, BTreeMap<String, Group>> {
@@ -53,12 +56,17 @@ fn failure((reason, message): (Reason, String)) -> Failure {
 }
 
 impl Coordinator {
-    pub fn new(heartbeat_interval: Duration, default_session_timeout: Duration) -> Self {
+    pub fn new(
+        heartbeat_interval: Duration,
+        default_session_timeout: Duration,
+        session_timeouts: std::ops::RangeInclusive<Duration>,
+    ) -> Self {
         Coordinator {
             groups: Mutex::new(BTreeMap::new()),
             serial: tokio::sync::Mutex::new(()),
             heartbeat_interval,
             default_session_timeout,
+            session_timeouts,
         }
     }
 
@@ -142,6 +150,18 @@ impl Coordinator {
             ms if ms > 0 => Duration::from_millis(ms as u64),
             _ => self.default_session_timeout,
         };
+        // What a member asks for is bounded; the broker's own default is the operator's call.
+        if request.session_timeout_ms > 0 && !self.session_timeouts.contains(&session_timeout) {
+            return Err(Failure::new(
+                Reason::InvalidSessionTimeout,
+                format!(
+                    "a session timeout of {} ms is outside what this broker allows ({} to {} ms: group_min_session_timeout, group_max_session_timeout)",
+                    session_timeout.as_millis(),
+                    self.session_timeouts.start().as_millis(),
+                    self.session_timeouts.end().as_millis()
+                ),
+            ));
+        }
         let heartbeat = Heartbeat {
             member_id: request.member_id,
             member_epoch: request.member_epoch,

@@ -11,7 +11,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use tokio::net::TcpListener;
 
 use crate::node::Node;
 
@@ -22,7 +21,7 @@ struct Shared {
 }
 
 pub(crate) async fn serve(
-    listener: TcpListener,
+    listener: crate::listener::GuardedListener,
     node: Arc<Node>,
     ready: Arc<AtomicBool>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
@@ -39,7 +38,7 @@ pub(crate) async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
     {
-        tracing::error!(error = %e, "HTTP server failed");
+        tracing::error!(error = %weir_proto::Chain(&e), "HTTP server failed");
     }
 }
 

@@ -20,6 +20,7 @@ pub mod config;
 pub mod coordinator;
 pub mod group;
 mod http;
+pub mod listener;
 pub mod metrics;
 pub mod node;
 pub mod partition;
@@ -77,6 +78,12 @@ pub async fn run(
             Some(std::net::SocketAddr::new(host, grpc_address.port()).to_string());
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let bounds = |handshake| listener::Limits {
+        max_connections: config.max_connections,
+        handshake_timeout: config.connection_handshake_timeout,
+        idle_timeout: config.connection_idle_timeout,
+        handshake,
+    };
     // Without a controller to join, this broker embeds one: a cluster of one. It listens on
     // a loopback port of its own, never on the client port, and takes only this process's
     // own secret: no client can reach it.
@@ -117,6 +124,19 @@ pub async fn run(
     let node = Arc::new(tokio::task::block_in_place(|| {
         Node::open(config.clone(), &controller_address, secret.clone())
     })?);
+    let grpc = listener::GuardedListener::new(
+        grpc,
+        bounds(listener::HTTP2_PREFACE),
+        "grpc",
+        node.metrics.listener_stats("grpc"),
+    );
+    let http = listener::GuardedListener::new(
+        http,
+        bounds(listener::Handshake::HeaderEnd),
+        "http",
+        node.metrics.listener_stats("http"),
+    );
+    let connections = [("grpc", grpc.gauge()), ("http", http.gauge())];
     let ready = Arc::new(AtomicBool::new(false));
     // Client calls are answered BROKER_STARTING (retriable) until the metadata is applied.
     let serving = Arc::new(AtomicBool::new(false));
@@ -124,6 +144,7 @@ pub async fn run(
     let maintenance = tokio::spawn(maintain(
         Arc::clone(&node),
         config.retention_check_interval,
+        connections,
         stopped.clone(),
     ));
     let http_server = tokio::spawn(http::serve(
@@ -179,10 +200,7 @@ pub async fn run(
         ))
         // The builder's tcp_nodelay applies only to listeners tonic binds itself: without it
         // here, Nagle held small answers behind the client's delayed ACK (40 ms stalls).
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-            shutdown,
-        );
+        .serve_with_incoming_shutdown(grpc.into_stream(), shutdown);
     let server = tokio::spawn(server);
 
     // Join the cluster: register, heartbeat, apply the metadata, lead and follow.
@@ -330,6 +348,7 @@ async fn close(mut node: Arc<Node>, timeout: Duration) {
 async fn maintain(
     node: Arc<Node>,
     retention_interval: Duration,
+    connections: [(&'static str, listener::ConnectionGauge); 2],
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut last_retention = Instant::now();
@@ -337,6 +356,9 @@ async fn maintain(
         tokio::select! {
             _ = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
             _ = stopped.changed() => return,
+        }
+        for (name, gauge) in &connections {
+            node.metrics.set_connections(name, gauge.open());
         }
         let retention = last_retention.elapsed() >= retention_interval;
         if retention {

@@ -63,6 +63,14 @@ pub struct Metrics {
     deletion_failures: Counter,
     offline_replicas: Gauge,
     open_segment_files: Gauge,
+    connections: Family<ListenerLabels, Gauge>,
+    connections_refused: Family<ListenerLabels, Counter>,
+    connections_timed_out: Family<ListenerLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -93,6 +101,9 @@ impl Default for Metrics {
             deletion_failures: Counter::default(),
             offline_replicas: Gauge::default(),
             open_segment_files: Gauge::default(),
+            connections: Family::default(),
+            connections_refused: Family::default(),
+            connections_timed_out: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -176,6 +187,21 @@ impl Default for Metrics {
             "Closed segments whose files are open now (bounded by max_open_segments)",
             metrics.open_segment_files.clone(),
         );
+        registry.register(
+            "connections",
+            "Connections open on a listener",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because the listener held max_connections",
+            metrics.connections_refused.clone(),
+        );
+        registry.register(
+            "connections_timed_out",
+            "Connections closed for sending no request head in time, or nothing for too long",
+            metrics.connections_timed_out.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -258,6 +284,21 @@ impl Metrics {
 
     pub fn deletion_failed(&self) {
         self.deletion_failures.inc();
+    }
+
+    /// The counters a listener increments itself.
+    pub fn listener_stats(&self, listener: &'static str) -> crate::listener::ListenerStats {
+        let labels = ListenerLabels { listener };
+        crate::listener::ListenerStats {
+            refused: self.connections_refused.get_or_create(&labels).clone(),
+            timed_out: self.connections_timed_out.get_or_create(&labels).clone(),
+        }
+    }
+
+    pub fn set_connections(&self, listener: &'static str, open: usize) {
+        self.connections
+            .get_or_create(&ListenerLabels { listener })
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
     }
 
     pub fn set_open_segment_files(&self, count: usize) {

@@ -210,6 +210,7 @@ impl Node {
         let coordinator = Coordinator::new(
             config.group_heartbeat_interval,
             config.group_session_timeout,
+            config.group_min_session_timeout..=config.group_max_session_timeout,
         );
         let incarnation = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -149,7 +149,9 @@ impl v1::weir_server::Weir for Service {
     ) -> Result<Response<v1::FetchResponse>, Status> {
         let mut timer = self.node.metrics.time("fetch");
         let r = request.into_inner();
-        let max_wait = Duration::from_millis(r.max_wait_ms.clamp(0, 60_000) as u64);
+        // A client may not hold a fetch longer than the broker allows.
+        let max_wait = Duration::from_millis(u64::try_from(r.max_wait_ms).unwrap_or(0))
+            .min(self.node.config.fetch_max_wait);
         let (slice, partition) = self
             .node
             .fetch(

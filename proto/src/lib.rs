@@ -80,10 +80,12 @@ pub enum Reason {
     ClusterAuthorizationFailed,
     /// The broker is starting: it has not applied the cluster's metadata yet. Retriable.
     BrokerStarting,
+    /// A member asked for a session timeout outside the broker's bounds.
+    InvalidSessionTimeout,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 33] = [
         Reason::UnknownTopic,
         Reason::InvalidTopic,
         Reason::TopicExists,
@@ -116,6 +118,7 @@ impl Reason {
         Reason::NotCoordinator,
         Reason::ClusterAuthorizationFailed,
         Reason::BrokerStarting,
+        Reason::InvalidSessionTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -152,6 +155,7 @@ impl Reason {
             Reason::NotCoordinator => "NOT_COORDINATOR",
             Reason::ClusterAuthorizationFailed => "CLUSTER_AUTHORIZATION_FAILED",
             Reason::BrokerStarting => "BROKER_STARTING",
+            Reason::InvalidSessionTimeout => "INVALID_SESSION_TIMEOUT",
         }
     }
 
@@ -193,6 +197,7 @@ impl Reason {
             | Reason::UnknownConfig
             | Reason::InvalidConfig
             | Reason::InvalidReplicationFactor
+            | Reason::InvalidSessionTimeout
             | Reason::InvalidRequest => tonic::Code::InvalidArgument,
         }
     }

@@ -473,3 +473,133 @@ async fn a_starting_broker_says_so_and_never_calls_an_existing_topic_unknown() {
     );
     println!("answers while starting: {answers:?}");
 }
+
+/// Whether the broker closes `stream` (a read ends) within `within`.
+fn closed_within(stream: &mut std::net::TcpStream, within: std::time::Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(within)).expect("read timeout");
+    let mut buffer = [0u8; 256];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn silent_and_surplus_connections_are_closed() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(
+        &dir.path().join("data"),
+        &[
+            "--connection-handshake-timeout",
+            "500ms",
+            "--max-connections",
+            "4",
+        ],
+    );
+    let seconds = std::time::Duration::from_secs(5);
+    // No HTTP/2 preface: closed at the handshake deadline.
+    let mut silent = std::net::TcpStream::connect(&broker.address).expect("connect");
+    assert!(
+        closed_within(&mut silent, seconds),
+        "a silent connection stays"
+    );
+    // An HTTP request whose headers never end.
+    let mut slow = std::net::TcpStream::connect(&broker.http_address).expect("connect");
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
+    assert!(
+        closed_within(&mut slow, seconds),
+        "unfinished headers hold a connection"
+    );
+    // Four connections past their handshake hold every place; a fifth is closed at once.
+    let held: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&broker.address).expect("connect");
+            stream
+                .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                .expect("preface");
+            stream
+        })
+        .collect();
+    let mut surplus = std::net::TcpStream::connect(&broker.address).expect("connect");
+    assert!(
+        closed_within(&mut surplus, seconds),
+        "a fifth connection is held"
+    );
+    drop(held);
+    let (_, metrics) = broker.http_get("/metrics");
+    assert!(
+        metrics.contains("weir_connections_refused_total{listener=\"grpc\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_connections_timed_out_total{listener=\"grpc\"} 1")
+            || metrics.contains("weir_connections_timed_out_total{listener=\"grpc\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbounded_client_values_meet_the_brokers_bounds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--fetch-max-wait", "1s"]);
+    weir_ok(&broker.address, &["topic", "create", "bounded"], "");
+    let endpoint = format!("http://{}", broker.address);
+    let mut groups = v1::groups_client::GroupsClient::connect(endpoint.clone())
+        .await
+        .expect("connect");
+    let refused = groups
+        .heartbeat(v1::GroupHeartbeatRequest {
+            group_id: "forever".into(),
+            member_id: String::new(),
+            member_epoch: 0,
+            topics: vec!["bounded".into()],
+            owned: Vec::new(),
+            session_timeout_ms: i32::MAX,
+        })
+        .await
+        .expect_err("a 24-day session");
+    assert_eq!(
+        Reason::of(&refused),
+        Some(Reason::InvalidSessionTimeout),
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("1800000"),
+        "{}",
+        refused.message()
+    );
+    // A fetch asking to wait 24 days is answered after the broker's own ceiling.
+    let mut weir = v1::weir_client::WeirClient::connect(endpoint)
+        .await
+        .expect("connect");
+    let answered = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        weir.fetch(v1::FetchRequest {
+            topic: "bounded".into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 1000,
+            min_bytes: 1,
+            max_wait_ms: i32::MAX,
+            current_leader_epoch: None,
+        }),
+    )
+    .await
+    .expect("answered within the broker's fetch ceiling, not the client's wish")
+    .expect("an empty answer");
+    assert!(answered.into_inner().record_batches.is_empty());
+}
