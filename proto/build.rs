@@ -9,6 +9,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure()
         .bytes(".")
+        // Bytes that are not the expected message are the sender's error (INVALID_ARGUMENT),
+        // not the server's (prost's codec says INTERNAL).
+        .codec_path("crate::codec::WeirCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -121,7 +121,7 @@ pub async fn register(node: &Node, stopped: &watch::Receiver<bool>) -> Option<Du
             }
             Err(status) => {
                 try_next_controller(node, at, &status);
-                tracing::warn!(error = %status.message(), "registration failed; retrying");
+                tracing::warn!(error = %weir_proto::status_text(&status), "registration failed; retrying");
                 tokio::time::sleep(RETRY).await;
             }
         }
@@ -158,7 +158,7 @@ pub async fn heartbeat(
             }
             Err(status) => {
                 try_next_controller(&node, at, &status);
-                tracing::debug!(error = %status.message(), "heartbeat failed");
+                tracing::debug!(error = %weir_proto::status_text(&status), "heartbeat failed");
             }
         }
     }
@@ -191,7 +191,7 @@ pub async fn watch_metadata(node: Arc<Node>, mut stopped: watch::Receiver<bool>)
                         Ok(None) => break,
                         Err(status) => {
                             try_next_controller(&node, at, &status);
-                            tracing::warn!(error = %status.message(), "metadata watch failed");
+                            tracing::warn!(error = %weir_proto::status_text(&status), "metadata watch failed");
                             break;
                         }
                     }
@@ -199,7 +199,7 @@ pub async fn watch_metadata(node: Arc<Node>, mut stopped: watch::Receiver<bool>)
             }
             Err(status) => {
                 try_next_controller(&node, at, &status);
-                tracing::debug!(error = %status.message(), "cannot watch the metadata yet")
+                tracing::debug!(error = %weir_proto::status_text(&status), "cannot watch the metadata yet")
             }
         }
         tokio::select! {
@@ -254,10 +254,10 @@ pub async fn propose_isr_changes(node: Arc<Node>, mut stopped: watch::Receiver<b
                         || status.code() == tonic::Code::Unavailable =>
                 {
                     try_next_controller(&node, at, &status);
-                    tracing::debug!(topic, partition = partition.index, error = %status.message(), "ISR change not made now")
+                    tracing::debug!(topic, partition = partition.index, error = %weir_proto::status_text(&status), "ISR change not made now")
                 }
                 Err(status) => {
-                    tracing::warn!(topic, partition = partition.index, error = %status.message(), "ISR change refused")
+                    tracing::warn!(topic, partition = partition.index, error = %weir_proto::status_text(&status), "ISR change refused")
                 }
             }
         }
@@ -308,7 +308,7 @@ pub async fn follow(
             {
                 Ok(response) => stream = Some((sender, response.into_inner())),
                 Err(status) => {
-                    tracing::debug!(topic, partition = partition.index, error = %status.message(), "cannot open the replica stream");
+                    tracing::debug!(topic, partition = partition.index, error = %weir_proto::status_text(&status), "cannot open the replica stream");
                     tokio::time::sleep(RETRY).await;
                     continue;
                 }
@@ -341,7 +341,7 @@ pub async fn follow(
                 continue;
             }
             Ok(Err(status)) => {
-                tracing::debug!(topic, partition = partition.index, error = %status.message(), "replica fetch failed");
+                tracing::debug!(topic, partition = partition.index, error = %weir_proto::status_text(&status), "replica fetch failed");
                 stream = None;
                 tokio::time::sleep(RETRY).await;
                 continue;

@@ -728,8 +728,8 @@ impl Node {
                 Ok(channel) => v1::weir_client::WeirClient::new(channel)
                     .list_offsets(request)
                     .await
-                    .map_err(|s| s.message().to_string()),
-                Err(e) => Err(e.to_string()),
+                    .map_err(|s| weir_proto::status_text(&s)),
+                Err(e) => Err(error_chain(&e)),
             };
             match answer {
                 Ok(answer) => {
@@ -1055,7 +1055,7 @@ impl Node {
     ///
     /// # Errors
     /// `UnknownPartition` for a partition the topic lacks, `InvalidRecord` for a header key
-    /// that is not UTF-8.
+    /// that is not UTF-8 or a negative timestamp.
     pub fn encode_records(
         &self,
         topic: &Topic,
@@ -1067,7 +1067,15 @@ impl Node {
             .map_or(0, |d| d.as_millis() as i64);
         let sticky = self.round_robin.fetch_add(1, Ordering::Relaxed) % count;
         let mut builders: BTreeMap<i32, BatchBuilder> = BTreeMap::new();
-        for record in records {
+        for (i, record) in records.iter().enumerate() {
+            if let Some(timestamp) = record.timestamp.filter(|t| *t < 0) {
+                return Err(Failure::new(
+                    Reason::InvalidRecord,
+                    format!(
+                        "record {i} has timestamp {timestamp}: a timestamp is milliseconds since the Unix epoch (0 or more), or absent for the broker's clock"
+                    ),
+                ));
+            }
             let partition = match (record.partition, &record.key) {
                 (Some(p), _) => p,
                 (None, Some(key)) => partition_for_key(key, count) as i32,
@@ -1298,7 +1306,10 @@ fn from_controller(status: &tonic::Status) -> Failure {
         {
             Failure::new(
                 Reason::NotController,
-                format!("the controller cannot be reached: {}", status.message()),
+                format!(
+                    "the controller cannot be reached: {}",
+                    weir_proto::status_text(status)
+                ),
             )
         }
         None => Failure::new(

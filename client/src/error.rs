@@ -24,21 +24,7 @@ impl From<tonic::Status> for ClientError {
         let reason = Reason::of(&status);
         // A transport failure's cause (connection refused, reset) is in the status's source:
         // kept, so a person reads why, once.
-        let mut message = if status.message().is_empty() {
-            format!("{:?}", status.code())
-        } else {
-            status.message().to_string()
-        };
-        if let Some(source) = std::error::Error::source(&status) {
-            // "tcp connect error" over "transport error: tcp connect error: Connection
-            // refused": the cause alone says it all, once.
-            let cause = weir_proto::error_chain(source);
-            message = if cause.contains(message.as_str()) {
-                cause
-            } else {
-                format!("{message}: {cause}")
-            };
-        }
+        let message = weir_proto::status_text(&status);
         ClientError::Broker {
             reason,
             code: status.code(),

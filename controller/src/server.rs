@@ -173,14 +173,16 @@ impl<S: MetadataStore> Controller<S> {
                 Ok(outcome)
             }
             Err(e @ StoreError::Conflict { .. }) => {
-                tracing::error!(error = %e, "fenced: another controller wrote the metadata");
+                tracing::error!(error = %weir_proto::Chain(&e), "fenced: another controller wrote the metadata");
                 inner.fenced = true;
-                Err(Reason::NotController.status(e.to_string()))
+                Err(Reason::NotController.status(weir_proto::error_chain(&e)))
             }
             Err(e) => {
-                tracing::error!(error = %e, "could not store the metadata");
-                Err(Reason::StorageError
-                    .status(format!("the controller could not store its decision: {e}")))
+                let why = weir_proto::error_chain(&e);
+                tracing::error!(error = %why, "could not store the metadata");
+                Err(Reason::StorageError.status(format!(
+                    "the controller could not store its decision: {why}"
+                )))
             }
         }
     }

@@ -184,7 +184,7 @@ impl Endpoint {
         let key = match clusters.get_opt(name).await {
             Ok(found) => found?.spec.rack?.topology_key,
             Err(e) => {
-                tracing::warn!(cluster, error = %e, "cannot read the Cluster for the broker's rack");
+                tracing::warn!(cluster, error = %weir_proto::Chain(&e), "cannot read the Cluster for the broker's rack");
                 return None;
             }
         };
@@ -194,7 +194,7 @@ impl Endpoint {
         let node = match pods.get_opt(&pod).await {
             Ok(found) => found?.spec?.node_name?,
             Err(e) => {
-                tracing::warn!(%pod, error = %e, "cannot read the broker's pod for its rack");
+                tracing::warn!(%pod, error = %weir_proto::Chain(&e), "cannot read the broker's pod for its rack");
                 return None;
             }
         };
@@ -203,7 +203,7 @@ impl Endpoint {
         match nodes.get_opt(&node).await {
             Ok(found) => found?.metadata.labels?.get(&key).cloned(),
             Err(e) => {
-                tracing::warn!(%node, error = %e, "cannot read the broker's node for its rack");
+                tracing::warn!(%node, error = %weir_proto::Chain(&e), "cannot read the broker's node for its rack");
                 None
             }
         }

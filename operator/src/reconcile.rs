@@ -145,7 +145,7 @@ impl Context {
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
-            tracing::warn!(error = %e, reason, "could not record an Event");
+            tracing::warn!(error = %weir_proto::Chain(&e), reason, "could not record an Event");
         }
     }
 }
@@ -213,10 +213,12 @@ async fn drain<T>(
             // The watch itself failed (RBAC, a missing CRD): nothing is reconciled until it
             // recovers, and only this says why.
             Err(e @ kube::runtime::controller::Error::QueueError(_)) => {
-                tracing::warn!(kind, error = %e, "cannot watch the resources")
+                tracing::warn!(kind, error = %weir_proto::Chain(&e), "cannot watch the resources")
             }
             // Failed reconciliations are logged by the error policy.
-            Err(e) => tracing::debug!(kind, error = %e, "reconciliation not done"),
+            Err(e) => {
+                tracing::debug!(kind, error = %weir_proto::Chain(&e), "reconciliation not done")
+            }
             Ok(_) => {}
         }
     }
@@ -233,7 +235,7 @@ fn error_policy<K: Resource<DynamicType = ()>>(
         _ => "ConsumerGroup",
     };
     context.metrics.failed(kind);
-    tracing::warn!(kind, name = %object.meta().name.clone().unwrap_or_default(), %error, "reconciliation failed; retrying");
+    tracing::warn!(kind, name = %object.meta().name.clone().unwrap_or_default(), error = %weir_proto::Chain(error), "reconciliation failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
 
@@ -449,7 +451,10 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
     let applied = match apply_objects(cluster, context, &objects, &namespace).await {
         Ok(applied) => applied,
         Err(e) => {
-            let message = format!("the cluster's objects could not be applied: {e}");
+            let message = format!(
+                "the cluster's objects could not be applied: {}",
+                weir_proto::error_chain(&e)
+            );
             report_failure(
                 context,
                 cluster,

@@ -14,11 +14,12 @@ pub mod v1 {
     tonic::include_proto!("weir.v1");
 }
 
+pub mod codec;
 pub mod partitioner;
 pub mod report;
 pub mod secret;
 
-pub use report::{Chain, error_chain};
+pub use report::{Chain, error_chain, status_text};
 pub use secret::{ClusterSecret, SECRET_HEADER};
 
 /// Batches a broker remembers per idempotent producer and partition, and so the most produce

@@ -38,6 +38,28 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     Chain(error).to_string()
 }
 
+/// A gRPC status for people: its message, and the cause of a transport failure (connection
+/// refused, reset) once ("tcp connect error" over "transport error: tcp connect error:
+/// Connection refused" is the latter alone).
+pub fn status_text(status: &tonic::Status) -> String {
+    let message = if status.message().is_empty() {
+        format!("{:?}", status.code())
+    } else {
+        status.message().to_string()
+    };
+    match std::error::Error::source(status) {
+        Some(source) => {
+            let cause = error_chain(source);
+            if cause.contains(message.as_str()) {
+                cause
+            } else {
+                format!("{message}: {cause}")
+            }
+        }
+        None => message,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -213,7 +213,7 @@ impl SyncState {
         match self.sync_dir() {
             Ok(()) => self.sync_sealed(sealed, next, dir),
             Err(error) => {
-                tracing::error!(dir = %dir.display(), %error, "sync of the log directory failed; the next flush tries again");
+                tracing::error!(dir = %dir.display(), error = &error as &dyn std::error::Error, "sync of the log directory failed; the next flush tries again");
             }
         }
     }
@@ -223,7 +223,7 @@ impl SyncState {
     /// point stays where it was, so a later flush or close syncs it or reports the error.
     fn sync_sealed(&self, sealed: &SealedFiles, next: i64, dir: &Path) {
         if let Err(error) = sealed.sync() {
-            tracing::error!(segment = %sealed.log_path.display(), error = %error, "background sync of a sealed segment failed");
+            tracing::error!(segment = %sealed.log_path.display(), error = &error as &dyn std::error::Error, "background sync of a sealed segment failed");
             return;
         }
         let older_pending = {
@@ -236,7 +236,7 @@ impl SyncState {
             self.flushed.fetch_max(next, Ordering::AcqRel);
         }
         if let Err(error) = self.write_checkpoint(dir) {
-            tracing::warn!(dir = %dir.display(), error = %error, "could not checkpoint the recovery point");
+            tracing::warn!(dir = %dir.display(), error = &error as &dyn std::error::Error, "could not checkpoint the recovery point");
         }
     }
 

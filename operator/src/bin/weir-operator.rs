@@ -224,7 +224,7 @@ async fn operate(options: Options) -> anyhow::Result<()> {
                 }
                 registry.set_leading(false, holder);
             }
-            Err(e) => tracing::warn!(error = %e, "could not reach the Lease"),
+            Err(e) => tracing::warn!(error = %weir_proto::Chain(&e), "could not reach the Lease"),
         }
         if term.is_some() && renewed.elapsed() > renew_deadline {
             tracing::warn!("could not renew the Lease in time: stepping down");
@@ -240,7 +240,7 @@ async fn operate(options: Options) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     step_down(&mut term, &registry, &metrics).await;
     if let Err(e) = elector.release().await {
-        tracing::warn!(error = %e, "could not release the Lease");
+        tracing::warn!(error = %weir_proto::Chain(&e), "could not release the Lease");
     }
     grpc_server.abort();
     http_server.abort();

@@ -255,6 +255,28 @@ async fn a_full_disk_is_a_clear_error_and_sigterm_still_stops_cleanly() {
             "round {round}: the cause is named: {}",
             refused.message
         );
+        // The last free blocks too, then a decision the controller cannot store says why,
+        // ENOSPC included.
+        {
+            use std::io::Write;
+            let mut filler = std::fs::File::create(disk.path.join("filler")).expect("filler");
+            while filler.write_all(&[0u8; 4096]).is_ok() {}
+        }
+        let output = crate::harness::weir(
+            &broker.address,
+            &["topic", "create", "another", "--api-timeout", "1s"],
+            "",
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("No space left on device"),
+            "round {round}: {stderr}"
+        );
+        assert!(
+            broker.log().contains("No space left on device"),
+            "the broker's log keeps the cause"
+        );
         // The broker still answers, and a SIGTERM stops it with exit code 0, not a signal.
         let client = Client::connect(&broker.address).await.expect("connect");
         client.describe_topic("full").await.expect("still serving");
@@ -602,4 +624,136 @@ async fn unbounded_client_values_meet_the_brokers_bounds() {
     .expect("answered within the broker's fetch ceiling, not the client's wish")
     .expect("an empty answer");
     assert!(answered.into_inner().record_batches.is_empty());
+}
+
+/// Sends raw bytes as a gRPC message to `path` and returns the status.
+async fn raw_call(address: &str, path: &'static str, body: &'static [u8]) -> tonic::Status {
+    #[derive(Debug, Clone, Default)]
+    struct Raw;
+    #[derive(Debug, Clone, Default)]
+    struct RawEncoder;
+    #[derive(Debug, Clone, Default)]
+    struct RawDecoder;
+    impl tonic::codec::Encoder for RawEncoder {
+        type Item = bytes::Bytes;
+        type Error = tonic::Status;
+        fn encode(
+            &mut self,
+            item: bytes::Bytes,
+            dst: &mut tonic::codec::EncodeBuf<'_>,
+        ) -> Result<(), tonic::Status> {
+            bytes::BufMut::put_slice(dst, &item);
+            Ok(())
+        }
+    }
+    impl tonic::codec::Decoder for RawDecoder {
+        type Item = bytes::Bytes;
+        type Error = tonic::Status;
+        fn decode(
+            &mut self,
+            src: &mut tonic::codec::DecodeBuf<'_>,
+        ) -> Result<Option<bytes::Bytes>, tonic::Status> {
+            let len = bytes::Buf::remaining(src);
+            Ok(Some(bytes::Buf::copy_to_bytes(src, len)))
+        }
+    }
+    impl tonic::codec::Codec for Raw {
+        type Encode = bytes::Bytes;
+        type Decode = bytes::Bytes;
+        type Encoder = RawEncoder;
+        type Decoder = RawDecoder;
+        fn encoder(&mut self) -> RawEncoder {
+            RawEncoder
+        }
+        fn decoder(&mut self) -> RawDecoder {
+            RawDecoder
+        }
+    }
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+        .expect("address")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    grpc.unary(
+        tonic::Request::new(bytes::Bytes::from_static(body)),
+        http::uri::PathAndQuery::from_static(path),
+        Raw,
+    )
+    .await
+    .expect_err("garbage is refused")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_the_senders_error_and_say_what_is_wrong() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    weir_ok(&broker.address, &["topic", "create", "stamped"], "");
+    // Not protobuf at all (a field with wire type 7).
+    let status = raw_call(
+        &broker.address,
+        "/weir.v1.Weir/Produce",
+        &[0xff, 0xff, 0xff, 0xff, 0x0f],
+    )
+    .await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(Reason::of(&status), Some(Reason::InvalidRequest));
+    assert!(
+        status.message().contains("ProduceRequest"),
+        "{}",
+        status.message()
+    );
+
+    // A negative timestamp in the per-record form is named as such.
+    let mut weir = v1::weir_client::WeirClient::connect(format!("http://{}", broker.address))
+        .await
+        .expect("connect");
+    let answer = weir
+        .produce(v1::ProduceRequest {
+            topic: "stamped".into(),
+            acks: v1::Acks::Leader as i32,
+            batches: Vec::new(),
+            records: vec![v1::ProduceRecord {
+                value: Some(bytes::Bytes::from_static(b"x")),
+                timestamp: Some(-5),
+                ..Default::default()
+            }],
+        })
+        .await;
+    let status = answer.expect_err("a negative timestamp");
+    assert_eq!(Reason::of(&status), Some(Reason::InvalidRecord));
+    assert!(
+        status.message().contains("timestamp -5"),
+        "{}",
+        status.message()
+    );
+}
+
+#[test]
+fn a_misspelt_variable_stops_the_broker_and_every_setting_has_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_weir-broker-under-test"))
+        .args(["--data-dir", &dir.path().join("data").display().to_string()])
+        .env("WEIR_RETENTION_CHECK_INTERVL", "1s")
+        .output()
+        .expect("run the broker");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("WEIR_RETENTION_CHECK_INTERVL"), "{stderr}");
+    assert!(
+        stderr.contains("WEIR_RETENTION_CHECK_INTERVAL"),
+        "the real ones are listed: {stderr}"
+    );
+    // The variable the README promised works, and logs off a terminal carry no colour.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_weir-broker-under-test"))
+        .args(["--data-dir", &dir.path().join("data").display().to_string()])
+        .env("WEIR_RETENTION_CHECK_INTERVAL", "soon")
+        .output()
+        .expect("run the broker");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("retention_check_interval"), "{stderr}");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    assert!(!broker.log().contains('\u{1b}'), "ANSI codes in a log file");
 }

@@ -368,13 +368,17 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
         .iter()
         .find(|o| o.identity != leader)
         .expect("two operators");
-    let refused = call(follower.grpc.clone(), Some("default/main")).await;
+    // (The follower learns the holder's name at its next look at the Lease.)
+    let refused = wait_for("the follower names the holder", &logs, || async {
+        let refused = call(follower.grpc.clone(), Some("default/main")).await;
+        refused.message().contains(&leader).then_some(refused)
+    })
+    .await;
     assert_eq!(
         weir_proto::Reason::of(&refused),
         Some(weir_proto::Reason::NotController),
         "{refused:?}"
     );
-    assert!(refused.message().contains(&leader), "{refused:?}");
     let holding = operators
         .iter()
         .find(|o| o.identity == leader)
