@@ -88,10 +88,10 @@ impl Coordinator {
             for batch in batch::batches(&slice.bytes) {
                 let (_, batch) = batch?;
                 for record in batch.records()? {
-                    let (Some(key), Some(value)) = (record.key, record.value) else {
+                    let Some(key) = record.key else {
                         continue;
                     };
-                    apply(&mut loaded, key, value);
+                    apply(&mut loaded, key, record.value);
                     records += 1;
                 }
             }
@@ -195,7 +195,7 @@ impl Coordinator {
             (answer, changed, before)
         };
         if let Some(epoch) = new_epoch {
-            let record = vec![(format!("g/{}", request.group_id), epoch.to_string())];
+            let record = vec![(format!("g/{}", request.group_id), Some(epoch.to_string()))];
             if let Err(failure) = self.persist(node, &request.group_id, record).await {
                 // The member was told nothing: the group goes back to what it was.
                 lock(&self.groups).insert(request.group_id.clone(), before);
@@ -253,7 +253,7 @@ impl Coordinator {
             .map(|c| {
                 (
                     format!("o/{group_id}/{}/{}", c.topic, c.partition),
-                    c.offset.to_string(),
+                    Some(c.offset.to_string()),
                 )
             })
             .collect();
@@ -406,6 +406,41 @@ impl Coordinator {
     ///
     /// # Errors
     /// `GroupNotEmpty`, `UnknownTopic`, `StorageError`.
+    /// Deletes a group without members: tombstones for its epoch and every committed offset
+    /// in `__consumer_offsets`, then the group is forgotten here.
+    ///
+    /// # Errors
+    /// `UnknownGroup`, `GroupNotEmpty`, `StorageError`.
+    pub async fn delete(&self, node: &Node, group_id: &str) -> Result<(), Failure> {
+        let _one_at_a_time = self.serial.lock().await;
+        let keys: Vec<(String, Option<String>)> = {
+            let groups = lock(&self.groups);
+            let group = known(&groups, group_id)?;
+            if !group.members.is_empty() {
+                return Err(Failure::new(
+                    Reason::GroupNotEmpty,
+                    format!(
+                        "group {group_id:?} has {} members; stop them before deleting it",
+                        group.members.len()
+                    ),
+                ));
+            }
+            std::iter::once(format!("g/{group_id}"))
+                .chain(
+                    group
+                        .offsets
+                        .keys()
+                        .map(|(topic, partition)| format!("o/{group_id}/{topic}/{partition}")),
+                )
+                .map(|key| (key, None))
+                .collect()
+        };
+        self.persist(node, group_id, keys).await?;
+        lock(&self.groups).remove(group_id);
+        tracing::info!(group = group_id, "group deleted");
+        Ok(())
+    }
+
     pub async fn reset(
         &self,
         node: &Node,
@@ -498,7 +533,7 @@ impl Coordinator {
         &self,
         node: &Node,
         group_id: &str,
-        records: Vec<(String, String)>,
+        records: Vec<(String, Option<String>)>,
     ) -> Result<(), Failure> {
         let topic = node.topic(OFFSETS_TOPIC)?;
         let partition =
@@ -511,7 +546,7 @@ impl Coordinator {
             builder.push(&Record {
                 timestamp: now,
                 key: Some(key.as_bytes()),
-                value: Some(value.as_bytes()),
+                value: value.as_deref().map(str::as_bytes),
                 headers: Vec::new(),
             });
         }
@@ -527,9 +562,17 @@ impl Coordinator {
     }
 }
 
-/// Applies one `__consumer_offsets` record.
-fn apply(groups: &mut BTreeMap<String, Group>, key: &[u8], value: &[u8]) {
-    let (Ok(key), Ok(value)) = (std::str::from_utf8(key), std::str::from_utf8(value)) else {
+/// Applies one `__consumer_offsets` record; a record without a value (a tombstone) removes
+/// what its key names (the group's epoch, or one committed offset).
+fn apply(groups: &mut BTreeMap<String, Group>, key: &[u8], value: Option<&[u8]>) {
+    let Ok(key) = std::str::from_utf8(key) else {
+        return;
+    };
+    let Some(value) = value else {
+        forget(groups, key);
+        return;
+    };
+    let Ok(value) = std::str::from_utf8(value) else {
         return;
     };
     let mut parts = key.splitn(2, '/');
@@ -563,6 +606,39 @@ fn apply(groups: &mut BTreeMap<String, Group>, key: &[u8], value: &[u8]) {
     }
 }
 
+/// Applies a tombstone: the group goes once neither its epoch nor any offset is left.
+fn forget(groups: &mut BTreeMap<String, Group>, key: &str) {
+    let mut parts = key.splitn(2, '/');
+    let group = match (parts.next(), parts.next()) {
+        (Some("g"), Some(group)) => {
+            if let Some(entry) = groups.get_mut(group) {
+                entry.epoch = 0;
+                entry.target_epoch = 0;
+            }
+            group.to_string()
+        }
+        (Some("o"), Some(rest)) => {
+            let mut fields = rest.rsplitn(3, '/');
+            let (Some(partition), Some(topic), Some(group)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return;
+            };
+            if let (Some(entry), Ok(partition)) = (groups.get_mut(group), partition.parse()) {
+                entry.offsets.remove(&(topic.to_string(), partition));
+            }
+            group.to_string()
+        }
+        _ => return,
+    };
+    if groups
+        .get(&group)
+        .is_some_and(|g| g.epoch == 0 && g.offsets.is_empty() && g.members.is_empty())
+    {
+        groups.remove(&group);
+    }
+}
+
 fn flatten(partitions: &[v1::TopicPartitions]) -> Vec<TopicPartition> {
     partitions
         .iter()
@@ -591,13 +667,28 @@ mod tests {
     #[test]
     fn records_replay_into_offsets_and_epochs() {
         let mut groups = BTreeMap::new();
-        apply(&mut groups, b"g/billing", b"7");
-        apply(&mut groups, b"o/billing/orders/3", b"42");
-        apply(&mut groups, b"o/a/b/c/orders/0", b"5");
-        apply(&mut groups, b"o/billing/orders/3", b"43");
-        apply(&mut groups, b"junk", b"1");
+        apply(&mut groups, b"g/billing", Some(b"7"));
+        apply(&mut groups, b"o/billing/orders/3", Some(b"42"));
+        apply(&mut groups, b"o/a/b/c/orders/0", Some(b"5"));
+        apply(&mut groups, b"o/billing/orders/3", Some(b"43"));
+        apply(&mut groups, b"junk", Some(b"1"));
         assert_eq!(groups["billing"].epoch, 7);
         assert_eq!(groups["billing"].offsets[&("orders".to_string(), 3)], 43);
         assert_eq!(groups["a/b/c"].offsets[&("orders".to_string(), 0)], 5);
+    }
+
+    #[test]
+    fn tombstones_delete_a_group_on_replay() {
+        let mut groups = BTreeMap::new();
+        apply(&mut groups, b"g/gone", Some(b"3"));
+        apply(&mut groups, b"o/gone/orders/0", Some(b"10"));
+        apply(&mut groups, b"o/gone/orders/1", Some(b"11"));
+        apply(&mut groups, b"o/kept/orders/0", Some(b"1"));
+        apply(&mut groups, b"o/gone/orders/0", None);
+        assert!(groups.contains_key("gone"), "one offset left");
+        apply(&mut groups, b"g/gone", None);
+        apply(&mut groups, b"o/gone/orders/1", None);
+        assert!(!groups.contains_key("gone"));
+        assert_eq!(groups["kept"].offsets.len(), 1);
     }
 }

@@ -520,6 +520,24 @@ impl v1::groups_server::Groups for Service {
         Ok(Response::new(description))
     }
 
+    async fn delete_group(
+        &self,
+        request: Request<v1::DeleteGroupRequest>,
+    ) -> Result<Response<v1::DeleteGroupResponse>, Status> {
+        let mut timer = self.node.metrics.time("delete_group");
+        let group = request.into_inner().group_id;
+        self.node
+            .group_coordinator(&group)
+            .await
+            .map_err(|f| failed(&mut timer, f))?;
+        self.node
+            .coordinator
+            .delete(&self.node, &group)
+            .await
+            .map_err(|f| failed(&mut timer, f))?;
+        Ok(Response::new(v1::DeleteGroupResponse {}))
+    }
+
     async fn reset_offsets(
         &self,
         request: Request<v1::ResetOffsetsRequest>,

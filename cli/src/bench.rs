@@ -37,8 +37,12 @@ pub enum BenchCommand {
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
-    #[arg(long)]
-    topic: String,
+    /// The topic (made with --partitions when it does not exist).
+    #[arg(required_unless_present = "topic_flag")]
+    topic: Option<String>,
+    /// The topic, as earlier versions took it.
+    #[arg(long = "topic", hide = true, conflicts_with = "topic")]
+    topic_flag: Option<String>,
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     #[arg(long, default_value_t = 100)]
@@ -63,22 +67,33 @@ pub struct BenchArgs {
     /// anyway while requests are in flight).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0ms")]
     linger: Duration,
-    #[arg(long, value_enum, default_value_t = Output::Text)]
+    /// text (for people) or json (for scripts).
+    #[arg(long = "format", alias = "output", value_enum, default_value_t = Output::Text)]
     output: Output,
 }
 
+impl BenchArgs {
+    /// The topic, given positionally or with `--topic` (clap requires one).
+    fn topic(&self) -> &str {
+        self.topic.as_deref().unwrap_or_default()
+    }
+}
+
 pub async fn run(client: &Client, command: BenchCommand) -> anyhow::Result<ExitCode> {
-    let (mode, args) = match command {
+    let (mode, mut args) = match command {
         BenchCommand::Produce(a) => ("produce", a),
         BenchCommand::Consume(a) => ("consume", a),
         BenchCommand::EndToEnd(a) => ("end-to-end", a),
     };
+    if let Some(topic) = args.topic_flag.take() {
+        args.topic = Some(topic);
+    }
     if args.record_size < 8 && mode == "end-to-end" {
         anyhow::bail!(
             "end-to-end needs --record-size of at least 8 bytes (the send time travels in the record)"
         );
     }
-    ensure_topic(client, &args.topic, args.partitions).await?;
+    ensure_topic(client, args.topic(), args.partitions).await?;
     let progress = Arc::new(AtomicU64::new(0));
     let ticker = tokio::spawn(show_progress(mode, Arc::clone(&progress), args.records));
     let started = Instant::now();
@@ -148,11 +163,8 @@ async fn produce(
     for index in 0..producers {
         let share = args.records / producers + u64::from(index < args.records % producers);
         let producer = Producer::new(client.clone(), config.clone());
-        let (topic, size, progress): (Arc<str>, _, _) = (
-            args.topic.as_str().into(),
-            args.record_size,
-            Arc::clone(progress),
-        );
+        let (topic, size, progress): (Arc<str>, _, _) =
+            (args.topic().into(), args.record_size, Arc::clone(progress));
         let rate = args.rate.map(|r| (r as f64 / producers as f64).max(1.0));
         tasks.spawn(async move {
             // One message per batch: its first delivery, the sampled send times, the records.
@@ -232,7 +244,7 @@ async fn consume_setup(
         max_bytes: 8 << 20,
         max_wait: Duration::from_millis(200),
     };
-    Ok(Consumer::assign(client.clone(), &args.topic, None, start, config).await?)
+    Ok(Consumer::assign(client.clone(), args.topic(), None, start, config).await?)
 }
 
 async fn consume(
@@ -321,7 +333,7 @@ fn report(
             "{}",
             json!({
                 "mode": mode,
-                "topic": args.topic,
+                "topic": args.topic(),
                 "records": args.records,
                 "record_size": args.record_size,
                 "producers": args.producers,

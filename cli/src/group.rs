@@ -23,15 +23,19 @@ pub enum ResetTo {
 pub enum GroupCommand {
     /// List consumer groups.
     List {
-        #[arg(long, value_enum, default_value_t = Output::Text)]
+        /// text (a table for people) or json (for scripts).
+        #[arg(long = "format", alias = "output", value_enum, default_value_t = Output::Text)]
         output: Output,
     },
     /// A group's state, members, and per partition its committed offset, end and lag.
     Describe {
         group: String,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
+        /// text (a table for people) or json (for scripts).
+        #[arg(long = "format", alias = "output", value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Delete a group without members, and its committed offsets.
+    Delete { group: String },
     /// Move a group's committed offsets of a topic (the group must have no members).
     ResetOffsets {
         group: String,
@@ -71,6 +75,10 @@ pub async fn run(client: &Client, command: GroupCommand) -> anyhow::Result<ExitC
                 Output::Json => outln!("{}", group_json(&description)),
                 Output::Text => print_group(&description)?,
             }
+        }
+        GroupCommand::Delete { group } => {
+            client.delete_group(&group).await?;
+            eprintln!("deleted group {group}");
         }
         GroupCommand::ResetOffsets {
             group,

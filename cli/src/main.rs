@@ -13,6 +13,7 @@ macro_rules! outln {
 
 mod bench;
 mod consume;
+mod format;
 mod group;
 mod produce;
 mod topic;

@@ -18,7 +18,8 @@ pub enum TopicCommand {
         /// Partitions [default: the broker's default_partitions].
         #[arg(long, default_value_t = 0)]
         partitions: i32,
-        #[arg(long, default_value_t = 1)]
+        /// Replicas of each partition [default: the broker's default_replication_factor].
+        #[arg(long, default_value_t = 0)]
         replication_factor: i32,
         /// A topic config, Kafka's keys: --config retention.ms=3600000 (repeatable).
         #[arg(long = "config", value_parser = key_value)]
@@ -57,7 +58,8 @@ pub enum TopicCommand {
 
 #[derive(Args)]
 pub struct OutputArg {
-    #[arg(long, value_enum, default_value_t = Output::Text)]
+    /// text (a table for people) or json (for scripts).
+    #[arg(long = "format", alias = "output", value_enum, default_value_t = Output::Text)]
     output: Output,
 }
 

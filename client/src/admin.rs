@@ -219,6 +219,22 @@ impl Client {
         Ok(answer)
     }
 
+    /// Deletes a group without members and its committed offsets.
+    ///
+    /// # Errors
+    /// The broker's error: `UNKNOWN_GROUP`, `GROUP_NOT_EMPTY`.
+    pub async fn delete_group(&self, group: &str) -> Result<(), ClientError> {
+        let request = v1::DeleteGroupRequest {
+            group_id: group.to_string(),
+        };
+        self.with_coordinator(group, |mut c| {
+            let request = request.clone();
+            async move { c.delete_group(request).await }
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Calls the group's coordinator, finding it again when it moved, and trying again (as
     /// the retry policy says) while it is unreachable.
     pub(crate) async fn with_coordinator<T, F, Fut>(

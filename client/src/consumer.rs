@@ -18,6 +18,8 @@ pub enum StartAt {
     /// The high watermark: only records produced from now on.
     Latest,
     Offset(i64),
+    /// This many records before the high watermark (never before the log start).
+    FromEnd(u64),
     /// The first record at or after this timestamp (ms since the Unix epoch).
     Timestamp(i64),
 }
@@ -86,42 +88,60 @@ impl Consumer {
                 "topic {topic:?} has {count} partitions; there is no partition {bad}"
             )));
         }
-        let spec = match start {
-            StartAt::Earliest => Some((v1::OffsetSpec::Earliest, 0)),
-            StartAt::Latest => Some((v1::OffsetSpec::Latest, 0)),
-            StartAt::Timestamp(t) => Some((v1::OffsetSpec::Timestamp, t)),
-            StartAt::Offset(_) => None,
-        };
-        let positions = match (start, spec) {
-            (StartAt::Offset(offset), _) => partitions.iter().map(|&p| (p, offset)).collect(),
-            (_, Some((spec, timestamp))) => {
-                let offsets = client
+        let offsets_of = |spec, timestamp| {
+            let client = client.clone();
+            let partitions = partitions.clone();
+            async move {
+                let listed = client
                     .list_partition_offsets(topic, &partitions, spec, timestamp)
                     .await?;
-                let latest = if spec == v1::OffsetSpec::Timestamp {
-                    client
-                        .list_partition_offsets(topic, &partitions, v1::OffsetSpec::Latest, 0)
-                        .await?
+                Ok::<_, ClientError>(
+                    listed
+                        .into_iter()
+                        .map(|o| (o.partition, o.offset))
+                        .collect::<BTreeMap<i32, Option<i64>>>(),
+                )
+            }
+        };
+        let positions: BTreeMap<i32, i64> = match start {
+            StartAt::Offset(offset) => partitions.iter().map(|&p| (p, offset)).collect(),
+            StartAt::Earliest | StartAt::Latest => {
+                let spec = if start == StartAt::Earliest {
+                    v1::OffsetSpec::Earliest
                 } else {
-                    Vec::new()
+                    v1::OffsetSpec::Latest
                 };
+                let offsets = offsets_of(spec, 0).await?;
+                partitions
+                    .iter()
+                    .map(|&p| (p, offsets.get(&p).copied().flatten().unwrap_or(0)))
+                    .collect()
+            }
+            StartAt::FromEnd(back) => {
+                let starts = offsets_of(v1::OffsetSpec::Earliest, 0).await?;
+                let ends = offsets_of(v1::OffsetSpec::Latest, 0).await?;
                 partitions
                     .iter()
                     .map(|&p| {
-                        let found = offsets
-                            .iter()
-                            .find(|o| o.partition == p)
-                            .and_then(|o| o.offset);
-                        // No record at or after the timestamp: start at the end.
-                        let end = latest
-                            .iter()
-                            .find(|o| o.partition == p)
-                            .and_then(|o| o.offset);
-                        (p, found.or(end).unwrap_or(0))
+                        let start = starts.get(&p).copied().flatten().unwrap_or(0);
+                        let end = ends.get(&p).copied().flatten().unwrap_or(0);
+                        let back = i64::try_from(back).unwrap_or(i64::MAX);
+                        (p, end.saturating_sub(back).max(start))
                     })
                     .collect()
             }
-            (_, None) => unreachable!("every other start has a spec"),
+            StartAt::Timestamp(timestamp) => {
+                let found = offsets_of(v1::OffsetSpec::Timestamp, timestamp).await?;
+                let ends = offsets_of(v1::OffsetSpec::Latest, 0).await?;
+                partitions
+                    .iter()
+                    .map(|&p| {
+                        // No record at or after the timestamp: start at the end.
+                        let end = ends.get(&p).copied().flatten();
+                        (p, found.get(&p).copied().flatten().or(end).unwrap_or(0))
+                    })
+                    .collect()
+            }
         };
         Ok(Consumer {
             client,
@@ -240,7 +260,9 @@ impl Consumer {
                     }
                     Err(e) => Err(e),
                 };
-                fetched.map(tonic::Response::into_inner)
+                fetched
+                    .map(tonic::Response::into_inner)
+                    .map_err(|e| e.in_partition(&topic, partition))
             });
         }
         fetches

@@ -11,6 +11,10 @@ pub enum ClientError {
         code: tonic::Code,
         message: String,
     },
+    /// The call failed on the way (connection refused, reset, closed by a stopping broker):
+    /// trying again may pass.
+    #[error("{message}")]
+    Transport { code: tonic::Code, message: String },
     #[error("the broker sent an invalid record batch")]
     InvalidBatch(#[from] weir_record::InvalidBatch),
     #[error("{0}")]
@@ -25,6 +29,13 @@ impl From<tonic::Status> for ClientError {
         // A transport failure's cause (connection refused, reset) is in the status's source:
         // kept, so a person reads why, once.
         let message = weir_proto::status_text(&status);
+        // A status the server sent has no source; one with a source is the transport's.
+        if reason.is_none() && std::error::Error::source(&status).is_some() {
+            return ClientError::Transport {
+                code: status.code(),
+                message,
+            };
+        }
         ClientError::Broker {
             reason,
             code: status.code(),
@@ -34,6 +45,27 @@ impl From<tonic::Status> for ClientError {
 }
 
 impl ClientError {
+    /// The same error, its message naming the partition it is about (`orders-2: ...`), for
+    /// calls that span several partitions.
+    pub fn in_partition(self, topic: &str, partition: i32) -> ClientError {
+        match self {
+            ClientError::Broker {
+                reason,
+                code,
+                message,
+            } => ClientError::Broker {
+                reason,
+                code,
+                message: format!("{topic}-{partition}: {message}"),
+            },
+            ClientError::Transport { code, message } => ClientError::Transport {
+                code,
+                message: format!("{topic}-{partition}: {message}"),
+            },
+            other => other,
+        }
+    }
+
     /// The broker's reason, when it gave one.
     pub fn reason(&self) -> Option<Reason> {
         match self {
@@ -62,6 +94,7 @@ impl ClientError {
                         | Reason::BrokerStarting
                 )
             }
+            ClientError::Transport { .. } => true,
             ClientError::Broker {
                 reason: None, code, ..
             } => {

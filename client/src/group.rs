@@ -156,6 +156,7 @@ impl GroupConsumer {
                 current_leader_epoch: None,
             };
             let topic = Arc::clone(topic);
+            let partition = *partition;
             fetches.spawn(async move {
                 let fetched = match client.leader(&topic, request.partition).await {
                     Ok(mut leader) => {
@@ -169,6 +170,7 @@ impl GroupConsumer {
                     }
                     Err(e) => Err(e),
                 };
+                let fetched = fetched.map_err(|e| e.in_partition(&topic, partition));
                 (topic, fetched)
             });
         }

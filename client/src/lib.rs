@@ -29,7 +29,7 @@ use weir_proto::v1::weir_client::WeirClient;
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartAt, decode};
 pub use error::ClientError;
 pub use group::{GroupConfig, GroupConsumer};
-pub use producer::{Acks, Delivery, Producer, ProducerConfig, ProducerRecord};
+pub use producer::{Acks, Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 pub use retry::{Retry, RetryPolicy};
 pub use weir_proto::Reason;
 

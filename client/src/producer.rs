@@ -277,12 +277,14 @@ impl Producer {
         let limits = inner.client.topic_limits(&record.topic).await?;
         let count = limits.partitions;
         let size = record_size(&record);
-        if weir_record::batch::HEADER_LEN + size > limits.max_batch_size {
+        // The broker's own rule: a batch of this record alone must fit max.message.bytes.
+        let alone = weir_record::batch::HEADER_LEN + size;
+        if alone > limits.max_batch_size {
             return Err(ClientError::Broker {
                 reason: Some(Reason::RecordTooLarge),
                 code: tonic::Code::InvalidArgument,
                 message: format!(
-                    "a record of about {size} bytes is larger than max.message.bytes ({}) of topic {:?}",
+                    "a record of {alone} bytes (in a batch of its own) is larger than max.message.bytes ({}) of topic {:?}",
                     limits.max_batch_size, record.topic
                 ),
             });
@@ -324,11 +326,11 @@ impl Producer {
                 let lane = inner.lane(&mut lanes, &record.topic, partition);
                 // Seal before a record that would carry the batch past batch_size, so batches
                 // stay under the broker's max.message.bytes when batch_size does.
-                if lane
-                    .open
-                    .as_ref()
-                    .is_some_and(|b| !b.builder.is_empty() && b.builder.size() + size > batch_size)
-                {
+                if lane.open.as_ref().is_some_and(|b| {
+                    // In a batch with others, its offset and timestamp deltas take up to
+                    // 15 more bytes than alone.
+                    !b.builder.is_empty() && b.builder.size() + size + 15 > batch_size
+                }) {
                     inner.seal(lane, &record.topic, partition);
                 }
                 let next_sequence = lane.next_sequence;
@@ -784,16 +786,24 @@ async fn send_loop(inner: Arc<Inner>, topic: Arc<str>, partition: i32, wake: Arc
     }
 }
 
-/// An upper bound of a record's encoded size: its bytes plus the largest varints and fields.
+/// A record's exact size in a batch of its own, the size the broker checks against
+/// `max.message.bytes` for a record alone.
 fn record_size(record: &ProducerRecord) -> usize {
-    let bytes = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len) + 5;
-    32 + bytes(&record.key)
-        + bytes(&record.value)
-        + record
-            .headers
-            .iter()
-            .map(|(k, v)| k.len() + 5 + bytes(v))
-            .sum::<usize>()
+    let headers = record
+        .headers
+        .iter()
+        .map(|(k, v)| Header {
+            key: k,
+            value: v.as_deref(),
+        })
+        .collect();
+    Record {
+        timestamp: 0,
+        key: record.key.as_deref(),
+        value: record.value.as_deref(),
+        headers,
+    }
+    .encoded_len(0, 0)
 }
 
 /// Where keyless records of a topic start, so that producers do not all pile onto partition 0.

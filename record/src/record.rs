@@ -130,6 +130,13 @@ impl Record<'_> {
         }
     }
 
+    /// The bytes this record takes in a batch, at the given deltas (the first record of a
+    /// batch has both at 0): the batch of it alone is [`crate::batch::HEADER_LEN`] more.
+    pub fn encoded_len(&self, offset_delta: i32, timestamp_delta: i64) -> usize {
+        let body = self.body_len(offset_delta, timestamp_delta);
+        varlong_len(body as i64) + body
+    }
+
     fn body_len(&self, offset_delta: i32, timestamp_delta: i64) -> usize {
         1 + varlong_len(timestamp_delta)
             + varlong_len(i64::from(offset_delta))

@@ -13,6 +13,7 @@ use weir_client::{
 };
 use weir_proto::partitioner::partition_for_key;
 use weir_proto::v1;
+mod cli;
 mod groups;
 mod hardening;
 mod harness;
