@@ -3,7 +3,7 @@
 //! Nothing here reads a clock or does I/O: liveness deadlines are the runtime's, which calls
 //! [`ClusterState::broker_lost`] when one passes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::ControllerError;
 use crate::model::{Broker, BrokerId, ClusterState, PartitionState, Topic};
@@ -102,6 +102,48 @@ impl ClusterState {
                 }
                 partition.partition_epoch += 1;
                 changed.push((topic.name.clone(), index as i32));
+            }
+        }
+        changed
+    }
+
+    /// Moves leadership back to preferred replicas (the first of each replica list) that
+    /// are alive and in sync, for every broker whose share of its preferred partitions led
+    /// by others is above `threshold` (Kafka's `auto.leader.rebalance.enable` with
+    /// `leader.imbalance.per.broker.percentage` / 100). After a failover, leadership stays
+    /// where it fell until this puts it back, so load returns to the placement's balance.
+    pub fn rebalance_leaders(&mut self, threshold: f64) -> Vec<PartitionRef> {
+        let alive: BTreeSet<BrokerId> = self.alive_brokers().map(|b| b.id).collect();
+        let mut preferred: BTreeMap<BrokerId, (usize, usize)> = BTreeMap::new();
+        for partition in self.topics.values().flat_map(|t| &t.partitions) {
+            if let Some(&first) = partition.replicas.first() {
+                let entry = preferred.entry(first).or_default();
+                entry.0 += 1;
+                entry.1 += usize::from(partition.leader != Some(first));
+            }
+        }
+        let imbalanced: BTreeSet<BrokerId> = preferred
+            .into_iter()
+            .filter(|(id, (total, elsewhere))| {
+                alive.contains(id) && *elsewhere as f64 > threshold * *total as f64
+            })
+            .map(|(id, _)| id)
+            .collect();
+        let mut changed = Vec::new();
+        for topic in self.topics.values_mut() {
+            for (index, partition) in topic.partitions.iter_mut().enumerate() {
+                let Some(&first) = partition.replicas.first() else {
+                    continue;
+                };
+                let eligible = imbalanced.contains(&first)
+                    && partition.isr.contains(&first)
+                    && partition.leader != Some(first);
+                if eligible {
+                    partition.leader = Some(first);
+                    partition.leader_epoch += 1;
+                    partition.partition_epoch += 1;
+                    changed.push((topic.name.clone(), index as i32));
+                }
             }
         }
         changed
@@ -770,5 +812,45 @@ mod tests {
             assert!(matches!(refused, Err(ControllerError::InternalTopic(_))));
         }
         assert!(state.topics.contains_key(OFFSETS_TOPIC));
+    }
+
+    #[test]
+    fn leadership_returns_to_preferred_replicas_once_they_are_in_sync() {
+        let mut state = three();
+        let before: Vec<Option<BrokerId>> = (0..3).map(|i| p(&state, i).leader).collect();
+        let lost = before[0].expect("a leader");
+        state.broker_lost(lost);
+        assert_ne!(p(&state, 0).leader, Some(lost));
+        // Back, but not in sync yet: nothing moves.
+        state.register(lost, format!("127.0.0.1:{}", 9000 + lost), None, 2);
+        assert!(state.rebalance_leaders(0.1).is_empty());
+        // In sync again: its partitions come back, at the next leader epoch.
+        for i in 0..3 {
+            let part = p(&state, i);
+            let mut isr = part.isr.clone();
+            isr.push(lost);
+            let leader = part.leader.expect("led");
+            state
+                .alter_isr(
+                    "t",
+                    i,
+                    leader,
+                    part.leader_epoch,
+                    part.partition_epoch,
+                    &isr,
+                )
+                .expect("expand");
+        }
+        let epoch = p(&state, 0).leader_epoch;
+        let moved = state.rebalance_leaders(0.1);
+        assert_eq!(moved, [("t".to_string(), 0)]);
+        assert_eq!(p(&state, 0).leader, Some(lost));
+        assert_eq!(p(&state, 0).leader_epoch, epoch + 1);
+        let after: Vec<Option<BrokerId>> = (0..3).map(|i| p(&state, i).leader).collect();
+        assert_eq!(after, before);
+        assert!(
+            state.rebalance_leaders(0.1).is_empty(),
+            "balanced: nothing more"
+        );
     }
 }

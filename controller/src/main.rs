@@ -24,6 +24,14 @@ struct Args {
     /// A broker without a heartbeat for this long is dead, and its partitions get new leaders.
     #[arg(long, env = "WEIR_SESSION_TIMEOUT", value_parser = humantime::parse_duration, default_value = "3s")]
     session_timeout: Duration,
+    /// How often leadership moves back to preferred replicas that are in sync again
+    /// (Kafka's auto.leader.rebalance.enable); 0 turns it off.
+    #[arg(long, env = "WEIR_LEADER_REBALANCE_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
+    leader_rebalance_interval: Duration,
+    /// The share (0 to 1) of a broker's preferred partitions led elsewhere that starts the
+    /// move (Kafka's leader.imbalance.per.broker.percentage / 100).
+    #[arg(long, env = "WEIR_LEADER_IMBALANCE_THRESHOLD", default_value_t = 0.1)]
+    leader_imbalance_threshold: f64,
     /// A file holding the cluster secret brokers must present (give them the same file).
     /// Without it, one is made at `<data-dir>/cluster-secret` on first start and kept.
     #[arg(long, env = "WEIR_CLUSTER_SECRET_FILE")]
@@ -95,6 +103,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         heartbeat_interval: args.heartbeat_interval,
         session_timeout: args.session_timeout,
         takeover_grace: std::time::Duration::ZERO,
+        leader_rebalance_interval: (!args.leader_rebalance_interval.is_zero())
+            .then_some(args.leader_rebalance_interval),
+        leader_imbalance_threshold: args.leader_imbalance_threshold,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

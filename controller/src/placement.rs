@@ -13,12 +13,18 @@ struct Load {
     replicas: usize,
 }
 
+/// How often each broker stands at each position of a replica list: the second position is
+/// who takes over when the preferred leader fails, so it must rotate as evenly as the first.
+type Positions = BTreeMap<(BrokerId, usize), usize>;
+
 /// Replica lists for `partitions` new partitions of `replication_factor` replicas each.
 ///
 /// Each partition's preferred leader is the live broker leading the fewest partitions (then
 /// holding the fewest, then the lowest id); each further replica is the live broker holding
 /// the fewest replicas among those on a rack the partition does not use yet, when there is
-/// one. Brokers without a rack count as racks of their own.
+/// one, and among equals the one least often at that position, so that when a leader fails
+/// its partitions go to different brokers, not all to the next one. Brokers without a rack
+/// count as racks of their own.
 ///
 /// # Errors
 /// `InvalidReplicationFactor` when it is 0 or exceeds the live brokers;
@@ -51,12 +57,14 @@ pub fn place(
     }
     let mut load: BTreeMap<BrokerId, Load> =
         alive.iter().map(|(id, _)| (*id, Load::default())).collect();
+    let mut positions = Positions::new();
     for partition in state.topics.values().flat_map(|t| &t.partitions) {
         for (position, replica) in partition.replicas.iter().enumerate() {
             if let Some(l) = load.get_mut(replica) {
                 l.replicas += 1;
                 l.leaders += usize::from(position == 0);
             }
+            *positions.entry((*replica, position)).or_default() += 1;
         }
     }
     let mut placed = Vec::with_capacity(partitions);
@@ -74,13 +82,18 @@ pub fn place(
         replicas.push(leader.0);
         racks.insert(leader.1.clone());
         while replicas.len() < replication_factor {
+            let position = replicas.len();
+            let rank = |id: &BrokerId| {
+                let at = positions.get(&(*id, position)).copied().unwrap_or(0);
+                (load[id].replicas, at, *id)
+            };
             let candidates = alive.iter().filter(|(id, _)| !replicas.contains(id));
             let on_new_rack = candidates
                 .clone()
                 .filter(|(_, rack)| !racks.contains(rack))
-                .min_by_key(|(id, _)| (load[id].replicas, *id));
+                .min_by_key(|(id, _)| rank(id));
             let Some((id, rack)) =
-                on_new_rack.or_else(|| candidates.min_by_key(|(id, _)| (load[id].replicas, *id)))
+                on_new_rack.or_else(|| candidates.min_by_key(|(id, _)| rank(id)))
             else {
                 break;
             };
@@ -92,6 +105,7 @@ pub fn place(
                 l.replicas += 1;
                 l.leaders += usize::from(position == 0);
             }
+            *positions.entry((*replica, position)).or_default() += 1;
         }
         placed.push(replicas);
     }
@@ -185,6 +199,21 @@ mod tests {
         for replicas in place(&state, 8, 3).expect("placement") {
             assert!(!replicas.contains(&2));
         }
+    }
+
+    #[test]
+    fn a_failed_leaders_partitions_go_to_every_other_broker_evenly() {
+        let state = cluster(&[None, None, None]);
+        let placed = place(&state, 300, 3).expect("placed");
+        let mut successors: BTreeMap<BrokerId, usize> = BTreeMap::new();
+        for replicas in placed.iter().filter(|r| r[0] == 1) {
+            *successors.entry(replicas[1]).or_default() += 1;
+        }
+        assert_eq!(successors.len(), 2, "{successors:?}");
+        let (low, high) = (successors[&2], successors[&3]);
+        assert!(low.abs_diff(high) <= 1, "{successors:?}");
+        let orders: BTreeSet<&Vec<BrokerId>> = placed.iter().collect();
+        assert_eq!(orders.len(), 6, "every order of three brokers is used");
     }
 
     proptest! {

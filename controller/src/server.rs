@@ -32,6 +32,13 @@ pub struct Timing {
     /// heartbeat (they find it only after a failover: a Service's endpoints move, a client
     /// tries the next address).
     pub takeover_grace: Duration,
+    /// How often leadership moves back to preferred replicas that are in sync again (Kafka's
+    /// `leader.imbalance.check.interval.seconds`); `None`: never (`auto.leader.rebalance.enable`
+    /// off).
+    pub leader_rebalance_interval: Option<Duration>,
+    /// The share of a broker's preferred partitions led elsewhere above which they move
+    /// back (Kafka's `leader.imbalance.per.broker.percentage` / 100).
+    pub leader_imbalance_threshold: f64,
 }
 
 impl Default for Timing {
@@ -40,6 +47,8 @@ impl Default for Timing {
             heartbeat_interval: Duration::from_millis(500),
             session_timeout: Duration::from_secs(3),
             takeover_grace: Duration::ZERO,
+            leader_rebalance_interval: Some(Duration::from_secs(30)),
+            leader_imbalance_threshold: 0.1,
         }
     }
 }
@@ -238,12 +247,41 @@ impl<S: MetadataStore> Controller<S> {
         }
     }
 
-    /// Checks liveness for ever, a few times per heartbeat interval.
+    /// Checks liveness for ever, a few times per heartbeat interval, and moves leadership
+    /// back to preferred replicas every rebalance interval.
     pub async fn run_liveness(self: Arc<Self>) {
         let tick = (self.timing.heartbeat_interval / 2).max(Duration::from_millis(10));
+        let mut last_rebalance = Instant::now();
         loop {
             tokio::time::sleep(tick).await;
             self.expire_sessions().await;
+            if let Some(interval) = self.timing.leader_rebalance_interval
+                && last_rebalance.elapsed() >= interval
+            {
+                last_rebalance = Instant::now();
+                self.rebalance_leaders().await;
+            }
+        }
+    }
+
+    /// Moves leadership back to preferred replicas that are in sync again, where a broker's
+    /// imbalance is above the threshold. Called by [`Controller::run_liveness`]; public for
+    /// tests.
+    pub async fn rebalance_leaders(&self) {
+        let threshold = self.timing.leader_imbalance_threshold;
+        match self
+            .change(|state| Ok(state.rebalance_leaders(threshold)))
+            .await
+        {
+            Ok(moved) if !moved.is_empty() => tracing::info!(
+                partitions = moved.len(),
+                "leadership moved back to preferred replicas"
+            ),
+            Ok(_) => {}
+            Err(status) => tracing::warn!(
+                error = %weir_proto::status_text(&status),
+                "could not move leadership back to preferred replicas"
+            ),
         }
     }
 

@@ -20,6 +20,8 @@ const TIMING: Timing = Timing {
     heartbeat_interval: Duration::from_millis(50),
     session_timeout: Duration::from_millis(400),
     takeover_grace: Duration::ZERO,
+    leader_rebalance_interval: None,
+    leader_imbalance_threshold: 0.1,
 };
 
 struct Running {

@@ -171,6 +171,7 @@ async fn operate(options: Options) -> anyhow::Result<()> {
             // Brokers find a new holder through the Service once it is ready, or by trying
             // their next address.
             takeover_grace: options.lease_duration / 3,
+            ..Timing::default()
         },
         resync: options.resync,
     };

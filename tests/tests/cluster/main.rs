@@ -38,6 +38,11 @@ impl ControllerProcess {
     }
 
     fn start_on(data_dir: &Path, listen: &str) -> ControllerProcess {
+        // Leadership stays where failover put it unless a test asks for rebalancing.
+        ControllerProcess::start_with(data_dir, listen, &["--leader-rebalance-interval", "0s"])
+    }
+
+    fn start_with(data_dir: &Path, listen: &str, extra: &[&str]) -> ControllerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir-controller-under-test"))
             .args([
                 "--data-dir",
@@ -49,6 +54,7 @@ impl ControllerProcess {
                 "--session-timeout",
                 "1500ms",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -1249,4 +1255,77 @@ async fn a_topic_that_allows_unclean_election_gets_an_out_of_sync_leader() {
     );
     drop(brokers);
     drop(controller);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_leaders_partitions_spread_and_come_back_once_it_is_in_sync() {
+    let root = tempfile::tempdir().expect("dir");
+    let controller = ControllerProcess::start_with(
+        &root.path().join("controller"),
+        "127.0.0.1:0",
+        &["--leader-rebalance-interval", "1s"],
+    );
+    let dirs: Vec<PathBuf> = (1..=3)
+        .map(|id| root.path().join(format!("broker-{id}")))
+        .collect();
+    let mut brokers: Vec<Option<BrokerProcess>> = (1..=3)
+        .map(|id| Some(start_broker(&dirs[id as usize - 1], id, &controller)))
+        .collect();
+    let addresses = running_addresses(&brokers);
+    let client = Client::connect(&addresses[1]).await.expect("connect");
+    client
+        .create_topic("spread", 30, 3, Default::default())
+        .await
+        .expect("create");
+    let leaders = |described: &v1::TopicDescription| -> Vec<i32> {
+        described.partitions.iter().map(|p| p.leader).collect()
+    };
+    let preferred: Vec<i32> = client
+        .describe_topic("spread")
+        .await
+        .expect("describe")
+        .partitions
+        .iter()
+        .map(|p| p.replicas[0])
+        .collect();
+    brokers[0].as_mut().expect("broker 1").kill();
+    // Broker 1's ten partitions go to both others, not all to one.
+    let deadline = Instant::now() + DEADLINE;
+    let after = loop {
+        let described = client.describe_topic("spread").await.expect("describe");
+        let now = leaders(&described);
+        if now.iter().all(|&l| l == 2 || l == 3) {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "no failover: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let took = |id: i32| {
+        preferred
+            .iter()
+            .zip(&after)
+            .filter(|&(&p, &l)| p == 1 && l == id)
+            .count()
+    };
+    assert!(
+        took(2) > 0 && took(3) > 0,
+        "broker 1's partitions went to 2: {}, to 3: {}",
+        took(2),
+        took(3)
+    );
+    // Back and in sync: the rebalance returns each partition to its preferred replica.
+    brokers[0] = Some(start_broker(&dirs[0], 1, &controller));
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let described = client.describe_topic("spread").await.expect("describe");
+        if leaders(&described) == preferred {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leaders {:?}, preferred {preferred:?}",
+            leaders(&described)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
