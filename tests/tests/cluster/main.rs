@@ -19,6 +19,11 @@ use weir_proto::v1::weir_client::WeirClient;
 #[allow(dead_code, reason = "the harness serves other tests too")]
 mod harness;
 
+mod disk_full;
+mod history;
+mod partitions;
+mod proxy;
+
 use harness::BrokerProcess;
 
 /// Every wait of these tests has this deadline.
@@ -527,47 +532,25 @@ async fn killing_the_leader_five_times_while_producing_loses_and_duplicates_noth
     let (_, leader_address, _) = current_leader(&live, "chase").await;
     let read = read_all(&leader_address, "chase").await;
     let log = log.lock().expect("log").clone();
-    let acknowledged: Vec<(u64, i64)> = log
-        .iter()
-        .filter_map(|(s, o, _, _)| match o {
-            Outcome::Ok(offset) => Some((*s, *offset)),
-            Outcome::Unknown => None,
-        })
-        .collect();
-    let unknown = log
-        .iter()
-        .filter(|(_, o, _, _)| *o == Outcome::Unknown)
-        .count();
-    // One value per offset, offsets from 0: the drained log is the list itself.
-    let sequences: Vec<u64> = read
-        .iter()
-        .map(|v| {
-            v.trim_start_matches("v-")
-                .parse()
-                .expect("a value this test wrote")
-        })
-        .collect();
-    let distinct: BTreeSet<u64> = sequences.iter().copied().collect();
-    assert_eq!(distinct.len(), sequences.len(), "a value was written twice");
-    for (sequence, offset) in &acknowledged {
-        assert_eq!(
-            sequences.get(*offset as usize),
-            Some(sequence),
-            "acknowledged v-{sequence} is not at its offset {offset}"
+    let mut history = history::History::default();
+    for (sequence, outcome, _, _) in &log {
+        history.sent(
+            *sequence,
+            match outcome {
+                Outcome::Ok(offset) => history::Outcome::Ok(*offset),
+                Outcome::Unknown => history::Outcome::Unknown,
+            },
         );
     }
-    assert!(
-        sequences.windows(2).all(|w| w[0] < w[1]),
-        "the producer's order is not the log's order"
-    );
+    let summary = history.check(&read).unwrap_or_else(|p| panic!("{p:#?}"));
+    let acknowledged = summary.acknowledged;
     println!(
-        "history: {} sends, {} acknowledged, {unknown} unknown, {} records in the log; recoveries {recoveries:?}",
+        "history: {} sends, {summary:?}, {} records in the log; recoveries {recoveries:?}",
         log.len(),
-        acknowledged.len(),
         read.len()
     );
     assert!(
-        acknowledged.len() > 100,
+        acknowledged > 100,
         "too little was acknowledged to mean anything"
     );
     drop(brokers);
