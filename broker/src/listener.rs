@@ -170,8 +170,12 @@ pub struct GuardedStream {
     /// Until the request head has come: the bytes still owed, or the last 3 bytes seen while
     /// looking for an HTTP/1 head's end.
     handshake: Option<HeadState>,
-    /// Fires at the handshake deadline, then at the idle deadline (moved on every read).
+    /// Fires at the handshake deadline, then at the idle deadline; when it fires after
+    /// bytes came since it was set, it is set again from the last of them (so a busy
+    /// connection does not move a timer on every read).
     deadline: Pin<Box<Sleep>>,
+    /// When the peer last sent a byte.
+    last_read: Instant,
 }
 
 #[derive(Debug)]
@@ -198,11 +202,13 @@ impl GuardedStream {
             limits,
             stats,
             handshake: Some(handshake),
+            last_read: Instant::now(),
         }
     }
 
-    /// Notes `bytes` read: the head's progress, and the idle deadline moved on.
+    /// Notes `bytes` read: the head's progress, and when the peer last spoke.
     fn saw(&mut self, bytes: &[u8]) {
+        self.last_read = Instant::now();
         if let Some(state) = &mut self.handshake {
             let done = match state {
                 HeadState::Owed(owed) => {
@@ -223,10 +229,10 @@ impl GuardedStream {
                 return;
             }
             self.handshake = None;
+            self.deadline
+                .as_mut()
+                .reset(self.last_read + self.limits.idle_timeout);
         }
-        self.deadline
-            .as_mut()
-            .reset(Instant::now() + self.limits.idle_timeout);
     }
 }
 
@@ -239,24 +245,31 @@ impl AsyncRead for GuardedStream {
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let read = buf.filled()[before..].to_vec();
+                let read = &buf.filled()[before..];
                 if !read.is_empty() {
-                    self.saw(&read);
+                    self.saw(read);
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    self.stats.timed_out.inc();
-                    let why = if self.handshake.is_some() {
-                        "no request head within the handshake timeout"
-                    } else {
-                        "nothing received within the idle timeout"
-                    };
-                    Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
+            Poll::Pending => loop {
+                if self.deadline.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
-                Poll::Pending => Poll::Pending,
+                // Fired: bytes since it was set move it on (and it is polled again, so it
+                // wakes this task when it fires next).
+                let idle_until = self.last_read + self.limits.idle_timeout;
+                if self.handshake.is_none() && idle_until > Instant::now() {
+                    self.deadline.as_mut().reset(idle_until);
+                    continue;
+                }
+                self.stats.timed_out.inc();
+                let why = if self.handshake.is_some() {
+                    "no request head within the handshake timeout"
+                } else {
+                    "nothing received within the idle timeout"
+                };
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
             },
         }
     }
