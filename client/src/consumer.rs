@@ -65,7 +65,7 @@ pub struct Consumer {
     prefetched: Option<tokio::task::JoinSet<Result<v1::FetchResponse, ClientError>>>,
     /// While fetches fail in ways that may pass (a leader restarting or moving): the pauses
     /// between rounds, and what was last said about it.
-    waiting: Option<crate::Retry>,
+    rounds: crate::retry::Rounds,
 }
 
 impl Consumer {
@@ -149,7 +149,7 @@ impl Consumer {
             config,
             positions,
             prefetched: None,
-            waiting: None,
+            rounds: Default::default(),
         })
     }
 
@@ -194,23 +194,15 @@ impl Consumer {
         if let Some(failure) = failure {
             return Err(failure);
         }
-        match passing {
-            // Consumers wait as long as it takes (the caller decides when to stop polling),
-            // backing off between rounds and saying what they wait for.
-            Some(error) if responses.is_empty() => {
-                let what = format!("waiting for the leaders of {}", self.topic);
-                let policy = self
-                    .client
-                    .retry_policy()
-                    .with_deadline(Duration::from_secs(u64::from(u32::MAX)));
-                self.waiting
-                    .get_or_insert_with(|| policy.start())
-                    .pause(&what, &error)
-                    .await;
-            }
-            Some(_) => {}
-            None => self.waiting = None,
-        }
+        let what = format!("waiting for the leaders of {}", self.topic);
+        self.rounds
+            .after(
+                self.client.retry_policy(),
+                &what,
+                passing,
+                responses.is_empty(),
+            )
+            .await;
         responses.sort_by_key(|r| r.partition);
         let mut records = Vec::new();
         // Positions move only once every answer decoded, so an error skips nothing.

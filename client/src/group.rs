@@ -66,7 +66,7 @@ pub struct GroupConsumer {
     /// Polls so far, to rotate which partition comes first.
     polls: usize,
     /// While fetches fail in ways that may pass: the pauses between rounds.
-    waiting: Option<crate::Retry>,
+    rounds: crate::retry::Rounds,
 }
 
 impl GroupConsumer {
@@ -93,7 +93,7 @@ impl GroupConsumer {
             positions: BTreeMap::new(),
             committed: BTreeMap::new(),
             polls: 0,
-            waiting: None,
+            rounds: Default::default(),
         };
         consumer.heartbeat().await?;
         Ok(consumer)
@@ -190,21 +190,15 @@ impl GroupConsumer {
                 Err(error) => return Err(error),
             }
         }
-        match passing {
-            Some(error) if responses.is_empty() => {
-                let what = format!("group {:?}: waiting for partition leaders", self.group);
-                let policy = self
-                    .client
-                    .retry_policy()
-                    .with_deadline(Duration::from_secs(u64::from(u32::MAX)));
-                self.waiting
-                    .get_or_insert_with(|| policy.start())
-                    .pause(&what, &error)
-                    .await;
-            }
-            Some(_) => {}
-            None => self.waiting = None,
-        }
+        let what = format!("group {:?}: waiting for partition leaders", self.group);
+        self.rounds
+            .after(
+                self.client.retry_policy(),
+                &what,
+                passing,
+                responses.is_empty(),
+            )
+            .await;
         // The partition that goes first rotates, so that a backlog in one cannot starve the
         // others when `limit` cuts the poll short.
         self.polls = self.polls.wrapping_add(1);

@@ -104,6 +104,25 @@ impl ProducerRecord {
     }
 }
 
+impl ProducerRecord {
+    /// The record as a batch encodes it, at `timestamp`.
+    fn encoded_as(&self, timestamp: i64) -> Record<'_> {
+        Record {
+            timestamp,
+            key: self.key.as_deref(),
+            value: self.value.as_deref(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| Header {
+                    key: k,
+                    value: v.as_deref(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Where a sent record ended up, once its batch is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordMetadata {
@@ -352,20 +371,7 @@ impl Producer {
                         outcome: Arc::default(),
                         opened: Instant::now(),
                     });
-                let headers = record
-                    .headers
-                    .iter()
-                    .map(|(k, v)| Header {
-                        key: k,
-                        value: v.as_deref(),
-                    })
-                    .collect();
-                batch.builder.push(&Record {
-                    timestamp,
-                    key: record.key.as_deref(),
-                    value: record.value.as_deref(),
-                    headers,
-                });
+                batch.builder.push(&record.encoded_as(timestamp));
                 let delivery = Delivery {
                     outcome: Arc::clone(&batch.outcome),
                     partition,
@@ -566,6 +572,17 @@ impl Inner {
         let what = format!("producing to {topic}-{partition}");
         let mut retry = self.config.retry.start_at(created);
         let mut muted: Option<Unmute<'_>> = None;
+        // A batch that waited past its delivery timeout before its first send is not sent.
+        if !self.config.retry.deadline.is_zero() && retry.left().is_zero() {
+            return Err((
+                None,
+                tonic::Code::DeadlineExceeded,
+                format!(
+                    "not sent within the delivery timeout ({}s)",
+                    self.config.retry.deadline.as_secs()
+                ),
+            ));
+        }
         loop {
             let left = retry.left();
             let attempt = async {
@@ -682,9 +699,15 @@ impl Inner {
             }
             lane.resetting = true;
         }
-        let fresh = match self.client.init_producer_id().await {
-            Ok(identity) => Some(identity),
-            Err(error) => {
+        // Not longer than a batch may wait (the partition sends nothing meanwhile).
+        let bound = self.config.retry.deadline.max(Duration::from_secs(1));
+        let fresh = match tokio::time::timeout(bound, self.client.init_producer_id()).await {
+            Ok(Ok(identity)) => Some(identity),
+            Err(_) => {
+                tracing::warn!(topic = %topic, partition, "no new producer id within the delivery timeout; later batches of this partition may be refused as out of sequence");
+                None
+            }
+            Ok(Err(error)) => {
                 tracing::warn!(topic = %topic, partition, error = %error, "no new producer id; later batches of this partition may be refused as out of sequence");
                 None
             }
@@ -789,21 +812,7 @@ async fn send_loop(inner: Arc<Inner>, topic: Arc<str>, partition: i32, wake: Arc
 /// A record's exact size in a batch of its own, the size the broker checks against
 /// `max.message.bytes` for a record alone.
 fn record_size(record: &ProducerRecord) -> usize {
-    let headers = record
-        .headers
-        .iter()
-        .map(|(k, v)| Header {
-            key: k,
-            value: v.as_deref(),
-        })
-        .collect();
-    Record {
-        timestamp: 0,
-        key: record.key.as_deref(),
-        value: record.value.as_deref(),
-        headers,
-    }
-    .encoded_len(0, 0)
+    record.encoded_as(0).encoded_len(0, 0)
 }
 
 /// Where keyless records of a topic start, so that producers do not all pile onto partition 0.

@@ -111,6 +111,38 @@ impl Retry {
     }
 }
 
+/// A consumer's rounds of fetches while some fail in ways that may pass (a leader restarting
+/// or moving): it waits as long as it takes (the caller decides when to stop polling),
+/// backing off between empty rounds and saying what it waits for.
+#[derive(Debug, Default)]
+pub(crate) struct Rounds {
+    waiting: Option<Retry>,
+}
+
+impl Rounds {
+    /// After a round: `passing` is one of its retriable failures, `empty` whether nothing
+    /// came. Pauses before the next round only when it brought nothing.
+    pub(crate) async fn after(
+        &mut self,
+        policy: RetryPolicy,
+        what: &str,
+        passing: Option<ClientError>,
+        empty: bool,
+    ) {
+        match passing {
+            Some(error) if empty => {
+                let forever = policy.with_deadline(Duration::from_secs(u64::from(u32::MAX)));
+                self.waiting
+                    .get_or_insert_with(|| forever.start())
+                    .pause(what, &error)
+                    .await;
+            }
+            Some(_) => {}
+            None => self.waiting = None,
+        }
+    }
+}
+
 fn what_and(what: &str, text: &str) -> String {
     format!("{what}: {text}")
 }

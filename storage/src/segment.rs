@@ -139,17 +139,37 @@ impl Segment {
                     source,
                 },
             )?;
-        Ok(Segment {
+        let files = SegmentFiles {
+            log: Arc::new(log),
+            offset_index,
+            time_index,
+        };
+        Ok(Segment::assemble(
             base_offset,
             log_path,
-            files: Some(SegmentFiles {
-                log: Arc::new(log),
-                offset_index,
-                time_index,
-            }),
+            files,
+            0,
+            settings,
+            cache,
+        ))
+    }
+
+    /// A segment owning `files`, `size` bytes long, before anything is known of its batches.
+    fn assemble(
+        base_offset: i64,
+        log_path: PathBuf,
+        files: SegmentFiles,
+        size: u64,
+        settings: SegmentSettings,
+        cache: &Arc<SegmentFileCache>,
+    ) -> Segment {
+        Segment {
+            base_offset,
+            log_path,
+            files: Some(files),
             id: cache.next_id(),
             cache: Arc::clone(cache),
-            size: 0,
+            size,
             next_offset: base_offset,
             max_timestamp: -1,
             offset_of_max_timestamp: base_offset,
@@ -157,7 +177,7 @@ impl Segment {
             rolling_base_ms: None,
             damaged: None,
             settings,
-        })
+        }
     }
 
     /// Opens an existing segment. With `recover`, every batch is verified, the file is cut at
@@ -213,25 +233,13 @@ impl Segment {
                 false,
             ),
         };
-        let mut segment = Segment {
-            base_offset,
-            log_path,
-            files: Some(SegmentFiles {
-                log: Arc::new(log),
-                offset_index,
-                time_index,
-            }),
-            id: cache.next_id(),
-            cache: Arc::clone(cache),
-            size: file_size,
-            next_offset: base_offset,
-            max_timestamp: -1,
-            offset_of_max_timestamp: base_offset,
-            bytes_since_last_index_entry: 0,
-            rolling_base_ms: None,
-            damaged: None,
-            settings,
+        let files = SegmentFiles {
+            log: Arc::new(log),
+            offset_index,
+            time_index,
         };
+        let mut segment =
+            Segment::assemble(base_offset, log_path, files, file_size, settings, cache);
         let mut truncated = 0;
         if !(trusted && segment.load_from_indexes()?) {
             if !recover {

@@ -8,7 +8,7 @@ use weir_client::{Client, Reason};
 use weir_proto::v1;
 use weir_proto::v1::controller_client::ControllerClient;
 
-use crate::harness::{BrokerProcess, weir_ok};
+use crate::harness::{BrokerProcess, free_port, weir_ok};
 
 /// Every entry of `dir`, sorted.
 fn listing(dir: &std::path::Path) -> Vec<String> {
@@ -424,15 +424,6 @@ async fn a_replica_that_cannot_open_makes_the_broker_unready_and_is_named() {
     );
     assert_eq!(consumed.trim(), "kept");
     drop(client);
-}
-
-/// A loopback port free now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("address")
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -203,36 +203,20 @@ impl Drop for BrokerProcess {
 /// # Panics
 /// When the command cannot start or runs past the deadline.
 pub fn weir(broker: &str, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
-        .arg("--bootstrap")
-        .arg(broker)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start weir");
-    let mut input = child.stdin.take().expect("piped stdin");
-    let text = stdin.to_string();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(text.as_bytes());
-    });
-    let (sender, receiver) = mpsc::channel();
-    let id = child.id();
-    std::thread::spawn(move || {
-        let _ = sender.send(child.wait_with_output());
-    });
-    let output = match receiver.recv_timeout(COMMAND_DEADLINE) {
-        Ok(output) => output.expect("wait for weir"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &id.to_string()])
-                .status();
-            panic!("weir {args:?} ran past {COMMAND_DEADLINE:?}");
-        }
-    };
-    let _ = writer.join();
-    output
+    WeirProcess::spawn(broker, args, stdin.to_string()).finish(COMMAND_DEADLINE)
+}
+
+/// A loopback port free now (for a process that must come back on the same address).
+#[allow(
+    dead_code,
+    reason = "the broker and cluster tests use it; the operator tests share this harness"
+)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port()
 }
 
 /// Standard output of a successful command.
@@ -371,8 +355,8 @@ impl Drop for SmallDisk {
 )]
 pub struct WeirProcess {
     child: Child,
-    stdout: std::sync::Arc<std::sync::Mutex<String>>,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 #[allow(
@@ -398,18 +382,22 @@ impl WeirProcess {
         std::thread::spawn(move || {
             let _ = input.write_all(stdin.as_bytes());
         });
-        let collect = |from: Box<dyn Read + Send>| {
-            let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-            let sink = std::sync::Arc::clone(&text);
+        let collect = |mut from: Box<dyn Read + Send>| {
+            let bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = std::sync::Arc::clone(&bytes);
             std::thread::spawn(move || {
-                for line in BufReader::new(from).lines() {
-                    let Ok(line) = line else { return };
-                    let mut text = sink.lock().unwrap_or_else(|p| p.into_inner());
-                    text.push_str(&line);
-                    text.push('\n');
+                let mut chunk = [0u8; 8192];
+                loop {
+                    match from.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => sink
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .extend_from_slice(&chunk[..n]),
+                    }
                 }
             });
-            text
+            bytes
         };
         let stdout = collect(Box::new(child.stdout.take().expect("piped stdout")));
         let stderr = collect(Box::new(child.stderr.take().expect("piped stderr")));
@@ -422,17 +410,11 @@ impl WeirProcess {
 
     /// What it printed on stdout so far.
     pub fn stdout(&self) -> String {
-        self.stdout
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        String::from_utf8_lossy(&self.stdout.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
     }
 
     /// Sends `signal` (`INT`, `TERM`, ...).
@@ -447,15 +429,35 @@ impl WeirProcess {
     /// # Panics
     /// When it is still running at the deadline (it is killed first).
     pub fn wait(&mut self, deadline: Duration) -> Option<i32> {
+        self.exit(deadline).code()
+    }
+
+    /// Waits (up to `deadline`) for it to exit; its status and everything it printed.
+    ///
+    /// # Panics
+    /// As [`WeirProcess::wait`].
+    pub fn finish(mut self, deadline: Duration) -> Output {
+        let status = self.exit(deadline);
+        let take = |bytes: &std::sync::Arc<std::sync::Mutex<Vec<u8>>>| {
+            std::mem::take(&mut *bytes.lock().unwrap_or_else(|p| p.into_inner()))
+        };
+        Output {
+            status,
+            stdout: take(&self.stdout),
+            stderr: take(&self.stderr),
+        }
+    }
+
+    fn exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
         let until = Instant::now() + deadline;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                // Let the readers take the last lines.
+                // Let the readers take the last bytes.
                 let settle = Instant::now() + Duration::from_secs(2);
                 while Instant::now() < settle && readers_running(self) {
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                return status.code();
+                return status;
             }
             if Instant::now() > until {
                 let _ = self.child.kill();

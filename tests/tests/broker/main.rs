@@ -331,7 +331,15 @@ async fn acknowledged_records_survive_sigkill_with_flush_per_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let mut broker = BrokerProcess::start(&data, &[]);
-    let client = Client::connect(&broker.address).await.expect("connect");
+    // Once the broker is killed, a send must not wait the default minute for metadata.
+    let client = Client::connect_with(
+        &broker.address,
+        weir_client::ClientConfig {
+            retry: RetryPolicy::default().with_deadline(Duration::from_secs(1)),
+        },
+    )
+    .await
+    .expect("connect");
     let config = BTreeMap::from([("flush.messages".to_string(), "1".to_string())]);
     client
         .create_topic("durable", 2, 1, config)

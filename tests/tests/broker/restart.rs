@@ -4,18 +4,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::harness::{BrokerProcess, WeirProcess, weir_ok};
+use crate::harness::{BrokerProcess, WeirProcess, free_port, weir_ok};
 
 const RECORDS: usize = 12_000;
-
-/// A loopback port free now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("address")
-        .port()
-}
 
 /// Waits (up to 30 s) until `done` holds.
 fn eventually(what: &str, done: impl Fn() -> bool) {

@@ -14,7 +14,7 @@ use weir_proto::v1::weir_client::WeirClient;
 use super::history::{History, Outcome, value};
 use super::proxy::Proxy;
 use super::{ControllerProcess, DEADLINE, read_all};
-use crate::harness::BrokerProcess;
+use crate::harness::{BrokerProcess, free_port};
 
 /// A controller and three brokers, each behind its proxies.
 struct ProxiedCluster {
@@ -25,14 +25,6 @@ struct ProxiedCluster {
     to_controller: Vec<Proxy>,
     _controller: ControllerProcess,
     _root: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("address")
-        .port()
 }
 
 impl ProxiedCluster {
