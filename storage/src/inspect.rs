@@ -13,7 +13,8 @@ use crate::epoch;
 use crate::error::LogError;
 use crate::index::{Entry, OffsetEntry, TimeEntry};
 use crate::log::{CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE, segment_bases};
-use crate::segment::{self, INDEX_SUFFIX, LOG_SUFFIX, ScanEnd, TIME_INDEX_SUFFIX};
+use crate::scan::ScanEnd;
+use crate::segment::{self, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 
 /// What [`inspect`] found in a log directory.
 #[derive(Debug, Clone)]
@@ -97,7 +98,8 @@ fn inspect_segment(
     let mut batches = Vec::new();
     let mut position = 0;
     loop {
-        let scanned = segment::scan_file(&file, file_size, position, true).map_err(read_error)?;
+        let scanned =
+            crate::scan::scan_file(&file, file_size, position, true).map_err(read_error)?;
         batches.extend(scanned.batches);
         match scanned.end {
             ScanEnd::Clean => break,

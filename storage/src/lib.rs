@@ -31,6 +31,7 @@ pub mod layout;
 mod log;
 #[allow(unsafe_code)] // The crate's only unsafe: memory maps, each block with its SAFETY note.
 mod mapped;
+mod scan;
 mod segment;
 
 pub use config::LogConfig;
