@@ -159,6 +159,7 @@ fn topic_json(topic: &v1::TopicDescription) -> serde_json::Value {
             "size_bytes": p.size_bytes,
         })).collect::<Vec<_>>(),
         "config": config,
+        "unapplied_config": topic.unapplied_config.iter().collect::<BTreeMap<_, _>>(),
     })
 }
 
@@ -205,6 +206,14 @@ fn print_topic(topic: &v1::TopicDescription, output: Output) -> std::io::Result<
             outln!("config:");
             for (key, value) in config {
                 outln!("  {key}={value}");
+            }
+            // Overrides the answering broker could not apply: their defaults stand.
+            let unapplied: BTreeMap<&String, &String> = topic.unapplied_config.iter().collect();
+            if !unapplied.is_empty() {
+                outln!("not applied (the default stands):");
+                for (key, why) in unapplied {
+                    outln!("  {key}: {why}");
+                }
             }
         }
     }

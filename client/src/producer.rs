@@ -123,6 +123,30 @@ impl ProducerRecord {
     }
 }
 
+impl ProducerRecord {
+    /// At least the record's encoded size in any batch, whatever its offset and timestamp
+    /// deltas: every varint counted at its widest.
+    fn size_bound(&self) -> usize {
+        const VARLONG: usize = 10;
+        const VARINT: usize = 5;
+        let bytes = |b: Option<&[u8]>| VARINT + b.map_or(0, <[u8]>::len);
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| bytes(Some(k.as_bytes())) + bytes(v.as_deref()))
+            .sum();
+        // length, attributes, timestamp delta, offset delta, key, value, header count.
+        VARINT
+            + 1
+            + VARLONG
+            + VARINT
+            + bytes(self.key.as_deref())
+            + bytes(self.value.as_deref())
+            + VARINT
+            + headers
+    }
+}
+
 /// Where a sent record ended up, once its batch is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordMetadata {
@@ -295,18 +319,22 @@ impl Producer {
         let inner = &self.inner;
         let limits = inner.client.topic_limits(&record.topic).await?;
         let count = limits.partitions;
-        let size = record_size(&record);
+        // An upper bound costs a few additions; the exact size, which walks every field's
+        // varint, is only worth computing for a record near the limit.
+        let bound = record.size_bound();
         // The broker's own rule: a batch of this record alone must fit max.message.bytes.
-        let alone = weir_record::batch::HEADER_LEN + size;
-        if alone > limits.max_batch_size {
-            return Err(ClientError::Broker {
-                reason: Some(Reason::RecordTooLarge),
-                code: tonic::Code::InvalidArgument,
-                message: format!(
-                    "a record of {alone} bytes (in a batch of its own) is larger than max.message.bytes ({}) of topic {:?}",
-                    limits.max_batch_size, record.topic
-                ),
-            });
+        if weir_record::batch::HEADER_LEN + bound > limits.max_batch_size {
+            let alone = weir_record::batch::HEADER_LEN + record_size(&record);
+            if alone > limits.max_batch_size {
+                return Err(ClientError::Broker {
+                    reason: Some(Reason::RecordTooLarge),
+                    code: tonic::Code::InvalidArgument,
+                    message: format!(
+                        "a record of {alone} bytes (in a batch of its own) is larger than max.message.bytes ({}) of topic {:?}",
+                        limits.max_batch_size, record.topic
+                    ),
+                });
+            }
         }
         let batch_size = inner.config.batch_size.min(limits.max_batch_size);
         let partition = match (record.partition, &record.key) {
@@ -346,9 +374,8 @@ impl Producer {
                 // Seal before a record that would carry the batch past batch_size, so batches
                 // stay under the broker's max.message.bytes when batch_size does.
                 if lane.open.as_ref().is_some_and(|b| {
-                    // In a batch with others, its offset and timestamp deltas take up to
-                    // 15 more bytes than alone.
-                    !b.builder.is_empty() && b.builder.size() + size + 15 > batch_size
+                    // The bound holds whatever the record's offset and timestamp deltas.
+                    !b.builder.is_empty() && b.builder.size() + bound > batch_size
                 }) {
                     inner.seal(lane, &record.topic, partition);
                 }
@@ -827,4 +854,54 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seal and size checks rely on the bound never being below the exact size, at any
+    /// offset and timestamp delta a batch can give the record.
+    #[test]
+    fn size_bound_covers_the_encoded_size_at_any_delta() {
+        let deltas = [
+            (0, 0),
+            (1, 1),
+            (i32::MAX, i64::MAX),
+            (i32::MIN, i64::MIN),
+            (-1, -1),
+        ];
+        for len in [0usize, 1, 63, 64, 127, 128, 8191, 8192, 1 << 20] {
+            let blob = Bytes::from(vec![7u8; len]);
+            let mut records = vec![
+                ProducerRecord::new("t", blob.clone()),
+                ProducerRecord {
+                    key: Some(blob.clone()),
+                    value: None,
+                    ..ProducerRecord::new("t", Bytes::new())
+                },
+            ];
+            let mut with_headers = ProducerRecord::new("t", blob.clone());
+            with_headers.headers = vec![
+                ("h".repeat(len.min(300)), Some(blob.clone())),
+                (String::new(), None),
+            ];
+            records.push(with_headers);
+            for record in &records {
+                let bound = record.size_bound();
+                for (offset_delta, timestamp_delta) in deltas {
+                    let exact = record
+                        .encoded_as(0)
+                        .encoded_len(offset_delta, timestamp_delta);
+                    assert!(
+                        bound >= exact,
+                        "bound {bound} < exact {exact} for a {len}-byte field at deltas ({offset_delta}, {timestamp_delta})"
+                    );
+                }
+                // Close enough that batches are not sealed far below batch_size: each varint
+                // counted at its widest, a few bytes each.
+                assert!(bound <= record_size(record) + 29 + 8 * record.headers.len());
+            }
+        }
+    }
 }

@@ -189,6 +189,22 @@ async fn one_override_a_broker_cannot_apply_costs_only_itself() {
         metrics.contains("weir_topic_config_unapplied{topic=\"durable\"} 1"),
         "{metrics}"
     );
+    // And the CLI shows it, to people and to scripts.
+    let text = weir_ok(&broker.address, &["topic", "describe", "durable"], "");
+    assert!(
+        text.contains("not applied") && text.contains("some.future.key"),
+        "{text}"
+    );
+    let json = weir_ok(
+        &broker.address,
+        &["topic", "describe", "durable", "--format", "json"],
+        "",
+    );
+    let json: serde_json::Value = serde_json::from_str(json.trim()).expect("json");
+    assert!(
+        json.pointer("/unapplied_config/some.future.key").is_some(),
+        "{json}"
+    );
 }
 
 /// Produces 32 KiB records with acks=1 until the broker refuses one; returns the refusal.
