@@ -9,7 +9,8 @@
 //! so with replication its offsets move with that partition's leader.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, MutexGuard};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,13 +19,52 @@ use weir_proto::partitioner::partition_for_key;
 use weir_proto::v1;
 use weir_storage::{BatchBuilder, Record, batch};
 
+use crate::failure::Failure;
 use crate::group::{Group, Heartbeat, TopicPartition};
-use crate::node::{Failure, Node};
 use crate::partition::Partition;
+use crate::topic::Topic;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Partitions of `__consumer_offsets` when the broker creates it.
 pub const OFFSETS_PARTITIONS: i32 = 4;
+
+/// What the coordinator needs of the broker it runs in: its topics and replicas, partition
+/// offsets as their leaders have them, and appends to `__consumer_offsets`. The broker's
+/// `Node` is the one implementation; the trait keeps the coordinator below it.
+pub trait Replicas: Sync {
+    /// # Errors
+    /// `InvalidTopic`, `UnknownTopic`.
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, Failure>;
+
+    /// This broker's replica of a partition.
+    ///
+    /// # Errors
+    /// As [`Replicas::topic`]; `UnknownPartition`; `NotLeader`.
+    fn partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, Failure>;
+
+    /// Each partition's (log start offset, high watermark), as its leader has it.
+    fn ranges_from_leaders(
+        &self,
+        topic: &Topic,
+    ) -> impl Future<Output = BTreeMap<i32, (i64, i64)>> + Send;
+
+    /// Each partition's offset for `spec`, as its leader has it.
+    fn offsets_from_leaders(
+        &self,
+        topic: &Topic,
+        spec: v1::OffsetSpec,
+        timestamp: i64,
+    ) -> impl Future<Output = BTreeMap<i32, Option<i64>>> + Send;
+
+    /// Appends `batches` to a partition this broker leads.
+    fn append(
+        &self,
+        topic: &Topic,
+        partition: i32,
+        batches: Bytes,
+        acks: v1::Acks,
+    ) -> impl Future<Output = Result<(i64, i64), Failure>> + Send;
+}
 
 #[derive(Debug)]
 pub struct Coordinator {
@@ -128,7 +168,7 @@ impl Coordinator {
     /// `UnknownMemberId`, `StaleMemberEpoch`, `InvalidRequest`, `StorageError`.
     pub async fn heartbeat(
         &self,
-        node: &Node,
+        node: &impl Replicas,
         request: v1::GroupHeartbeatRequest,
     ) -> Result<v1::GroupHeartbeatResponse, Failure> {
         if request.group_id.is_empty() {
@@ -216,7 +256,7 @@ impl Coordinator {
     /// `UnknownGroup`, `UnknownMemberId`, `StaleMemberEpoch`, `UnknownTopic`, `StorageError`.
     pub async fn commit(
         &self,
-        node: &Node,
+        node: &impl Replicas,
         request: v1::CommitOffsetsRequest,
     ) -> Result<(), Failure> {
         // From the epoch check to the offsets in memory: a member fenced meanwhile cannot
@@ -235,7 +275,7 @@ impl Coordinator {
 
     async fn write_offsets(
         &self,
-        node: &Node,
+        node: &impl Replicas,
         group_id: &str,
         offsets: &[v1::PartitionCommit],
     ) -> Result<(), Failure> {
@@ -306,7 +346,7 @@ impl Coordinator {
     /// `UnknownGroup`.
     pub async fn describe(
         &self,
-        node: &Node,
+        node: &impl Replicas,
         group_id: &str,
     ) -> Result<v1::GroupDescription, Failure> {
         let topics = self.group_topics(group_id)?;
@@ -329,7 +369,7 @@ impl Coordinator {
     /// `UnknownGroup`.
     pub fn describe_local(
         &self,
-        node: &Node,
+        node: &impl Replicas,
         group_id: &str,
     ) -> Result<v1::GroupDescription, Failure> {
         let mut bounds = BTreeMap::new();
@@ -411,7 +451,7 @@ impl Coordinator {
     ///
     /// # Errors
     /// `UnknownGroup`, `GroupNotEmpty`, `StorageError`.
-    pub async fn delete(&self, node: &Node, group_id: &str) -> Result<(), Failure> {
+    pub async fn delete(&self, node: &impl Replicas, group_id: &str) -> Result<(), Failure> {
         let _one_at_a_time = self.serial.lock().await;
         let keys: Vec<(String, Option<String>)> = {
             let groups = lock(&self.groups);
@@ -443,7 +483,7 @@ impl Coordinator {
 
     pub async fn reset(
         &self,
-        node: &Node,
+        node: &impl Replicas,
         request: v1::ResetOffsetsRequest,
     ) -> Result<(), Failure> {
         let _one_at_a_time = self.serial.lock().await;
@@ -531,7 +571,7 @@ impl Coordinator {
     /// Appends records to the group's partition of `__consumer_offsets`.
     async fn persist(
         &self,
-        node: &Node,
+        node: &impl Replicas,
         group_id: &str,
         records: Vec<(String, Option<String>)>,
     ) -> Result<(), Failure> {
@@ -555,7 +595,6 @@ impl Coordinator {
             partition,
             Bytes::from(builder.build()),
             v1::Acks::All,
-            None,
         )
         .await
         .map(|_| ())

@@ -1,12 +1,16 @@
-//! weir-broker: the data plane. Partitions and their logs, the gRPC API (`weir.v1.Weir`,
-//! `weir.v1.Admin`, `weir.v1.Groups`), consumer groups, Prometheus metrics and health.
+//! weir-broker: the data plane. Partitions and their logs, replication (leader and follower),
+//! the gRPC API (`weir.v1.Weir`, `weir.v1.Admin`, `weir.v1.Groups`, `weir.v1.Replication`),
+//! consumer groups, Prometheus metrics and health.
 //!
-//! What it is not yet: replicated (one broker holds every partition, so the high watermark is
-//! the log end) or coordinated by a controller (topic metadata is a file in the data
-//! directory); consumer groups and idempotent producers are still to come.
+//! Main types: [`Node`] (the broker core: topics, partitions and every operation, which each
+//! front door calls), [`Service`] (the gRPC front door: it only translates), [`BrokerConfig`].
+//! [`run`] serves a node until told to stop.
 //!
-//! Main types: [`Node`] (topics, partitions, the operations), [`Service`] (the gRPC layer),
-//! [`BrokerConfig`]. [`run`] serves a node until told to stop.
+//! Layers, each importing only those below it: `service`, `cluster` (the loops that talk to
+//! the controller) and `http` on top; `node` (its modules: `metadata`, `replication`, `admin`,
+//! `groups`, `offsets`, `records`, `maintenance`); `coordinator` (reaching the node only
+//! through its `Replicas` trait) and `config`; `topic` and `metrics`; `partition`; and at the
+//! bottom `failure`, `links`, `replica`, `producer`, `group`, `listener`.
 //!
 //! # Guarantees
 //! - With `flush.messages=1`, a produce is acknowledged, and its records become visible to
@@ -18,8 +22,10 @@
 pub mod cluster;
 pub mod config;
 pub mod coordinator;
+pub mod failure;
 pub mod group;
 mod http;
+pub mod links;
 pub mod listener;
 pub mod metrics;
 pub mod node;

@@ -18,7 +18,7 @@ use weir_storage::{
     Appended, BatchHeader, Log, LogConfig, LogError, LogOptions, OpenReport, SegmentSlice,
 };
 
-use crate::node::Failure;
+use crate::failure::Failure;
 use crate::producer::{Check, Producers};
 use crate::replica::{BrokerId, IsrProposal, LeaderView, Leadership};
 
@@ -178,7 +178,7 @@ impl Partition {
             return;
         }
         if let Err(e) = log.start_epoch(leader_epoch) {
-            tracing::error!(topic = %self.topic, partition = self.index, leader_epoch, error = %crate::node::error_chain(&e), "cannot record the new leader epoch; not leading");
+            tracing::error!(topic = %self.topic, partition = self.index, leader_epoch, error = %crate::failure::error_chain(&e), "cannot record the new leader epoch; not leading");
             return;
         }
         let epoch_start = log.log_end_offset();

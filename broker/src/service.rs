@@ -9,8 +9,10 @@ use tonic::{Request, Response, Status};
 use weir_proto::Reason;
 use weir_proto::v1::{self, Acks, OffsetSpec};
 
-use crate::node::{Failure, MAX_FETCH_BYTES, Node, Topic};
+use crate::failure::Failure;
+use crate::node::{MAX_FETCH_BYTES, Node};
 use crate::partition::ReplicaFetched;
+use crate::topic::Topic;
 
 /// Both services over one node.
 #[derive(Debug, Clone)]
@@ -446,7 +448,7 @@ impl v1::groups_server::Groups for Service {
         let answer = self
             .node
             .coordinator
-            .heartbeat(&self.node, request)
+            .heartbeat(&*self.node, request)
             .await
             .map_err(|f| failed(&mut timer, f))?;
         Ok(Response::new(answer))
@@ -464,7 +466,7 @@ impl v1::groups_server::Groups for Service {
             .map_err(|f| failed(&mut timer, f))?;
         self.node
             .coordinator
-            .commit(&self.node, request)
+            .commit(&*self.node, request)
             .await
             .map_err(|f| failed(&mut timer, f))?;
         Ok(Response::new(v1::CommitOffsetsResponse {}))
@@ -514,7 +516,7 @@ impl v1::groups_server::Groups for Service {
         let description = self
             .node
             .coordinator
-            .describe(&self.node, &group)
+            .describe(&*self.node, &group)
             .await
             .map_err(|f| failed(&mut timer, f))?;
         Ok(Response::new(description))
@@ -532,7 +534,7 @@ impl v1::groups_server::Groups for Service {
             .map_err(|f| failed(&mut timer, f))?;
         self.node
             .coordinator
-            .delete(&self.node, &group)
+            .delete(&*self.node, &group)
             .await
             .map_err(|f| failed(&mut timer, f))?;
         Ok(Response::new(v1::DeleteGroupResponse {}))
@@ -550,7 +552,7 @@ impl v1::groups_server::Groups for Service {
             .map_err(|f| failed(&mut timer, f))?;
         self.node
             .coordinator
-            .reset(&self.node, request)
+            .reset(&*self.node, request)
             .await
             .map_err(|f| failed(&mut timer, f))?;
         Ok(Response::new(v1::CommitOffsetsResponse {}))

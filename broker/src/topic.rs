@@ -1,15 +1,89 @@
-//! Topics as this broker serves them: the controller's typed topic config turned into the
-//! storage engine's, and the metadata file of single-node brokers from before the controller.
+//! Topics as this broker serves them and its replicas of them, the controller's typed topic
+//! config turned into the storage engine's, and the metadata file of single-node brokers from
+//! before the controller.
 //! Names and config keys are checked by the controller (`weir_controller::topic_config`),
 //! the one authority on them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use weir_proto::{Reason, v1};
 use weir_storage::LogConfig;
 
+use crate::failure::Failure;
+use crate::partition::Partition;
+
 pub use weir_controller::topic_config::{ConfigError, TopicConfig, is_internal, validate_name};
+
+/// A topic as served: replaced whole when it changes.
+#[derive(Debug)]
+pub struct Topic {
+    pub name: String,
+    pub id: String,
+    pub config: TopicConfig,
+    /// Only the keys set on this topic.
+    pub overrides: BTreeMap<String, String>,
+    /// Every partition as the controller decided it (replicas, leader, epochs, ISR).
+    pub layout: Vec<v1::ClusterPartition>,
+    /// The replicas this broker holds, by partition index.
+    pub replicas: BTreeMap<i32, Arc<Partition>>,
+    /// The replicas this broker should hold but could not open, with why: requests for them
+    /// fail with the cause, and the broker is not ready while any is here.
+    pub failed: BTreeMap<i32, String>,
+    /// Override keys this broker could not apply (unknown here, or a value it refuses), with
+    /// why; the topic runs with the default for each, and every other override applies.
+    pub unapplied: BTreeMap<String, String>,
+}
+
+impl Topic {
+    pub fn partition_count(&self) -> usize {
+        self.layout.len()
+    }
+}
+
+/// This broker's replica of partition `index` of `topic`.
+///
+/// # Errors
+/// `UnknownPartition`; `StorageError` when this broker could not open its replica;
+/// `NotLeader` when the partition exists but lives on other brokers.
+pub fn local_replica(topic: &Topic, index: i32) -> Result<Arc<Partition>, Failure> {
+    if let Some(replica) = topic.replicas.get(&index) {
+        return Ok(Arc::clone(replica));
+    }
+    if let Some(why) = topic.failed.get(&index) {
+        return Err(Failure::new(
+            Reason::StorageError,
+            format!(
+                "this broker could not open its replica of {}-{index}: {why}",
+                topic.name
+            ),
+        ));
+    }
+    match usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.layout.get(i))
+    {
+        Some(p) => Err(Failure::new(
+            Reason::NotLeader,
+            format!(
+                "this broker holds no replica of {}-{index}; its leader is {}",
+                topic.name,
+                p.leader
+                    .map_or_else(|| "none now".to_string(), |l| format!("broker {l}"))
+            ),
+        )),
+        None => Err(Failure::new(
+            Reason::UnknownPartition,
+            format!(
+                "topic {:?} has {} partitions; there is no partition {index}",
+                topic.name,
+                topic.partition_count()
+            ),
+        )),
+    }
+}
 
 /// The storage engine's settings of a topic.
 pub fn log_config(config: &TopicConfig) -> LogConfig {

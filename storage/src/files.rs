@@ -39,8 +39,8 @@ impl SegmentFiles {
                 path: log_path.to_path_buf(),
                 source,
             })?;
-        let index_path = log_path.with_extension(crate::segment::INDEX_SUFFIX);
-        let time_path = log_path.with_extension(crate::segment::TIME_INDEX_SUFFIX);
+        let index_path = log_path.with_extension(crate::layout::INDEX_SUFFIX);
+        let time_path = log_path.with_extension(crate::layout::TIME_INDEX_SUFFIX);
         let offset_index = match OffsetIndex::open_trimmed(&index_path) {
             Ok(Some(index)) => index,
             outcome => {

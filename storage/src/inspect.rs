@@ -12,9 +12,9 @@ use crate::checkpoint;
 use crate::epoch;
 use crate::error::LogError;
 use crate::index::{Entry, OffsetEntry, TimeEntry};
+use crate::layout::{INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, file_name};
 use crate::log::{CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE, segment_bases};
 use crate::scan::ScanEnd;
-use crate::segment::{self, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 
 /// What [`inspect`] found in a log directory.
 #[derive(Debug, Clone)]
@@ -87,7 +87,7 @@ fn inspect_segment(
     base: i64,
     expected_first: Option<i64>,
 ) -> Result<SegmentReport, LogError> {
-    let path = dir.join(segment::file_name(base, LOG_SUFFIX));
+    let path = dir.join(file_name(base, LOG_SUFFIX));
     let read_error = |source| LogError::ReadSegment {
         path: path.clone(),
         source,
@@ -148,12 +148,12 @@ fn inspect_segment(
     }
 
     let (offset_entries, offset_slots) = read_entries::<OffsetEntry>(
-        &dir.join(segment::file_name(base, INDEX_SUFFIX)),
+        &dir.join(file_name(base, INDEX_SUFFIX)),
         &mut problems,
         "offset index",
     );
     let (time_entries, time_slots) = read_entries::<TimeEntry>(
-        &dir.join(segment::file_name(base, TIME_INDEX_SUFFIX)),
+        &dir.join(file_name(base, TIME_INDEX_SUFFIX)),
         &mut problems,
         "time index",
     );

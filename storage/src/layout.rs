@@ -22,6 +22,15 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::checkpoint;
 
+/// A segment's files: `<base offset, 20 digits>.<suffix>` in its partition's directory.
+pub(crate) const LOG_SUFFIX: &str = "log";
+pub(crate) const INDEX_SUFFIX: &str = "index";
+pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
+
+pub(crate) fn file_name(base_offset: i64, suffix: &str) -> String {
+    format!("{base_offset:020}.{suffix}")
+}
+
 /// The file naming the topic id a partition directory belongs to.
 pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
 /// What a replica's directory is renamed to end with before it is removed.

@@ -16,15 +16,8 @@ use crate::batch::{Batch, BatchHeader, HEADER_LEN, InvalidBatch};
 use crate::error::LogError;
 use crate::files::{FilesRef, SegmentFileCache, SegmentFiles};
 use crate::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+use crate::layout::{INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, file_name};
 use crate::scan::{ScanEnd, Scanned, Scanner, Step, scan_file};
-
-pub(crate) const LOG_SUFFIX: &str = "log";
-pub(crate) const INDEX_SUFFIX: &str = "index";
-pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
-
-pub(crate) fn file_name(base_offset: i64, suffix: &str) -> String {
-    format!("{base_offset:020}.{suffix}")
-}
 
 /// Deletes the files of the segment at `base_offset`; missing files are fine.
 pub(crate) fn delete_files(dir: &Path, base_offset: i64) -> Result<(), LogError> {
