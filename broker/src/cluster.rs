@@ -33,6 +33,7 @@ pub async fn register(node: &Node, stopped: &watch::Receiver<bool>) -> Option<Du
         address: node.config.advertised(),
         rack: node.config.rack.clone(),
         incarnation: node.incarnation,
+        kafka_address: node.config.kafka_advertised(),
     };
     loop {
         if *stopped.borrow() {

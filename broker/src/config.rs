@@ -15,6 +15,8 @@ use serde::Deserialize;
 pub const DEV_PORT: u16 = 9192;
 /// The HTTP port (`/metrics`, `/healthz`, `/readyz`) of `weir-broker dev`.
 pub const DEV_HTTP_PORT: u16 = 9193;
+/// The Kafka protocol port of `weir-broker dev`: Kafka's own default.
+pub const DEV_KAFKA_PORT: u16 = 9092;
 
 /// One setting of the broker: its key in the TOML file, its flag (`--key-with-dashes`) and
 /// its variable (`WEIR_KEY`), all made from the key, with the help text people read.
@@ -148,6 +150,14 @@ settings! {
         "The gRPC listener for clients and other brokers.";
     http_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], DEV_HTTP_PORT)),
         "The HTTP listener for /metrics, /healthz and /readyz.";
+    kafka_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], DEV_KAFKA_PORT)),
+        "The Kafka protocol listener, for Kafka clients.";
+    kafka_advertised_address: Option<String> = None,
+        "The address Kafka clients are told to use (`host:port`); the Kafka listen address when absent.";
+    socket_request_max_bytes: usize = 100 << 20,
+        "The largest Kafka request accepted (Kafka's socket.request.max.bytes); a larger one closes its connection.";
+    queued_max_request_bytes: usize = 512 << 20,
+        "Bytes of Kafka requests read but not yet answered, over all connections; reading waits while they are more (Kafka's queued.max.request.bytes).";
     broker_id: i32 = 0,
         "The broker's id, unique in the cluster.";
     advertised_address: Option<String> = None,
@@ -293,10 +303,24 @@ impl BrokerConfig {
                 self.default_partitions
             )));
         }
-        if self.listen == self.http_listen && self.listen.port() != 0 {
+        let listeners = [
+            ("listen", self.listen),
+            ("http_listen", self.http_listen),
+            ("kafka_listen", self.kafka_listen),
+        ];
+        for (i, (a, x)) in listeners.iter().enumerate() {
+            for (b, y) in &listeners[i + 1..] {
+                if x == y && x.port() != 0 {
+                    return Err(ConfigError::Invalid(format!("{a} and {b} are both {x}")));
+                }
+            }
+        }
+        if self.socket_request_max_bytes < 1024
+            || self.queued_max_request_bytes < self.socket_request_max_bytes
+        {
             return Err(ConfigError::Invalid(format!(
-                "listen and http_listen are both {}",
-                self.listen
+                "socket_request_max_bytes must be at least 1024 and at most queued_max_request_bytes ({}), not {}",
+                self.queued_max_request_bytes, self.socket_request_max_bytes
             )));
         }
         if let Some(cluster) = &self.cluster
@@ -340,6 +364,15 @@ impl BrokerConfig {
         self.advertised_address
             .clone()
             .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// The address Kafka clients are told to connect to.
+    pub fn kafka_advertised(&self) -> Option<String> {
+        Some(
+            self.kafka_advertised_address
+                .clone()
+                .unwrap_or_else(|| self.kafka_listen.to_string()),
+        )
     }
 }
 

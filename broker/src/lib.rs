@@ -6,8 +6,9 @@
 //! front door calls), [`Service`] (the gRPC front door: it only translates), [`BrokerConfig`].
 //! [`run`] serves a node until told to stop.
 //!
-//! Layers, each importing only those below it: `service`, `cluster` (the loops that talk to
-//! the controller) and `http` on top; `node` (its modules: `metadata`, `replication`, `admin`,
+//! Layers, each importing only those below it: the front doors `service` (gRPC) and `kafka`
+//! (Kafka's wire protocol), `cluster` (the loops that talk to the controller) and `http` on
+//! top; `node` (its modules: `metadata`, `replication`, `admin`,
 //! `groups`, `offsets`, `records`, `maintenance`); `coordinator` (reaching the node only
 //! through its `Replicas` trait) and `config`; `topic` and `metrics`; `partition`; and at the
 //! bottom `failure`, `links`, `replica`, `producer`, `group`, `listener`.
@@ -25,6 +26,7 @@ pub mod coordinator;
 pub mod failure;
 pub mod group;
 mod http;
+pub mod kafka;
 pub mod links;
 pub mod listener;
 pub mod metrics;
@@ -53,7 +55,7 @@ pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
 /// How often `flush.ms` flushes and recovery-point checkpoints run.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Opens the node, binds both listeners, prints `ready grpc=ADDR http=ADDR` on stdout, and
+/// Opens the node, binds its listeners, prints `ready grpc=ADDR http=ADDR kafka=ADDR` on stdout, and
 /// serves until `shutdown` completes; then closes every log cleanly.
 ///
 /// # Errors
@@ -70,18 +72,27 @@ pub async fn run(
     let http = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("bind the HTTP listener {}", config.http_listen))?;
+    let kafka = TcpListener::bind(config.kafka_listen)
+        .await
+        .with_context(|| format!("bind the Kafka listener {}", config.kafka_listen))?;
     let grpc_address = grpc.local_addr()?;
     let http_address = http.local_addr()?;
-    if config.advertised_address.is_none() {
-        // The bound port (the configured one may be 0); a wildcard address is not one a
-        // client can dial.
-        let host = if grpc_address.ip().is_unspecified() {
+    let kafka_address = kafka.local_addr()?;
+    // The bound ports (the configured ones may be 0); a wildcard address is not one a client
+    // can dial.
+    let dialable = |bound: std::net::SocketAddr| {
+        let host = if bound.ip().is_unspecified() {
             std::net::IpAddr::from([127, 0, 0, 1])
         } else {
-            grpc_address.ip()
+            bound.ip()
         };
-        config.advertised_address =
-            Some(std::net::SocketAddr::new(host, grpc_address.port()).to_string());
+        std::net::SocketAddr::new(host, bound.port()).to_string()
+    };
+    if config.advertised_address.is_none() {
+        config.advertised_address = Some(dialable(grpc_address));
+    }
+    if config.kafka_advertised_address.is_none() {
+        config.kafka_advertised_address = Some(dialable(kafka_address));
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let bounds = |handshake| listener::Limits {
@@ -142,7 +153,18 @@ pub async fn run(
         "http",
         node.metrics.listener_stats("http"),
     );
-    let connections = [("grpc", grpc.gauge()), ("http", http.gauge())];
+    let kafka = listener::GuardedListener::new(
+        kafka,
+        // A request's length, API key and version.
+        bounds(listener::Handshake::Bytes(8)),
+        "kafka",
+        node.metrics.listener_stats("kafka"),
+    );
+    let connections = [
+        ("grpc", grpc.gauge()),
+        ("http", http.gauge()),
+        ("kafka", kafka.gauge()),
+    ];
     let ready = Arc::new(AtomicBool::new(false));
     // Client calls are answered BROKER_STARTING (retriable) until the metadata is applied.
     let serving = Arc::new(AtomicBool::new(false));
@@ -231,9 +253,16 @@ pub async fn run(
             if let Err(f) = node.reserve_producer_ids().await {
                 tracing::warn!(error = %f.message, "no producer ids reserved yet");
             }
+            // Kafka clients are served once the broker knows its topics (until then their
+            // connections wait in the listen backlog).
+            loops.push(tokio::spawn(kafka::serve(
+                kafka,
+                Arc::clone(&node),
+                stopped.clone(),
+            )));
             ready.store(true, Ordering::Release);
-            tracing::info!(grpc = %grpc_address, http = %http_address, broker = config.broker_id, data_dir = %config.data_dir.display(), "broker ready");
-            println!("ready grpc={grpc_address} http={http_address}");
+            tracing::info!(grpc = %grpc_address, http = %http_address, kafka = %kafka_address, broker = config.broker_id, data_dir = %config.data_dir.display(), "broker ready");
+            println!("ready grpc={grpc_address} http={http_address} kafka={kafka_address}");
         } else {
             tracing::error!(controller = %controller_address, "no metadata from the controller within 30 s");
         }
@@ -354,7 +383,7 @@ async fn close(mut node: Arc<Node>, timeout: Duration) {
 async fn maintain(
     node: Arc<Node>,
     retention_interval: Duration,
-    connections: [(&'static str, listener::ConnectionGauge); 2],
+    connections: [(&'static str, listener::ConnectionGauge); 3],
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut last_retention = Instant::now();

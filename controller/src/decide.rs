@@ -50,6 +50,7 @@ impl ClusterState {
                 rack,
                 incarnation,
                 alive: true,
+                kafka_address: None,
             },
         );
         changed.extend(self.elect_offline());

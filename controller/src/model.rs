@@ -21,6 +21,9 @@ pub struct Broker {
     /// Heartbeating within its deadline. A dead broker leads nothing and is in no ISR it could
     /// leave (the last member of an ISR stays, see [`PartitionState::isr`]).
     pub alive: bool,
+    /// Where Kafka clients reach it (`host:port`), when it serves the Kafka protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_address: Option<String>,
 }
 
 /// One partition's replicas, leader and in-sync replicas, as the controller decided them.

@@ -130,6 +130,7 @@ mod tests {
                     rack: rack.map(str::to_string),
                     incarnation: 1,
                     alive: true,
+                    kafka_address: None,
                 },
             );
         }

@@ -323,12 +323,16 @@ impl<S: MetadataStore + 'static> v1::controller_server::Controller for Controlle
             .insert(r.broker_id, Instant::now());
         let registered = controller
             .change(|state| {
-                Ok(state.register(
+                let registered = state.register(
                     r.broker_id,
                     r.address.clone(),
                     r.rack.clone(),
                     r.incarnation,
-                ))
+                );
+                if let Some(broker) = state.brokers.get_mut(&r.broker_id) {
+                    broker.kafka_address = r.kafka_address.clone();
+                }
+                Ok(registered)
             })
             .await?;
         tracing::info!(
@@ -589,6 +593,7 @@ pub fn to_wire(state: &ClusterState, version: u64) -> v1::ClusterMetadata {
                 rack: b.rack.clone(),
                 incarnation: b.incarnation,
                 alive: b.alive,
+                kafka_address: b.kafka_address.clone(),
             })
             .collect(),
         topics: state.topics.values().map(topic_to_wire).collect(),

@@ -89,6 +89,7 @@ async fn register(client: &mut Client, id: i32, incarnation: u64) {
             address: format!("127.0.0.1:{}", 9000 + id),
             rack: None,
             incarnation,
+            kafka_address: Some(format!("127.0.0.1:{}", 19000 + id)),
         })
         .await
         .expect("register");
@@ -173,6 +174,13 @@ async fn failover_and_restart() {
         .expect("watch")
         .into_inner();
     let first = wait_for(&mut watch, |m| !m.topics.is_empty()).await;
+    // Each broker's Kafka address travels with it, for Kafka clients' Metadata.
+    for broker in &first.brokers {
+        assert_eq!(
+            broker.kafka_address,
+            Some(format!("127.0.0.1:{}", 19000 + broker.id))
+        );
+    }
     let p0 = first.topics[0].partitions[0].clone();
     let leader = p0.leader.expect("leader");
 
@@ -260,6 +268,7 @@ async fn calls_without_the_cluster_secret_are_refused_and_topics_are_checked_her
             address: "10.9.9.9:1".into(),
             rack: None,
             incarnation: 1,
+            kafka_address: None,
         })
         .await
         .expect_err("no secret");

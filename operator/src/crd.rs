@@ -74,6 +74,10 @@ pub struct PortsSpec {
     pub grpc: i32,
     #[schemars(range(min = 1, max = 65535))]
     pub http: i32,
+    /// The Kafka protocol port; 9092 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub kafka: Option<i32>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -119,6 +123,9 @@ pub struct BrokerRegistration {
     pub incarnation: String,
     /// Heartbeating within its session timeout.
     pub alive: bool,
+    /// Where Kafka clients reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_address: Option<String>,
 }
 
 /// A topic of a cluster. Partitions may grow in place; shrinking them or changing the

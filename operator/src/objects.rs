@@ -22,8 +22,10 @@ use crate::crd::Cluster;
 
 /// The broker image when a Cluster names none.
 pub const DEFAULT_IMAGE: &str = "weir/weir-broker:0.1.0";
-pub const DEFAULT_GRPC_PORT: i32 = 9092;
-pub const DEFAULT_HTTP_PORT: i32 = 9093;
+pub const DEFAULT_GRPC_PORT: i32 = 9192;
+pub const DEFAULT_HTTP_PORT: i32 = 9193;
+/// Kafka's own port, where Kafka clients look first.
+pub const DEFAULT_KAFKA_PORT: i32 = 9092;
 /// Where a broker keeps its data inside its pod.
 const DATA_DIR: &str = "/var/lib/weir";
 /// Where the cluster secret is mounted in a broker's pod, and the file in it.
@@ -68,10 +70,10 @@ pub enum SpecError {
 pub fn cluster_objects(cluster: &Cluster, controller: &str) -> Result<ClusterObjects, SpecError> {
     let (name, namespace) = named(cluster)?;
     let spec = &cluster.spec;
-    let (grpc, http) = spec
-        .ports
-        .as_ref()
-        .map_or((DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT), |p| (p.grpc, p.http));
+    let (grpc, http, kafka) = spec.ports.as_ref().map_or(
+        (DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_KAFKA_PORT),
+        |p| (p.grpc, p.http, p.kafka.unwrap_or(DEFAULT_KAFKA_PORT)),
+    );
     for key in spec.broker_config.keys() {
         if RESERVED.contains(&key.as_str()) {
             return Err(SpecError::Reserved(key.clone()));
@@ -93,7 +95,12 @@ pub fn cluster_objects(cluster: &Cluster, controller: &str) -> Result<ClusterObj
         metadata: meta(config_name.clone()),
         data: Some(BTreeMap::from([(
             "broker.toml".to_string(),
-            broker_toml(spec, controller, &format!("{namespace}/{name}"), grpc, http),
+            broker_toml(
+                spec,
+                controller,
+                &format!("{namespace}/{name}"),
+                [grpc, http, kafka],
+            ),
         )])),
         ..ConfigMap::default()
     };
@@ -103,6 +110,13 @@ pub fn cluster_objects(cluster: &Cluster, controller: &str) -> Result<ClusterObj
             port: grpc,
             target_port: Some(IntOrString::String("grpc".into())),
             // Server-side apply keys ports by port and protocol: name it.
+            protocol: Some("TCP".into()),
+            ..ServicePort::default()
+        },
+        ServicePort {
+            name: Some("kafka".into()),
+            port: kafka,
+            target_port: Some(IntOrString::String("kafka".into())),
             protocol: Some("TCP".into()),
             ..ServicePort::default()
         },
@@ -130,7 +144,8 @@ pub fn cluster_objects(cluster: &Cluster, controller: &str) -> Result<ClusterObj
         metadata: meta(name.clone()),
         spec: Some(ServiceSpec {
             selector: Some(labels.clone()),
-            ports: Some(ports[..1].to_vec()),
+            // Clients' ports: gRPC and Kafka.
+            ports: Some(ports[..2].to_vec()),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -157,8 +172,7 @@ pub fn cluster_objects(cluster: &Cluster, controller: &str) -> Result<ClusterObj
                     &name,
                     &headless_name,
                     &namespace,
-                    grpc,
-                    http,
+                    [grpc, http, kafka],
                 )),
             },
             volume_claim_templates: Some(vec![PersistentVolumeClaim {
@@ -201,12 +215,14 @@ fn named(cluster: &Cluster) -> Result<(String, String), SpecError> {
 }
 
 /// Broker config keys the operator sets itself.
-const RESERVED: [&str; 8] = [
+const RESERVED: [&str; 10] = [
     "cluster",
     "cluster_secret_file",
     "data_dir",
     "listen",
     "http_listen",
+    "kafka_listen",
+    "kafka_advertised_address",
     "broker_id",
     "advertised_address",
     "controller",
@@ -294,14 +310,14 @@ fn broker_toml(
     spec: &crate::crd::ClusterSpec,
     controller: &str,
     cluster: &str,
-    grpc: i32,
-    http: i32,
+    [grpc, http, kafka]: [i32; 3],
 ) -> String {
     let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
     let mut lines = vec![
         format!("data_dir = {}", quote(DATA_DIR)),
         format!("listen = {}", quote(&format!("0.0.0.0:{grpc}"))),
         format!("http_listen = {}", quote(&format!("0.0.0.0:{http}"))),
+        format!("kafka_listen = {}", quote(&format!("0.0.0.0:{kafka}"))),
         format!("controller = {}", quote(controller)),
         format!("cluster = {}", quote(cluster)),
         format!(
@@ -336,8 +352,7 @@ fn broker_pod(
     cluster_name: &str,
     headless_name: &str,
     namespace: &str,
-    grpc: i32,
-    http: i32,
+    [grpc, http, kafka]: [i32; 3],
 ) -> PodSpec {
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -377,7 +392,8 @@ fn broker_pod(
             command: Some(vec!["/bin/sh".into(), "-c".into()]),
             args: Some(vec![format!(
                 "exec weir-broker --config /etc/weir/broker.toml --id \"${{POD_NAME##*-}}\" \
-                 --advertised-address \"$POD_NAME.{headless_name}.{namespace}.svc:{grpc}\""
+                 --advertised-address \"$POD_NAME.{headless_name}.{namespace}.svc:{grpc}\" \
+                 --kafka-advertised-address \"$POD_NAME.{headless_name}.{namespace}.svc:{kafka}\""
             )]),
             env: Some(vec![EnvVar {
                 name: "POD_NAME".into(),
@@ -394,6 +410,12 @@ fn broker_pod(
                 ContainerPort {
                     name: Some("http".into()),
                     container_port: http,
+                    protocol: Some("TCP".into()),
+                    ..ContainerPort::default()
+                },
+                ContainerPort {
+                    name: Some("kafka".into()),
+                    container_port: kafka,
                     protocol: Some("TCP".into()),
                     ..ContainerPort::default()
                 },
@@ -516,7 +538,10 @@ mod tests {
         let command = broker.args.as_ref().expect("args")[0].clone();
         assert!(command.contains("--id \"${POD_NAME##*-}\""), "{command}");
         assert!(
-            command.contains("$POD_NAME.main-brokers.streams.svc:9092"),
+            command.contains("$POD_NAME.main-brokers.streams.svc:9192")
+                && command.contains(
+                    "--kafka-advertised-address \"$POD_NAME.main-brokers.streams.svc:9092\""
+                ),
             "{command}"
         );
         let spreads: Vec<&str> = pod

@@ -403,6 +403,7 @@ fn broker_registrations(state: &ClusterState) -> Vec<BrokerRegistration> {
             rack: b.rack.clone(),
             incarnation: b.incarnation.to_string(),
             alive: b.alive,
+            kafka_address: b.kafka_address.clone(),
         })
         .collect()
 }
@@ -429,6 +430,7 @@ impl MetadataStore for KubeStore {
                     rack: b.rack,
                     incarnation: b.incarnation.parse().unwrap_or(0),
                     alive: b.alive,
+                    kafka_address: b.kafka_address,
                 },
             );
         }

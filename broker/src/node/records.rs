@@ -134,28 +134,50 @@ impl Node {
         max_wait: Duration,
         leader_epoch: Option<i32>,
     ) -> Result<(Option<SegmentSlice>, Arc<Partition>), Failure> {
-        let target = self.partition(topic, partition)?;
-        // Consumers read from leaders only, at the epoch they believe in.
-        target.check_client_epoch(leader_epoch)?;
-        let max_bytes = max_bytes.clamp(1, MAX_FETCH_BYTES);
         let deadline = Instant::now() + max_wait;
         loop {
-            let slice = target.read(offset, max_bytes)?;
+            let (slice, target) = self.read(topic, partition, offset, max_bytes, leader_epoch)?;
             let have = slice.as_ref().map_or(0, |s| s.bytes.len());
             let left = deadline.saturating_duration_since(Instant::now());
             if have >= min_bytes.max(1) || have >= max_bytes || left.is_zero() {
-                if let Some(slice) = &slice {
-                    self.metrics.fetched(
-                        topic,
-                        slice.bytes.len() as u64,
-                        slice.next_offset - slice.first_offset,
-                    );
-                }
+                self.count_fetched(topic, slice.as_ref());
                 return Ok((slice, target));
             }
             // Wait for anything past what this read saw, then read again from `offset`.
             let seen = slice.map_or(offset, |s| s.next_offset);
             target.wait_past(seen, left).await;
+        }
+    }
+
+    /// Reads from one partition this broker leads, without waiting: whole batches from the
+    /// one holding `offset`, up to `max_bytes` (at least one batch, however large). The
+    /// caller counts what it returns to the client ([`Node::count_fetched`]).
+    ///
+    /// # Errors
+    /// As [`Node::fetch`]; `NotLeader`, `FencedLeaderEpoch`, `UnknownLeaderEpoch`.
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        leader_epoch: Option<i32>,
+    ) -> Result<(Option<SegmentSlice>, Arc<Partition>), Failure> {
+        let target = self.partition(topic, partition)?;
+        // Consumers read from leaders only, at the epoch they believe in.
+        target.check_client_epoch(leader_epoch)?;
+        let slice = target.read(offset, max_bytes.clamp(1, MAX_FETCH_BYTES))?;
+        Ok((slice, target))
+    }
+
+    /// Counts a read returned to a client in the fetch metrics.
+    pub fn count_fetched(&self, topic: &str, slice: Option<&SegmentSlice>) {
+        if let Some(slice) = slice {
+            self.metrics.fetched(
+                topic,
+                slice.bytes.len() as u64,
+                slice.next_offset - slice.first_offset,
+            );
         }
     }
 }

@@ -33,6 +33,7 @@ async fn the_embedded_controller_is_not_served_on_the_client_port() {
             address: "10.9.9.9:1".into(),
             rack: None,
             incarnation: 1,
+            kafka_address: None,
         })
         .await
         .expect_err("no controller here");

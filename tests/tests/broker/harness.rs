@@ -24,6 +24,12 @@ pub struct BrokerProcess {
     pub address: String,
     /// The HTTP address for /metrics, /healthz and /readyz.
     pub http_address: String,
+    /// The Kafka protocol address.
+    #[allow(
+        dead_code,
+        reason = "the broker tests use it; the other test binaries share this harness"
+    )]
+    pub kafka_address: String,
     stderr_log: PathBuf,
 }
 
@@ -61,6 +67,8 @@ impl BrokerProcess {
                 "--listen",
                 listen,
                 "--http-listen",
+                "127.0.0.1:0",
+                "--kafka-listen",
                 "127.0.0.1:0",
             ])
             .args(extra)
@@ -185,6 +193,7 @@ impl StartingBroker {
         BrokerProcess {
             address: field("grpc"),
             http_address: field("http"),
+            kafka_address: field("kafka"),
             child: Some(self.child),
             stderr_log: self.stderr_log,
         }

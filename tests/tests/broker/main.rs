@@ -17,6 +17,7 @@ mod cli;
 mod groups;
 mod hardening;
 mod harness;
+mod kafka;
 mod restart;
 
 use harness::{BrokerProcess, weir, weir_ok};

@@ -1,0 +1,471 @@
+//! A request body is walked before it is decoded: every array count, string and bytes length
+//! is checked against the bytes that remain in the frame. The `kafka-protocol` decoder sizes
+//! each array by the count on the wire (`Vec::with_capacity`), so an 8-byte frame claiming
+//! two billion topics would make it allocate hundreds of gigabytes and abort the process.
+//! After this walk, every count it will meet is at most the frame's remaining length (each
+//! element takes at least one byte, Kafka's own rule), so what it allocates is bounded by a
+//! small multiple of the frame.
+//!
+//! The schemas below are the request layouts of the versions this broker serves, field by
+//! field, from Kafka's protocol definitions: a field is present in a range of versions, and
+//! from an API's first flexible version on, strings, bytes and arrays are compact and every
+//! structure ends with tagged fields.
+
+use kafka_protocol::messages::ApiKey;
+
+/// Why a body was refused, for the log; the connection closes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("the request ends early: {need} more bytes needed at byte {at}")]
+    Short { at: usize, need: usize },
+    #[error("an array at byte {at} claims {count} elements with only {left} bytes left")]
+    Count { at: usize, count: i64, left: usize },
+    #[error("a length at byte {at} is {length}, which no string or bytes field can have")]
+    Length { at: usize, length: i64 },
+    #[error("a variable-length integer at byte {at} runs past five bytes")]
+    Varint { at: usize },
+    #[error("{left} bytes are left over after the request")]
+    Trailing { left: usize },
+    #[error("no schema for this API and version")]
+    Unknown,
+}
+
+/// A field's type.
+#[derive(Debug, Clone, Copy)]
+enum T {
+    I8,
+    I16,
+    I32,
+    I64,
+    Uuid,
+    Bool,
+    /// A (nullable) string.
+    Str,
+    /// (Nullable) bytes, records among them.
+    Bytes,
+    /// An array of structures.
+    Structs(&'static [Field]),
+    /// An array of plain values.
+    Values(&'static T),
+}
+
+/// A field present from version `since` to version `until`, inclusive.
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    t: T,
+    since: i16,
+    until: i16,
+}
+
+const fn f(t: T) -> Field {
+    Field {
+        t,
+        since: 0,
+        until: i16::MAX,
+    }
+}
+
+const fn from(since: i16, t: T) -> Field {
+    Field {
+        t,
+        since,
+        until: i16::MAX,
+    }
+}
+
+const fn between(since: i16, until: i16, t: T) -> Field {
+    Field { t, since, until }
+}
+
+/// A request's top-level fields and its first flexible version.
+struct Schema {
+    fields: &'static [Field],
+    flexible: i16,
+}
+
+const API_VERSIONS: Schema = Schema {
+    fields: &[from(3, T::Str), from(3, T::Str)],
+    flexible: 3,
+};
+
+const METADATA_TOPIC: &[Field] = &[from(10, T::Uuid), f(T::Str)];
+const METADATA: Schema = Schema {
+    fields: &[
+        f(T::Structs(METADATA_TOPIC)),
+        from(4, T::Bool),
+        between(8, 10, T::Bool),
+        from(8, T::Bool),
+    ],
+    flexible: 9,
+};
+
+const PRODUCE_PARTITION: &[Field] = &[f(T::I32), f(T::Bytes)];
+const PRODUCE_TOPIC: &[Field] = &[
+    between(0, 12, T::Str),
+    from(13, T::Uuid),
+    f(T::Structs(PRODUCE_PARTITION)),
+];
+const PRODUCE: Schema = Schema {
+    fields: &[
+        from(3, T::Str),
+        f(T::I16),
+        f(T::I32),
+        f(T::Structs(PRODUCE_TOPIC)),
+    ],
+    flexible: 9,
+};
+
+const FETCH_PARTITION: &[Field] = &[
+    f(T::I32),
+    from(9, T::I32),
+    f(T::I64),
+    from(12, T::I32),
+    from(5, T::I64),
+    f(T::I32),
+];
+const FETCH_TOPIC: &[Field] = &[
+    between(0, 12, T::Str),
+    from(13, T::Uuid),
+    f(T::Structs(FETCH_PARTITION)),
+];
+const FETCH_FORGOTTEN: &[Field] = &[
+    between(7, 12, T::Str),
+    from(13, T::Uuid),
+    from(7, T::Values(&T::I32)),
+];
+const FETCH: Schema = Schema {
+    fields: &[
+        between(0, 14, T::I32),
+        f(T::I32),
+        f(T::I32),
+        from(3, T::I32),
+        from(4, T::I8),
+        from(7, T::I32),
+        from(7, T::I32),
+        f(T::Structs(FETCH_TOPIC)),
+        from(7, T::Structs(FETCH_FORGOTTEN)),
+        from(11, T::Str),
+    ],
+    flexible: 12,
+};
+
+const LIST_OFFSETS_PARTITION: &[Field] = &[f(T::I32), from(4, T::I32), f(T::I64)];
+const LIST_OFFSETS_TOPIC: &[Field] = &[f(T::Str), f(T::Structs(LIST_OFFSETS_PARTITION))];
+const LIST_OFFSETS: Schema = Schema {
+    fields: &[
+        f(T::I32),
+        from(2, T::I8),
+        f(T::Structs(LIST_OFFSETS_TOPIC)),
+        from(10, T::I32),
+    ],
+    flexible: 6,
+};
+
+fn schema(key: ApiKey) -> Option<&'static Schema> {
+    Some(match key {
+        ApiKey::ApiVersions => &API_VERSIONS,
+        ApiKey::Metadata => &METADATA,
+        ApiKey::Produce => &PRODUCE,
+        ApiKey::Fetch => &FETCH,
+        ApiKey::ListOffsets => &LIST_OFFSETS,
+        _ => return None,
+    })
+}
+
+/// Checks the body of a request (the bytes after its header) of `key` at `version`.
+///
+/// # Errors
+/// What is wrong, at which byte.
+pub fn check(key: ApiKey, version: i16, body: &[u8]) -> Result<(), Malformed> {
+    let schema = schema(key).ok_or(Malformed::Unknown)?;
+    let mut walk = Walk {
+        body,
+        at: 0,
+        version,
+        flexible: version >= schema.flexible,
+    };
+    walk.fields(schema.fields)?;
+    match body.len() - walk.at {
+        0 => Ok(()),
+        left => Err(Malformed::Trailing { left }),
+    }
+}
+
+struct Walk<'a> {
+    body: &'a [u8],
+    at: usize,
+    version: i16,
+    flexible: bool,
+}
+
+impl Walk<'_> {
+    fn left(&self) -> usize {
+        self.body.len() - self.at
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8], Malformed> {
+        if n > self.left() {
+            return Err(Malformed::Short {
+                at: self.at,
+                need: n - self.left(),
+            });
+        }
+        let taken = &self.body[self.at..self.at + n];
+        self.at += n;
+        Ok(taken)
+    }
+
+    fn int(&mut self, n: usize) -> Result<i64, Malformed> {
+        let bytes = self.take(n)?;
+        let mut value: i64 = if bytes[0] & 0x80 != 0 { -1 } else { 0 };
+        for b in bytes {
+            value = (value << 8) | i64::from(*b);
+        }
+        Ok(value)
+    }
+
+    fn uvarint(&mut self) -> Result<u64, Malformed> {
+        let start = self.at;
+        let mut value = 0u64;
+        for shift in (0..35).step_by(7) {
+            let byte = self.take(1)?[0];
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(Malformed::Varint { at: start })
+    }
+
+    /// A length or count: compact (unsigned varint, 0 for null) when flexible, else of
+    /// `width` bytes (-1 for null). `None` for null.
+    fn length(&mut self, width: usize) -> Result<Option<(usize, i64)>, Malformed> {
+        let at = self.at;
+        let length = if self.flexible {
+            self.uvarint()? as i64 - 1
+        } else {
+            self.int(width)?
+        };
+        match length {
+            -1 => Ok(None),
+            n if n < -1 => Err(Malformed::Length { at, length: n }),
+            n => Ok(Some((at, n))),
+        }
+    }
+
+    fn fields(&mut self, fields: &[Field]) -> Result<(), Malformed> {
+        for field in fields {
+            if (field.since..=field.until).contains(&self.version) {
+                self.value(field.t)?;
+            }
+        }
+        if self.flexible {
+            self.tagged_fields()?;
+        }
+        Ok(())
+    }
+
+    fn tagged_fields(&mut self) -> Result<(), Malformed> {
+        let at = self.at;
+        let count = self.uvarint()?;
+        self.bound(at, count as i64)?;
+        for _ in 0..count {
+            self.uvarint()?;
+            let size = self.uvarint()?;
+            self.take(usize::try_from(size).unwrap_or(usize::MAX))?;
+        }
+        Ok(())
+    }
+
+    /// An array of `count` elements needs at least `count` bytes.
+    fn bound(&self, at: usize, count: i64) -> Result<(), Malformed> {
+        if count > self.left() as i64 {
+            return Err(Malformed::Count {
+                at,
+                count,
+                left: self.left(),
+            });
+        }
+        Ok(())
+    }
+
+    fn value(&mut self, t: T) -> Result<(), Malformed> {
+        match t {
+            T::I8 | T::Bool => self.take(1).map(drop),
+            T::I16 => self.take(2).map(drop),
+            T::I32 => self.take(4).map(drop),
+            T::I64 => self.take(8).map(drop),
+            T::Uuid => self.take(16).map(drop),
+            T::Str => match self.length(2)? {
+                Some((_, n)) => self.take(n as usize).map(drop),
+                None => Ok(()),
+            },
+            T::Bytes => match self.length(4)? {
+                Some((_, n)) => self.take(n as usize).map(drop),
+                None => Ok(()),
+            },
+            T::Structs(fields) => {
+                if let Some((at, count)) = self.length(4)? {
+                    self.bound(at, count)?;
+                    for _ in 0..count {
+                        self.fields(fields)?;
+                    }
+                }
+                Ok(())
+            }
+            T::Values(t) => {
+                if let Some((at, count)) = self.length(4)? {
+                    self.bound(at, count)?;
+                    for _ in 0..count {
+                        self.value(*t)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use kafka_protocol::messages::{
+        ApiVersionsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+        TopicName, fetch_request, list_offsets_request, metadata_request, produce_request,
+    };
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    use super::*;
+
+    fn encoded<M: Encodable>(message: &M, version: i16) -> Vec<u8> {
+        let mut bytes = BytesMut::new();
+        message.encode(&mut bytes, version).expect("encode");
+        bytes.to_vec()
+    }
+
+    fn name(text: &'static str) -> TopicName {
+        TopicName(StrBytes::from_static_str(text))
+    }
+
+    /// Every version served of each request, as the crate's client side encodes it, walks
+    /// to its last byte; one byte less is short.
+    #[test]
+    fn requests_clients_send_walk_whole() {
+        let mut metadata = MetadataRequest::default();
+        metadata.topics = Some(vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(name("orders"))),
+        ]);
+        let mut produce = ProduceRequest::default();
+        produce.topic_data = vec![
+            produce_request::TopicProduceData::default()
+                .with_name(name("orders"))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(3)
+                        .with_records(Some(bytes::Bytes::from_static(b"batch"))),
+                ]),
+        ];
+        let mut fetch = FetchRequest::default();
+        fetch.topics = vec![
+            fetch_request::FetchTopic::default()
+                .with_topic(name("orders"))
+                .with_partitions(vec![
+                    fetch_request::FetchPartition::default().with_fetch_offset(7),
+                ]),
+        ];
+        let mut list = ListOffsetsRequest::default();
+        list.topics = vec![
+            list_offsets_request::ListOffsetsTopic::default()
+                .with_name(name("orders"))
+                .with_partitions(vec![
+                    list_offsets_request::ListOffsetsPartition::default().with_timestamp(-1),
+                ]),
+        ];
+        let mut cases: Vec<(ApiKey, i16, Vec<u8>)> = Vec::new();
+        for v in 0..=4 {
+            cases.push((
+                ApiKey::ApiVersions,
+                v,
+                encoded(&ApiVersionsRequest::default(), v),
+            ));
+        }
+        for v in 0..=12 {
+            cases.push((ApiKey::Metadata, v, encoded(&metadata, v)));
+        }
+        for v in 3..=11 {
+            cases.push((ApiKey::Produce, v, encoded(&produce, v)));
+        }
+        for v in 4..=12 {
+            cases.push((ApiKey::Fetch, v, encoded(&fetch, v)));
+        }
+        for v in 1..=7 {
+            cases.push((ApiKey::ListOffsets, v, encoded(&list, v)));
+        }
+        for (key, version, body) in cases {
+            assert_eq!(
+                check(key, version, &body),
+                Ok(()),
+                "{key:?} v{version}: {body:?}"
+            );
+            if !body.is_empty() {
+                assert!(
+                    check(key, version, &body[..body.len() - 1]).is_err(),
+                    "{key:?} v{version} one byte short"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_huge_count_in_a_tiny_frame_is_refused_before_any_decoder_sees_it() {
+        // Metadata v0: a topic array claiming 2^31 - 1 topics, and nothing else.
+        let body = [0x7f, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            check(ApiKey::Metadata, 0, &body),
+            Err(Malformed::Count {
+                count: 2_147_483_647,
+                ..
+            })
+        ));
+        // Metadata v9 (compact): about 54 million topics in four varint bytes.
+        let body = [0xff, 0xff, 0xff, 0x19, 0, 0, 0, 0];
+        assert!(matches!(
+            check(ApiKey::Metadata, 9, &body),
+            Err(Malformed::Count { .. })
+        ));
+        // Tagged fields claiming more than there is.
+        let body = [0x01, 0x7f];
+        assert!(check(ApiKey::ApiVersions, 3, &body).is_err());
+        // A negative length other than null.
+        let body = [0xff, 0xfe, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(matches!(
+            check(ApiKey::Produce, 3, &body),
+            Err(Malformed::Length { length: -2, .. })
+        ));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_never_pass_a_count_past_the_frame() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 64) as usize;
+            let body: Vec<u8> = (0..len)
+                .map(|i| (seed.rotate_left(i as u32 * 5) & 0xff) as u8)
+                .collect();
+            for (key, version) in [
+                (ApiKey::Metadata, 0),
+                (ApiKey::Metadata, 12),
+                (ApiKey::Produce, 3),
+                (ApiKey::Produce, 9),
+                (ApiKey::Fetch, 4),
+                (ApiKey::Fetch, 12),
+                (ApiKey::ListOffsets, 7),
+            ] {
+                let _ = check(key, version, &body);
+            }
+        }
+    }
+}

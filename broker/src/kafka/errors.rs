@@ -1,0 +1,61 @@
+//! Kafka's error codes for the broker core's failures. Each keeps Kafka's meaning, so a
+//! client retries what Kafka's clients retry (leadership, availability, timeouts) and gives
+//! up on the rest.
+
+use weir_proto::Reason;
+
+use crate::failure::Failure;
+
+pub const NONE: i16 = 0;
+pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+pub const CORRUPT_MESSAGE: i16 = 2;
+pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+pub const LEADER_NOT_AVAILABLE: i16 = 5;
+pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+pub const MESSAGE_TOO_LARGE: i16 = 10;
+pub const NOT_COORDINATOR: i16 = 16;
+pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
+pub const INVALID_REQUIRED_ACKS: i16 = 21;
+pub const UNSUPPORTED_VERSION: i16 = 35;
+pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+pub const INVALID_CONFIG: i16 = 40;
+pub const NOT_CONTROLLER: i16 = 41;
+pub const INVALID_REQUEST: i16 = 42;
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+pub const KAFKA_STORAGE_ERROR: i16 = 56;
+pub const FENCED_LEADER_EPOCH: i16 = 74;
+pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+
+/// The Kafka error code for a failure of the broker core.
+pub fn code(failure: &Failure) -> i16 {
+    match failure.reason {
+        Reason::UnknownTopic | Reason::UnknownPartition => UNKNOWN_TOPIC_OR_PARTITION,
+        Reason::InvalidTopic => INVALID_TOPIC_EXCEPTION,
+        Reason::TopicExists => TOPIC_ALREADY_EXISTS,
+        Reason::InvalidRecord | Reason::CorruptRecord => CORRUPT_MESSAGE,
+        Reason::RecordTooLarge => MESSAGE_TOO_LARGE,
+        Reason::OffsetOutOfRange => OFFSET_OUT_OF_RANGE,
+        Reason::UnknownConfig | Reason::InvalidConfig => INVALID_CONFIG,
+        Reason::InvalidRequest => INVALID_REQUEST,
+        Reason::NotEnoughReplicas => NOT_ENOUGH_REPLICAS,
+        Reason::NotEnoughReplicasAfterAppend => NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        Reason::StorageError => KAFKA_STORAGE_ERROR,
+        Reason::OutOfOrderSequence => OUT_OF_ORDER_SEQUENCE_NUMBER,
+        Reason::InvalidProducerEpoch => INVALID_PRODUCER_EPOCH,
+        // Retriable: the client refreshes its metadata and tries the new leader.
+        Reason::NotLeader | Reason::BrokerStarting | Reason::ShuttingDown => NOT_LEADER_OR_FOLLOWER,
+        Reason::LeaderNotAvailable => LEADER_NOT_AVAILABLE,
+        Reason::FencedLeaderEpoch => FENCED_LEADER_EPOCH,
+        Reason::UnknownLeaderEpoch => UNKNOWN_LEADER_EPOCH,
+        Reason::NotController => NOT_CONTROLLER,
+        Reason::InvalidReplicationFactor => INVALID_REPLICATION_FACTOR,
+        Reason::NotCoordinator => NOT_COORDINATOR,
+        _ => UNKNOWN_SERVER_ERROR,
+    }
+}

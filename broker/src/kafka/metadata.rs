@@ -1,0 +1,105 @@
+//! Metadata: the brokers (their Kafka addresses) and the topics with each partition's leader,
+//! leader epoch, replicas and ISR, as this broker last heard them from the controller.
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::errors::{self, LEADER_NOT_AVAILABLE, NONE, UNKNOWN_TOPIC_OR_PARTITION};
+use crate::node::Node;
+use crate::topic::{Topic, is_internal};
+
+/// Topics are not created by asking for their metadata (Kafka's
+/// `auto.create.topics.enable=false`): a name nobody created is `UNKNOWN_TOPIC_OR_PARTITION`.
+pub fn metadata(node: &Node, request: MetadataRequest, _version: i16) -> MetadataResponse {
+    let brokers = node.cluster_brokers();
+    let mut response = MetadataResponse::default();
+    response.brokers = brokers
+        .iter()
+        .filter_map(|b| {
+            let (host, port) = split_address(b.kafka_address.as_deref()?)?;
+            let mut broker = MetadataResponseBroker::default();
+            broker.node_id = BrokerId(b.id);
+            broker.host = StrBytes::from_string(host);
+            broker.port = port;
+            broker.rack = b.rack.clone().map(StrBytes::from_string);
+            Some(broker)
+        })
+        .collect();
+    response.cluster_id = Some(StrBytes::from_string(
+        node.config
+            .cluster
+            .clone()
+            .unwrap_or_else(|| "weir".to_string()),
+    ));
+    // Every broker forwards admin requests to the controller: clients may send them here.
+    response.controller_id = BrokerId(node.config.broker_id);
+    let alive: Vec<i32> = brokers.iter().filter(|b| b.alive).map(|b| b.id).collect();
+    let names: Vec<String> = match request.topics {
+        // Null (or, before v1, empty): every topic.
+        None => node.topic_names(),
+        Some(topics) if topics.is_empty() && _version == 0 => node.topic_names(),
+        Some(topics) => topics
+            .into_iter()
+            .filter_map(|t| t.name.map(|n| n.0.to_string()))
+            .collect(),
+    };
+    response.topics = names
+        .into_iter()
+        .map(|name| match node.topic(&name) {
+            Ok(topic) => describe(&topic, &alive),
+            Err(failure) => {
+                let mut unknown = MetadataResponseTopic::default();
+                unknown.name = Some(TopicName(StrBytes::from_string(name)));
+                unknown.error_code = match errors::code(&failure) {
+                    NONE => UNKNOWN_TOPIC_OR_PARTITION,
+                    code => code,
+                };
+                unknown
+            }
+        })
+        .collect();
+    response
+}
+
+fn describe(topic: &Topic, alive: &[i32]) -> MetadataResponseTopic {
+    let mut described = MetadataResponseTopic::default();
+    described.name = Some(TopicName(StrBytes::from_string(topic.name.clone())));
+    described.topic_id = uuid::Uuid::parse_str(&topic.id).unwrap_or_default();
+    described.is_internal = is_internal(&topic.name);
+    described.partitions = topic
+        .layout
+        .iter()
+        .map(|p| {
+            let mut partition = MetadataResponsePartition::default();
+            partition.partition_index = p.partition;
+            partition.error_code = if p.leader.is_some() {
+                NONE
+            } else {
+                LEADER_NOT_AVAILABLE
+            };
+            partition.leader_id = BrokerId(p.leader.unwrap_or(-1));
+            partition.leader_epoch = p.leader_epoch;
+            partition.replica_nodes = p.replicas.iter().copied().map(BrokerId).collect();
+            partition.isr_nodes = p.isr.iter().copied().map(BrokerId).collect();
+            partition.offline_replicas = p
+                .replicas
+                .iter()
+                .filter(|r| !alive.contains(r))
+                .copied()
+                .map(BrokerId)
+                .collect();
+            partition
+        })
+        .collect();
+    described
+}
+
+/// `host:port` (the host may be a bracketed IPv6 address).
+fn split_address(address: &str) -> Option<(String, i32)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_string(), port.parse().ok()?))
+}

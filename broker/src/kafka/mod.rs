@@ -1,0 +1,311 @@
+//! The Kafka wire protocol: a second front door to the same broker core ([`Node`]) as the gRPC
+//! service. Each connection reads length-prefixed request frames, checks and decodes them
+//! (`kafka-protocol`, after `bounds` has walked each body), runs each request as a task of its
+//! own, and writes the responses back in request order (several requests may be in flight on
+//! one connection; an `acks=0` produce gets no response).
+//!
+//! What a client cannot make unbounded: a frame is at most `socket_request_max_bytes`; the
+//! frames read but not answered, over all connections, hold at most
+//! `queued_max_request_bytes` (reading waits); each connection has at most
+//! [`IN_FLIGHT`] requests running. A malformed frame, an unknown API or an unsupported version
+//! (but for ApiVersions, answered as Kafka answers it) closes that connection only.
+
+mod apis;
+pub mod bounds;
+mod errors;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::listener::{GuardedListener, GuardedStream};
+use crate::node::Node;
+
+/// Requests of one connection running at once; the next frame is read once one is answered.
+pub const IN_FLIGHT: usize = 16;
+
+/// Serves Kafka clients on `listener` until `stopped`.
+pub async fn serve(
+    mut listener: GuardedListener,
+    node: Arc<Node>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let queued = Arc::new(Semaphore::new(node.config.queued_max_request_bytes));
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.wait_for(|&stop| stop) => return,
+        };
+        let node = Arc::clone(&node);
+        let queued = Arc::clone(&queued);
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, node, queued, stopped).await {
+                tracing::info!(%peer, error = %e, "Kafka connection closed");
+            }
+        });
+    }
+}
+
+/// Why a connection was closed.
+#[derive(Debug, thiserror::Error)]
+enum Closed {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error(
+        "a frame of {0} bytes: a request is at least 8 bytes and at most socket_request_max_bytes ({1})"
+    )]
+    FrameSize(i64, usize),
+    #[error("API key {0} is not one this broker serves")]
+    UnknownApi(i16),
+    #[error("{0:?} version {1} is not one this broker serves")]
+    UnsupportedVersion(ApiKey, i16),
+    #[error("a malformed {0:?} v{1} request: {2}")]
+    Malformed(ApiKey, i16, String),
+}
+
+/// One request's answer, in the connection's request order. Dropped unanswered (the
+/// connection closed, the broker stops), its task is aborted.
+struct Pending {
+    correlation_id: i32,
+    key: ApiKey,
+    version: i16,
+    answer: JoinHandle<Option<ResponseKind>>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.answer.abort();
+    }
+}
+
+async fn connection(
+    stream: GuardedStream,
+    node: Arc<Node>,
+    queued: Arc<Semaphore>,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(), Closed> {
+    let (mut reader, writer) = tokio::io::split(stream);
+    let (pending, answers) = mpsc::channel::<Pending>(IN_FLIGHT);
+    let writing = tokio::spawn(write_answers(answers, writer));
+    let max = node.config.socket_request_max_bytes;
+    let result = loop {
+        let frame = tokio::select! {
+            frame = read_frame(&mut reader, max, &queued) => frame,
+            _ = stopped.wait_for(|&stop| stop) => break Ok(()),
+        };
+        let (frame, permit) = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break Ok(()),
+            Err(closed) => break Err(closed),
+        };
+        let request = match decode(frame) {
+            Ok(request) => request,
+            Err(Refusal::UnsupportedApiVersions { correlation_id }) => {
+                let answer = tokio::spawn(async { Some(apis::unsupported_version()) });
+                let p = Pending {
+                    correlation_id,
+                    key: ApiKey::ApiVersions,
+                    version: 0,
+                    answer,
+                };
+                if pending.send(p).await.is_err() {
+                    break Ok(());
+                }
+                continue;
+            }
+            Err(Refusal::Close(closed)) => break Err(closed),
+        };
+        let (correlation_id, key, version) = (
+            request.header.correlation_id,
+            request.key,
+            request.header.request_api_version,
+        );
+        let node = Arc::clone(&node);
+        let answer = tokio::spawn(async move {
+            let answer = handle(&node, request).await;
+            drop(permit);
+            answer
+        });
+        let sent = pending
+            .send(Pending {
+                correlation_id,
+                key,
+                version,
+                answer,
+            })
+            .await;
+        if sent.is_err() {
+            break Ok(());
+        }
+    };
+    drop(pending);
+    if *stopped.borrow() {
+        // The broker stops: what is still running is not waited for.
+        writing.abort();
+        return result;
+    }
+    // Answers already running are still written, unless the writer itself failed.
+    match writing.await {
+        Ok(Err(e)) => Err(Closed::Io(e)),
+        _ => result,
+    }
+}
+
+/// Reads one frame: `None` at a clean end of the stream.
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+    queued: &Arc<Semaphore>,
+) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, Closed> {
+    let mut length = [0u8; 4];
+    match reader.read_exact(&mut length).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let length = i32::from_be_bytes(length);
+    let size = usize::try_from(length)
+        .ok()
+        .filter(|n| (8..=max).contains(n))
+        .ok_or(Closed::FrameSize(i64::from(length), max))?;
+    // The frame's bytes are held (against every connection's share) until it is answered.
+    let permit = Arc::clone(queued)
+        .acquire_many_owned(u32::try_from(size).unwrap_or(u32::MAX))
+        .await
+        .map_err(|_| std::io::Error::other("the broker is stopping"))?;
+    let mut frame = BytesMut::zeroed(size);
+    reader.read_exact(&mut frame).await?;
+    Ok(Some((frame.freeze(), permit)))
+}
+
+/// A decoded request.
+struct Request {
+    key: ApiKey,
+    header: RequestHeader,
+    body: RequestKind,
+}
+
+enum Refusal {
+    /// ApiVersions at a version this broker does not serve: Kafka's answer is
+    /// UNSUPPORTED_VERSION in a v0 body, with the versions served, so the client can ask
+    /// again at one of them.
+    UnsupportedApiVersions {
+        correlation_id: i32,
+    },
+    Close(Closed),
+}
+
+/// Checks and decodes one request frame (the bytes after its length) as a connection does,
+/// for the fuzzer: the API and version, or why the connection would close.
+///
+/// # Errors
+/// What closes the connection, as the log says it.
+pub fn decode_frame(frame: Bytes) -> Result<(ApiKey, i16), String> {
+    if frame.len() < 8 {
+        return Err(Closed::FrameSize(frame.len() as i64, usize::MAX).to_string());
+    }
+    match decode(frame) {
+        Ok(request) => Ok((request.key, request.header.request_api_version)),
+        Err(Refusal::UnsupportedApiVersions { .. }) => Ok((ApiKey::ApiVersions, 0)),
+        Err(Refusal::Close(closed)) => Err(closed.to_string()),
+    }
+}
+
+fn decode(frame: Bytes) -> Result<Request, Refusal> {
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let key =
+        ApiKey::try_from(raw_key).map_err(|()| Refusal::Close(Closed::UnknownApi(raw_key)))?;
+    let Some(range) = apis::served(key) else {
+        return Err(Refusal::Close(Closed::UnknownApi(raw_key)));
+    };
+    if !(range.0..=range.1).contains(&version) {
+        if key == ApiKey::ApiVersions {
+            return Err(Refusal::UnsupportedApiVersions { correlation_id });
+        }
+        return Err(Refusal::Close(Closed::UnsupportedVersion(key, version)));
+    }
+    let malformed = |e: String| Refusal::Close(Closed::Malformed(key, version, e));
+    let mut bytes = frame;
+    let header = RequestHeader::decode(&mut bytes, key.request_header_version(version))
+        .map_err(|e| malformed(format!("header: {e}")))?;
+    bounds::check(key, version, bytes.chunk()).map_err(|e| malformed(e.to_string()))?;
+    let body =
+        RequestKind::decode(key, &mut bytes, version).map_err(|e| malformed(e.to_string()))?;
+    Ok(Request { key, header, body })
+}
+
+/// Runs one request; `None` when it gets no response (an `acks=0` produce).
+async fn handle(node: &Node, request: Request) -> Option<ResponseKind> {
+    let version = request.header.request_api_version;
+    Some(match request.body {
+        RequestKind::ApiVersions(_) => apis::api_versions(),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::metadata(node, r, version)),
+        RequestKind::Produce(r) => {
+            let acks = r.acks;
+            let answer = produce::produce(node, r).await;
+            if acks == 0 {
+                return None;
+            }
+            ResponseKind::Produce(answer)
+        }
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(node, r).await),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::list_offsets(node, r, version))
+        }
+        other => {
+            tracing::error!(request = ?request.key, "a request this broker decodes but does not serve: {other:?}");
+            return None;
+        }
+    })
+}
+
+/// Writes each answer, in request order, as it completes.
+async fn write_answers<W: tokio::io::AsyncWrite + Unpin>(
+    mut answers: mpsc::Receiver<Pending>,
+    mut writer: W,
+) -> std::io::Result<()> {
+    let mut buffer = BytesMut::new();
+    while let Some(mut pending) = answers.recv().await {
+        let answer = match (&mut pending.answer).await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!(request = ?pending.key, error = %e, "a Kafka request's task failed");
+                return Err(std::io::Error::other("a request failed"));
+            }
+        };
+        buffer.clear();
+        buffer.extend_from_slice(&[0; 4]);
+        let header = ResponseHeader::default().with_correlation_id(pending.correlation_id);
+        // ApiVersions answers always carry a v0 header, whatever the request's version.
+        let header_version = if pending.key == ApiKey::ApiVersions {
+            0
+        } else {
+            pending.key.response_header_version(pending.version)
+        };
+        let encoded = header
+            .encode(&mut buffer, header_version)
+            .and_then(|()| answer.encode(&mut buffer, pending.version));
+        if let Err(e) = encoded {
+            tracing::error!(request = ?pending.key, version = pending.version, error = %e, "cannot encode a Kafka response");
+            return Err(std::io::Error::other("a response could not be encoded"));
+        }
+        let length = i32::try_from(buffer.len() - 4).unwrap_or(i32::MAX);
+        buffer[..4].copy_from_slice(&length.to_be_bytes());
+        // One write per answer: the next one may be a long poll still waiting.
+        writer.write_all(&buffer).await?;
+    }
+    writer.flush().await
+}

@@ -1,0 +1,407 @@
+//! Kafka clients against a real broker's Kafka listener: kcat (Debian's, on librdkafka 2.0.2,
+//! the old-client case) produces and consumes with keys, headers and every compression codec,
+//! what it writes reads through `weir consume` and the other way round; and frames no client
+//! should send close their own connection only, without growing the broker's memory.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{BrokerProcess, weir_ok};
+
+/// kcat, installed by `.ci/run` (Debian's package). Missing outside CI: the test is skipped.
+fn kcat() -> Option<PathBuf> {
+    let found = ["/usr/bin/kcat", "/usr/local/bin/kcat"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs kcat (.ci/run); it is missing"
+        );
+        eprintln!("skipped: no kcat here (apt-get install kcat)");
+    }
+    found
+}
+
+/// Runs kcat with `args`, `stdin` as its input, for at most 30 s.
+fn run_kcat(kcat: &PathBuf, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(kcat)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kcat");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("kcat stdin");
+    drop(input);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().expect("kcat output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("kcat output");
+            panic!(
+                "kcat {args:?} did not finish within 30 s: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kcat_ok(kcat: &PathBuf, args: &[&str], stdin: &str) -> String {
+    let output = run_kcat(kcat, args, stdin);
+    assert!(
+        output.status.success(),
+        "kcat {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn kcat_produces_and_consumes_with_keys_headers_and_every_codec_both_ways() {
+    let Some(kcat) = kcat() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let kafka = broker.kafka_address.as_str();
+    weir_ok(
+        &broker.address,
+        &["topic", "create", "orders", "--partitions", "3"],
+        "",
+    );
+
+    // Metadata names this broker at its Kafka address and the topic's partitions.
+    let listing = kcat_ok(&kcat, &["-b", kafka, "-L", "-t", "orders"], "");
+    assert!(
+        listing.contains(&format!("broker 0 at {kafka}")),
+        "{listing}"
+    );
+    assert!(listing.contains("3 partitions"), "{listing}");
+
+    // Keys and headers, then each codec, all to partition 1.
+    kcat_ok(
+        &kcat,
+        &[
+            "-b",
+            kafka,
+            "-P",
+            "-t",
+            "orders",
+            "-p",
+            "1",
+            "-K",
+            ":",
+            "-H",
+            "trace=abc",
+        ],
+        "k1:plain-1\nk2:plain-2\n",
+    );
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        kcat_ok(
+            &kcat,
+            &["-b", kafka, "-P", "-t", "orders", "-p", "1", "-z", codec],
+            &format!("{codec}-1\n{codec}-2\n"),
+        );
+    }
+    let expected = [
+        "k1=plain-1",
+        "k2=plain-2",
+        "=gzip-1",
+        "=gzip-2",
+        "=snappy-1",
+        "=snappy-2",
+        "=lz4-1",
+        "=lz4-2",
+        "=zstd-1",
+        "=zstd-2",
+    ];
+    // kcat reads back what it wrote, with offsets in order and the header kept.
+    let consumed = kcat_ok(
+        &kcat,
+        &[
+            "-b",
+            kafka,
+            "-C",
+            "-t",
+            "orders",
+            "-p",
+            "1",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%o %k=%s %h\n",
+        ],
+        "",
+    );
+    let lines: Vec<&str> = consumed.lines().collect();
+    assert_eq!(lines.len(), expected.len(), "{consumed}");
+    for (i, (line, want)) in lines.iter().zip(expected).enumerate() {
+        assert!(line.starts_with(&format!("{i} {want}")), "{line} vs {want}");
+    }
+    assert!(lines[0].ends_with("trace=abc"), "{}", lines[0]);
+
+    // gRPC's reader sees the same records: keys, values and the header, decompressed.
+    let through_grpc = weir_ok(
+        &broker.address,
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            "1",
+            "--offset",
+            "beginning",
+            "--timeout",
+            "3s",
+            "--format",
+            "%o %k=%v %h\n",
+        ],
+        "",
+    );
+    let grpc_lines: Vec<&str> = through_grpc.lines().collect();
+    assert_eq!(grpc_lines.len(), expected.len(), "{through_grpc}");
+    assert!(grpc_lines[0].starts_with("0 k1=plain-1"), "{through_grpc}");
+    assert!(grpc_lines[0].contains("trace"), "{through_grpc}");
+    assert!(grpc_lines[9].starts_with("9 =zstd-2"), "{through_grpc}");
+
+    // And the other way: the CLI's records read through kcat, from a timestamp's offset too.
+    weir_ok(
+        &broker.address,
+        &[
+            "produce",
+            "orders",
+            "--partition",
+            "2",
+            "--key-separator",
+            ":",
+        ],
+        "a:from-grpc-1\nb:from-grpc-2\n",
+    );
+    let from_grpc = kcat_ok(
+        &kcat,
+        &[
+            "-b", kafka, "-C", "-t", "orders", "-p", "2", "-o", "-1", "-e", "-f", "%k=%s\n",
+        ],
+        "",
+    );
+    assert_eq!(from_grpc, "b=from-grpc-2\n");
+}
+
+/// The virtualenv `.ci/kafka-clients` makes with confluent-kafka. Missing outside CI: the
+/// test is skipped.
+fn confluent_python() -> Option<PathBuf> {
+    let cache = std::env::var_os("WEIR_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/weir")))?;
+    let python = cache.join("confluent-kafka-2.16.1/bin/python");
+    if !python.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs confluent-kafka (.ci/kafka-clients); {} is missing",
+            python.display()
+        );
+        eprintln!("skipped: no confluent-kafka here (.ci/kafka-clients installs it)");
+        return None;
+    }
+    Some(python)
+}
+
+#[test]
+fn confluent_kafka_produces_with_acks_all_and_acks_0_and_consumes_every_record_once() {
+    let Some(python) = confluent_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    weir_ok(&broker.address, &["topic", "create", "clicks"], "");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kafka/confluent_roundtrip.py");
+    let mut child = Command::new(python)
+        .arg(&script)
+        .args([broker.kafka_address.as_str(), "clicks"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("output");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // What it wrote reads through gRPC too.
+    let through_grpc = weir_ok(
+        &broker.address,
+        &[
+            "consume",
+            "clicks",
+            "--offset",
+            "beginning",
+            "--timeout",
+            "3s",
+            "--format",
+            "%k=%v\n",
+        ],
+        "",
+    );
+    assert_eq!(through_grpc.lines().count(), 110, "{through_grpc}");
+    assert_eq!(through_grpc.lines().next(), Some("k0=v0"));
+}
+
+/// Sends `frame` on a new connection and returns what came back before the broker closed it
+/// (or `None` when it was still open after 5 s).
+fn send_raw(address: &str, frame: &[u8]) -> Option<Vec<u8>> {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream.write_all(frame).expect("send");
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => Some(answer),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut =>
+        {
+            None
+        }
+        Err(_) => Some(answer),
+    }
+}
+
+/// A request frame: length, API key, version, correlation id, client id, then `body`.
+fn frame(key: i16, version: i16, flexible: bool, body: &[u8]) -> Vec<u8> {
+    let mut request = Vec::new();
+    request.extend_from_slice(&key.to_be_bytes());
+    request.extend_from_slice(&version.to_be_bytes());
+    request.extend_from_slice(&7i32.to_be_bytes());
+    request.extend_from_slice(&(-1i16).to_be_bytes());
+    if flexible {
+        request.push(0);
+    }
+    request.extend_from_slice(body);
+    let mut framed = (request.len() as i32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&request);
+    framed
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn frames_no_client_sends_close_their_connection_only_and_memory_stays_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let kafka = broker.kafka_address.as_str();
+    let pid = broker.pid().expect("running");
+    // One well-behaved connection stays open through it all.
+    let mut good = TcpStream::connect(kafka).expect("connect");
+    good.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let ask_versions = |stream: &mut TcpStream| {
+        stream
+            .write_all(&frame(18, 3, true, &[1, 1, 0]))
+            .expect("send");
+        let mut length = [0u8; 4];
+        stream.read_exact(&mut length).expect("an answer");
+        let mut answer = vec![0u8; i32::from_be_bytes(length) as usize];
+        stream.read_exact(&mut answer).expect("the answer");
+        answer
+    };
+    let first = ask_versions(&mut good);
+    // Correlation id 7, then (a v0 header: no tagged fields) error code 0.
+    assert_eq!(&first[..6], &[0, 0, 0, 7, 0, 0], "{first:?}");
+    let before = resident_kib(pid);
+
+    let hostile: Vec<(&str, Vec<u8>)> = vec![
+        ("a negative length", (-5i32).to_be_bytes().to_vec()),
+        (
+            "a length past socket.request.max.bytes",
+            i32::MAX.to_be_bytes().to_vec(),
+        ),
+        ("a frame shorter than its header", vec![0, 0, 0, 3, 0, 3, 0]),
+        ("a truncated frame", {
+            let mut f = frame(3, 1, false, &[0, 0, 0, 1, 0, 5]);
+            f.truncate(f.len() - 3);
+            f
+        }),
+        // Metadata v0 claiming 2^31 - 1 topics in four bytes: the decoder alone would try to
+        // reserve some 150 GB and abort the process.
+        (
+            "a huge array count",
+            frame(3, 0, false, &[0x7f, 0xff, 0xff, 0xff]),
+        ),
+        // The same in a flexible version, as a compact array of about 2^28 topics.
+        (
+            "a huge compact count",
+            frame(3, 9, true, &[0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0]),
+        ),
+        ("an unknown API key", frame(999, 0, false, &[])),
+        ("an unsupported Metadata version", frame(3, 99, false, &[])),
+    ];
+    for (what, bytes) in &hostile {
+        for _ in 0..20 {
+            if what.contains("truncated") {
+                // The broker waits for the rest (holding only what the frame declared) until
+                // the client goes.
+                let mut stream = TcpStream::connect(kafka).expect("connect");
+                stream.write_all(bytes).expect("send");
+                continue;
+            }
+            let answer = send_raw(kafka, bytes)
+                .unwrap_or_else(|| panic!("{what}: the connection stayed open"));
+            assert!(answer.is_empty(), "{what}: answered {answer:?}");
+        }
+    }
+    // ApiVersions at a version this broker does not serve: Kafka's answer, a v0 body with
+    // UNSUPPORTED_VERSION (35) and the versions served, then the connection stays usable.
+    let mut asking = TcpStream::connect(kafka).expect("connect");
+    asking
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    asking.write_all(&frame(18, 77, true, &[])).expect("send");
+    let mut length = [0u8; 4];
+    asking.read_exact(&mut length).expect("an answer");
+    let mut answer = vec![0u8; i32::from_be_bytes(length) as usize];
+    asking.read_exact(&mut answer).expect("the answer");
+    assert_eq!(&answer[..6], &[0, 0, 0, 7, 0, 35], "{answer:?}");
+    assert!(ask_versions(&mut asking).len() > 6);
+
+    // The broker lives, its memory did not follow the claims, and the good connection and
+    // new clients are served.
+    assert!(
+        broker.http_get("/healthz").0.contains("200"),
+        "{}",
+        broker.log()
+    );
+    let after = resident_kib(pid);
+    assert!(
+        after < before + 64 * 1024,
+        "resident memory grew from {before} KiB to {after} KiB"
+    );
+    assert!(ask_versions(&mut good).len() > 6);
+    let log = broker.log();
+    assert!(log.contains("Kafka connection closed"), "{log}");
+}
