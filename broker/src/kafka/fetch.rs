@@ -70,7 +70,10 @@ fn read_all(node: &Node, request: &FetchRequest) -> Pass {
             // the next fetch; the first one always gets at least one batch.
             let room = if total == 0 { limit.max(1) } else { limit };
             if room == 0 {
-                match node.partition(&name, asked.partition) {
+                let leader = node
+                    .partition(&name, asked.partition)
+                    .and_then(|p| p.check_client_epoch(epoch).map(|()| p));
+                match leader {
                     Ok(partition) => {
                         let state = partition.state();
                         data.high_watermark = state.high_watermark;

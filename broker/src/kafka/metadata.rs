@@ -7,13 +7,13 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::errors::{self, LEADER_NOT_AVAILABLE, NONE, UNKNOWN_TOPIC_OR_PARTITION};
+use super::errors::{self, LEADER_NOT_AVAILABLE, NONE};
 use crate::node::Node;
 use crate::topic::{Topic, is_internal};
 
 /// Topics are not created by asking for their metadata (Kafka's
 /// `auto.create.topics.enable=false`): a name nobody created is `UNKNOWN_TOPIC_OR_PARTITION`.
-pub fn metadata(node: &Node, request: MetadataRequest, _version: i16) -> MetadataResponse {
+pub fn metadata(node: &Node, request: MetadataRequest, version: i16) -> MetadataResponse {
     let brokers = node.cluster_brokers();
     let mut response = MetadataResponse::default();
     response.brokers = brokers
@@ -40,7 +40,7 @@ pub fn metadata(node: &Node, request: MetadataRequest, _version: i16) -> Metadat
     let names: Vec<String> = match request.topics {
         // Null (or, before v1, empty): every topic.
         None => node.topic_names(),
-        Some(topics) if topics.is_empty() && _version == 0 => node.topic_names(),
+        Some(topics) if topics.is_empty() && version == 0 => node.topic_names(),
         Some(topics) => topics
             .into_iter()
             .filter_map(|t| t.name.map(|n| n.0.to_string()))
@@ -53,10 +53,7 @@ pub fn metadata(node: &Node, request: MetadataRequest, _version: i16) -> Metadat
             Err(failure) => {
                 let mut unknown = MetadataResponseTopic::default();
                 unknown.name = Some(TopicName(StrBytes::from_string(name)));
-                unknown.error_code = match errors::code(&failure) {
-                    NONE => UNKNOWN_TOPIC_OR_PARTITION,
-                    code => code,
-                };
+                unknown.error_code = errors::code(&failure);
                 unknown
             }
         })
