@@ -1,5 +1,5 @@
-"""confluent-kafka (librdkafka 2.16) against Weir's Kafka listener: produce with acks=all
-(lz4, keys, headers) and acks=0, consume by assignment, and check every record came back
+"""confluent-kafka (librdkafka 2.16) against Weir's Kafka listener: produce idempotently with
+acks=all (lz4, keys, headers) and with acks=0, consume by assignment, and check every record came back
 once, in order. Usage: confluent_roundtrip.py BOOTSTRAP TOPIC. Exit 0 when all is well; the
 reason on stderr otherwise. Every wait has a deadline."""
 import sys
@@ -11,7 +11,8 @@ bootstrap, topic = sys.argv[1], sys.argv[2]
 failures = []
 
 acked = []
-producer = Producer({"bootstrap.servers": bootstrap, "compression.type": "lz4", "acks": "all"})
+producer = Producer({"bootstrap.servers": bootstrap, "compression.type": "lz4", "acks": "all",
+                     "enable.idempotence": True})
 for i in range(100):
     producer.produce(topic, key=f"k{i}".encode(), value=f"v{i}".encode(),
                      headers=[("n", str(i).encode())],

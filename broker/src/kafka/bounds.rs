@@ -161,6 +161,11 @@ const LIST_OFFSETS: Schema = Schema {
     flexible: 6,
 };
 
+const INIT_PRODUCER_ID: Schema = Schema {
+    fields: &[f(T::Str), f(T::I32), from(3, T::I64), from(3, T::I16)],
+    flexible: 2,
+};
+
 fn schema(key: ApiKey) -> Option<&'static Schema> {
     Some(match key {
         ApiKey::ApiVersions => &API_VERSIONS,
@@ -168,6 +173,7 @@ fn schema(key: ApiKey) -> Option<&'static Schema> {
         ApiKey::Produce => &PRODUCE,
         ApiKey::Fetch => &FETCH,
         ApiKey::ListOffsets => &LIST_OFFSETS,
+        ApiKey::InitProducerId => &INIT_PRODUCER_ID,
         _ => return None,
     })
 }
@@ -400,6 +406,11 @@ mod tests {
         }
         for v in 1..=7 {
             cases.push((ApiKey::ListOffsets, v, encoded(&list, v)));
+        }
+        let init = kafka_protocol::messages::InitProducerIdRequest::default()
+            .with_transaction_timeout_ms(60_000);
+        for v in 0..=4 {
+            cases.push((ApiKey::InitProducerId, v, encoded(&init, v)));
         }
         for (key, version, body) in cases {
             assert_eq!(

@@ -17,6 +17,7 @@ mod fetch;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod producer_id;
 
 use std::sync::Arc;
 
@@ -261,6 +262,9 @@ async fn handle(node: &Node, request: Request) -> Option<ResponseKind> {
             ResponseKind::Produce(answer)
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(node, r).await),
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(producer_id::init_producer_id(node, r).await)
+        }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::list_offsets(node, r, version))
         }
