@@ -24,8 +24,6 @@ pub enum Malformed {
     Length { at: usize, length: i64 },
     #[error("a variable-length integer at byte {at} runs past five bytes")]
     Varint { at: usize },
-    #[error("{left} bytes are left over after the request")]
-    Trailing { left: usize },
     #[error("no schema for this API and version")]
     Unknown,
 }
@@ -166,6 +164,44 @@ const INIT_PRODUCER_ID: Schema = Schema {
     flexible: 2,
 };
 
+const CREATE_TOPICS_ASSIGNMENT: &[Field] = &[f(T::I32), f(T::Values(&T::I32))];
+const CREATE_TOPICS_CONFIG: &[Field] = &[f(T::Str), f(T::Str)];
+const CREATE_TOPICS_TOPIC: &[Field] = &[
+    f(T::Str),
+    f(T::I32),
+    f(T::I16),
+    f(T::Structs(CREATE_TOPICS_ASSIGNMENT)),
+    f(T::Structs(CREATE_TOPICS_CONFIG)),
+];
+const CREATE_TOPICS: Schema = Schema {
+    fields: &[
+        f(T::Structs(CREATE_TOPICS_TOPIC)),
+        f(T::I32),
+        from(1, T::Bool),
+    ],
+    flexible: 5,
+};
+
+const DELETE_TOPICS: Schema = Schema {
+    fields: &[between(0, 5, T::Values(&T::Str)), f(T::I32)],
+    flexible: 4,
+};
+
+const CREATE_PARTITIONS_ASSIGNMENT: &[Field] = &[f(T::Values(&T::I32))];
+const CREATE_PARTITIONS_TOPIC: &[Field] = &[
+    f(T::Str),
+    f(T::I32),
+    f(T::Structs(CREATE_PARTITIONS_ASSIGNMENT)),
+];
+const CREATE_PARTITIONS: Schema = Schema {
+    fields: &[
+        f(T::Structs(CREATE_PARTITIONS_TOPIC)),
+        f(T::I32),
+        f(T::Bool),
+    ],
+    flexible: 2,
+};
+
 fn schema(key: ApiKey) -> Option<&'static Schema> {
     Some(match key {
         ApiKey::ApiVersions => &API_VERSIONS,
@@ -174,6 +210,9 @@ fn schema(key: ApiKey) -> Option<&'static Schema> {
         ApiKey::Fetch => &FETCH,
         ApiKey::ListOffsets => &LIST_OFFSETS,
         ApiKey::InitProducerId => &INIT_PRODUCER_ID,
+        ApiKey::CreateTopics => &CREATE_TOPICS,
+        ApiKey::DeleteTopics => &DELETE_TOPICS,
+        ApiKey::CreatePartitions => &CREATE_PARTITIONS,
         _ => return None,
     })
 }
@@ -190,11 +229,9 @@ pub fn check(key: ApiKey, version: i16, body: &[u8]) -> Result<(), Malformed> {
         version,
         flexible: version >= schema.flexible,
     };
-    walk.fields(schema.fields)?;
-    match body.len() - walk.at {
-        0 => Ok(()),
-        left => Err(Malformed::Trailing { left }),
-    }
+    // Bytes after the last field are ignored, as Kafka's brokers ignore them (librdkafka
+    // 2.16 sends three after a Metadata v12 request for every topic).
+    walk.fields(schema.fields)
 }
 
 struct Walk<'a> {
@@ -411,6 +448,44 @@ mod tests {
             .with_transaction_timeout_ms(60_000);
         for v in 0..=4 {
             cases.push((ApiKey::InitProducerId, v, encoded(&init, v)));
+        }
+        use kafka_protocol::messages::{
+            CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+            create_partitions_request, create_topics_request,
+        };
+        let create = CreateTopicsRequest::default().with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(name("orders"))
+                .with_num_partitions(3)
+                .with_replication_factor(-1)
+                .with_assignments(vec![
+                    create_topics_request::CreatableReplicaAssignment::default()
+                        .with_broker_ids(vec![1.into(), 2.into()]),
+                ])
+                .with_configs(vec![
+                    create_topics_request::CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_static_str("retention.ms"))
+                        .with_value(Some(StrBytes::from_static_str("1000"))),
+                ]),
+        ]);
+        for v in 2..=7 {
+            cases.push((ApiKey::CreateTopics, v, encoded(&create, v)));
+        }
+        let delete = DeleteTopicsRequest::default().with_topic_names(vec![name("orders")]);
+        for v in 1..=5 {
+            cases.push((ApiKey::DeleteTopics, v, encoded(&delete, v)));
+        }
+        let grow = CreatePartitionsRequest::default().with_topics(vec![
+            create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(name("orders"))
+                .with_count(6)
+                .with_assignments(Some(vec![
+                    create_partitions_request::CreatePartitionsAssignment::default()
+                        .with_broker_ids(vec![1.into()]),
+                ])),
+        ]);
+        for v in 0..=3 {
+            cases.push((ApiKey::CreatePartitions, v, encoded(&grow, v)));
         }
         for (key, version, body) in cases {
             assert_eq!(

@@ -10,6 +10,7 @@
 //! [`IN_FLIGHT`] requests running. A malformed frame, an unknown API or an unsupported version
 //! (but for ApiVersions, answered as Kafka answers it) closes that connection only.
 
+mod admin;
 mod apis;
 pub mod bounds;
 mod errors;
@@ -262,6 +263,15 @@ async fn handle(node: &Node, request: Request) -> Option<ResponseKind> {
             ResponseKind::Produce(answer)
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(node, r).await),
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(admin::create_topics(node, r).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(admin::delete_topics(node, r).await)
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(admin::create_partitions(node, r).await)
+        }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(producer_id::init_producer_id(node, r).await)
         }

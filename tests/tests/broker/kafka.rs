@@ -214,18 +214,15 @@ fn confluent_python() -> Option<PathBuf> {
     Some(python)
 }
 
-#[test]
-fn confluent_kafka_produces_with_acks_all_and_acks_0_and_consumes_every_record_once() {
-    let Some(python) = confluent_python() else {
-        return;
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
-    weir_ok(&broker.address, &["topic", "create", "clicks"], "");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kafka/confluent_roundtrip.py");
+/// Runs `tests/kafka/SCRIPT` with confluent-kafka's Python against `kafka` and `topic`, for
+/// at most 120 s, and checks it succeeded.
+fn run_python(python: &PathBuf, script: &str, kafka: &str, topic: &str) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("kafka")
+        .join(script);
     let mut child = Command::new(python)
         .arg(&script)
-        .args([broker.kafka_address.as_str(), "clicks"])
+        .args([kafka, topic])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -241,9 +238,26 @@ fn confluent_kafka_produces_with_acks_all_and_acks_0_and_consumes_every_record_o
     let output = child.wait_with_output().expect("output");
     assert!(
         output.status.success(),
-        "{}{}",
+        "{} failed: {}{}",
+        script.display(),
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn confluent_kafka_produces_with_acks_all_and_acks_0_and_consumes_every_record_once() {
+    let Some(python) = confluent_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    weir_ok(&broker.address, &["topic", "create", "clicks"], "");
+    run_python(
+        &python,
+        "confluent_roundtrip.py",
+        &broker.kafka_address,
+        "clicks",
     );
     // What it wrote reads through gRPC too.
     let through_grpc = weir_ok(
@@ -262,6 +276,27 @@ fn confluent_kafka_produces_with_acks_all_and_acks_0_and_consumes_every_record_o
     );
     assert_eq!(through_grpc.lines().count(), 110, "{through_grpc}");
     assert_eq!(through_grpc.lines().next(), Some("k0=v0"));
+}
+
+#[test]
+fn kafka_admin_clients_create_grow_and_delete_the_topics_grpc_sees() {
+    let Some(python) = confluent_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    run_python(&python, "confluent_admin.py", &broker.kafka_address, "made");
+    let described = weir_ok(
+        &broker.address,
+        &["topic", "describe", "made", "--format", "json"],
+        "",
+    );
+    let described: serde_json::Value = serde_json::from_str(described.trim()).expect("json");
+    assert_eq!(described["partitions"].as_array().map(Vec::len), Some(5));
+    assert_eq!(described["config"]["retention.ms"], "3600000");
+    let listed = weir_ok(&broker.address, &["topic", "list"], "");
+    assert!(!listed.contains("made-gone"), "{listed}");
+    assert!(!listed.contains("escape"), "{listed}");
 }
 
 /// Sends `frame` on a new connection and returns what came back before the broker closed it
