@@ -490,3 +490,22 @@ impl Drop for WeirProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The virtualenv `.ci/kafka-clients` makes with confluent-kafka. Missing outside CI: the
+/// test is skipped.
+pub fn confluent_python() -> Option<PathBuf> {
+    let cache = std::env::var_os("WEIR_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/weir")))?;
+    let python = cache.join("confluent-kafka-2.16.1/bin/python");
+    if !python.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs confluent-kafka (.ci/kafka-clients); {} is missing",
+            python.display()
+        );
+        eprintln!("skipped: no confluent-kafka here (.ci/kafka-clients installs it)");
+        return None;
+    }
+    Some(python)
+}

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{BrokerProcess, weir_ok};
+use crate::harness::{BrokerProcess, confluent_python, weir_ok};
 
 /// kcat, installed by `.ci/run` (Debian's package). Missing outside CI: the test is skipped.
 fn kcat() -> Option<PathBuf> {
@@ -193,25 +193,6 @@ fn kcat_produces_and_consumes_with_keys_headers_and_every_codec_both_ways() {
         "",
     );
     assert_eq!(from_grpc, "b=from-grpc-2\n");
-}
-
-/// The virtualenv `.ci/kafka-clients` makes with confluent-kafka. Missing outside CI: the
-/// test is skipped.
-fn confluent_python() -> Option<PathBuf> {
-    let cache = std::env::var_os("WEIR_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/weir")))?;
-    let python = cache.join("confluent-kafka-2.16.1/bin/python");
-    if !python.exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI installs confluent-kafka (.ci/kafka-clients); {} is missing",
-            python.display()
-        );
-        eprintln!("skipped: no confluent-kafka here (.ci/kafka-clients installs it)");
-        return None;
-    }
-    Some(python)
 }
 
 /// Runs `tests/kafka/SCRIPT` with confluent-kafka's Python against `kafka` and `topic`, for

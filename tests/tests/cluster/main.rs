@@ -21,6 +21,7 @@ mod harness;
 
 mod disk_full;
 mod history;
+mod kafka;
 mod partitions;
 mod proxy;
 
