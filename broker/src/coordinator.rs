@@ -273,6 +273,31 @@ impl Coordinator {
             .await
     }
 
+    /// Commits offsets of a group no member of which is here: Kafka's consumers that assign
+    /// their partitions themselves and commit under a group id (generation -1, no member).
+    ///
+    /// # Errors
+    /// `UnknownMemberId` while the group has members (they own its offsets); `UnknownTopic`,
+    /// `StorageError`.
+    pub async fn commit_standalone(
+        &self,
+        node: &impl Replicas,
+        group_id: &str,
+        offsets: &[v1::PartitionCommit],
+    ) -> Result<(), Failure> {
+        let _one_at_a_time = self.serial.lock().await;
+        if lock(&self.groups)
+            .get(group_id)
+            .is_some_and(|g| !g.members.is_empty())
+        {
+            return Err(Failure::new(
+                Reason::UnknownMemberId,
+                format!("group {group_id:?} has members; only they commit its offsets"),
+            ));
+        }
+        self.write_offsets(node, group_id, offsets).await
+    }
+
     async fn write_offsets(
         &self,
         node: &impl Replicas,

@@ -261,10 +261,15 @@ impl Consumer {
     }
 }
 
-/// Decodes every record at or after `from` in `bytes` (whole batches) into `out`.
+/// The most a compressed batch's records may expand to: a batch is at most a fetch's bytes,
+/// and compression rarely gains more than tenfold.
+const MAX_DECOMPRESSED: usize = 256 << 20;
+
+/// Decodes every record at or after `from` in `bytes` (whole batches, compressed by a Kafka
+/// client or not) into `out`.
 ///
 /// # Errors
-/// `InvalidBatch` for bytes that are not valid, uncompressed batches.
+/// `InvalidBatch` for bytes that are not valid batches, or that do not decompress.
 pub fn decode(
     topic: &Arc<str>,
     partition: i32,
@@ -277,12 +282,18 @@ pub fn decode(
         if batch.header.last_offset() < from {
             continue;
         }
-        for record in batch.iter_records()? {
+        // Uncompressed records are shared with the fetched bytes; decompressed ones with
+        // their own buffer.
+        let section = match batch.records_section(MAX_DECOMPRESSED)? {
+            std::borrow::Cow::Borrowed(section) => bytes.slice_ref(section),
+            std::borrow::Cow::Owned(section) => Bytes::from(section),
+        };
+        for record in batch.records_in(&section) {
             let record = record.map_err(weir_record::InvalidBatch::from)?;
             if record.offset < from {
                 continue;
             }
-            let share = |slice: Option<&[u8]>| slice.map(|s| bytes.slice_ref(s));
+            let share = |slice: Option<&[u8]>| slice.map(|s| section.slice_ref(s));
             out.push(ConsumedRecord {
                 topic: Arc::clone(topic),
                 partition,

@@ -87,6 +87,8 @@ pub enum InvalidBatch {
     CrcMismatch { stored: u32, computed: u32 },
     #[error("unknown compression codec {codec} in attributes")]
     UnknownCompression { codec: u16 },
+    #[error("cannot decompress the {codec:?} records: {why}")]
+    Decompression { codec: Compression, why: String },
     #[error("batch of {size} bytes is larger than max.message.bytes ({max})")]
     TooLarge { size: usize, max: usize },
     #[error("record count {count} does not match last offset delta {last_offset_delta}")]
@@ -291,6 +293,40 @@ impl<'a> Batch<'a> {
     /// `Record` for malformed records.
     pub fn records(&self) -> Result<Vec<RecordView<'a>>, InvalidBatch> {
         Ok(self.iter_records()?.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The batch's records section, decompressed when the batch is compressed (at most
+    /// `limit` bytes), to read with [`Batch::records_in`].
+    ///
+    /// # Errors
+    /// `UnknownCompression`, `Decompression`.
+    pub fn records_section(
+        &self,
+        limit: usize,
+    ) -> Result<std::borrow::Cow<'a, [u8]>, InvalidBatch> {
+        let header = &self.header;
+        let codec = header
+            .compression()
+            .ok_or(InvalidBatch::UnknownCompression {
+                codec: header.attributes & COMPRESSION_MASK,
+            })?;
+        let section = &self.bytes[HEADER_LEN..];
+        Ok(match codec {
+            Compression::None => std::borrow::Cow::Borrowed(section),
+            codec => {
+                std::borrow::Cow::Owned(crate::compression::decompress(codec, section, limit)?)
+            }
+        })
+    }
+
+    /// The records in `section` (this batch's [`Batch::records_section`]), one at a time.
+    pub fn records_in<'b>(&self, section: &'b [u8]) -> Records<'b> {
+        Records::new(
+            section,
+            self.header.base_offset,
+            self.header.base_timestamp,
+            self.header.record_count,
+        )
     }
 
     /// The records of an uncompressed batch, one at a time, with no collection in between.

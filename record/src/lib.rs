@@ -11,7 +11,10 @@
 //! - A batch whose CRC-32C does not match its bytes is refused by [`Batch::parse`].
 
 pub mod batch;
+pub mod compression;
 pub mod record;
 
-pub use batch::{Batch, BatchBuilder, BatchHeader, InvalidBatch, batches, encode_batch};
+pub use batch::{
+    Batch, BatchBuilder, BatchHeader, Compression, InvalidBatch, batches, encode_batch,
+};
 pub use record::{Header, Record, RecordError, RecordView, Records};

@@ -202,6 +202,41 @@ const CREATE_PARTITIONS: Schema = Schema {
     flexible: 2,
 };
 
+const FIND_COORDINATOR: Schema = Schema {
+    fields: &[between(0, 3, T::Str), from(1, T::I8)],
+    flexible: 3,
+};
+
+const OFFSET_COMMIT_PARTITION: &[Field] = &[
+    f(T::I32),
+    f(T::I64),
+    from(6, T::I32),
+    between(1, 1, T::I64),
+    f(T::Str),
+];
+const OFFSET_COMMIT_TOPIC: &[Field] = &[f(T::Str), f(T::Structs(OFFSET_COMMIT_PARTITION))];
+const OFFSET_COMMIT: Schema = Schema {
+    fields: &[
+        f(T::Str),
+        from(1, T::I32),
+        from(1, T::Str),
+        from(7, T::Str),
+        between(2, 4, T::I64),
+        f(T::Structs(OFFSET_COMMIT_TOPIC)),
+    ],
+    flexible: 8,
+};
+
+const OFFSET_FETCH_TOPIC: &[Field] = &[f(T::Str), f(T::Values(&T::I32))];
+const OFFSET_FETCH: Schema = Schema {
+    fields: &[
+        between(0, 7, T::Str),
+        between(0, 7, T::Structs(OFFSET_FETCH_TOPIC)),
+        from(7, T::Bool),
+    ],
+    flexible: 6,
+};
+
 fn schema(key: ApiKey) -> Option<&'static Schema> {
     Some(match key {
         ApiKey::ApiVersions => &API_VERSIONS,
@@ -213,6 +248,9 @@ fn schema(key: ApiKey) -> Option<&'static Schema> {
         ApiKey::CreateTopics => &CREATE_TOPICS,
         ApiKey::DeleteTopics => &DELETE_TOPICS,
         ApiKey::CreatePartitions => &CREATE_PARTITIONS,
+        ApiKey::FindCoordinator => &FIND_COORDINATOR,
+        ApiKey::OffsetCommit => &OFFSET_COMMIT,
+        ApiKey::OffsetFetch => &OFFSET_FETCH,
         _ => return None,
     })
 }
@@ -486,6 +524,45 @@ mod tests {
         ]);
         for v in 0..=3 {
             cases.push((ApiKey::CreatePartitions, v, encoded(&grow, v)));
+        }
+        use kafka_protocol::messages::{
+            FindCoordinatorRequest, OffsetCommitRequest, OffsetFetchRequest, offset_commit_request,
+            offset_fetch_request,
+        };
+        let find = FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("billing"));
+        for v in 0..=3 {
+            cases.push((ApiKey::FindCoordinator, v, encoded(&find, v)));
+        }
+        let mut commit = OffsetCommitRequest::default()
+            .with_group_id(kafka_protocol::messages::GroupId(
+                StrBytes::from_static_str("billing"),
+            ))
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(name("orders"))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_committed_offset(42)
+                            .with_committed_metadata(Some(StrBytes::from_static_str("m"))),
+                    ]),
+            ]);
+        for v in 2..=8 {
+            if v >= 7 {
+                commit.group_instance_id = Some(StrBytes::from_static_str("static-1"));
+            }
+            cases.push((ApiKey::OffsetCommit, v, encoded(&commit, v)));
+        }
+        let fetch_offsets = OffsetFetchRequest::default()
+            .with_group_id(kafka_protocol::messages::GroupId(
+                StrBytes::from_static_str("billing"),
+            ))
+            .with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(name("orders"))
+                    .with_partition_indexes(vec![0, 1]),
+            ]));
+        for v in 1..=7 {
+            cases.push((ApiKey::OffsetFetch, v, encoded(&fetch_offsets, v)));
         }
         for (key, version, body) in cases {
             assert_eq!(

@@ -95,7 +95,7 @@ fn describe(topic: &Topic, alive: &[i32]) -> MetadataResponseTopic {
 }
 
 /// `host:port` (the host may be a bracketed IPv6 address).
-fn split_address(address: &str) -> Option<(String, i32)> {
+pub(super) fn split_address(address: &str) -> Option<(String, i32)> {
     let (host, port) = address.rsplit_once(':')?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     Some((host.to_string(), port.parse().ok()?))

@@ -103,6 +103,31 @@ impl Node {
         self.check_coordinator(group)
     }
 
+    /// The broker that coordinates `group` (the leader of its `__consumer_offsets`
+    /// partition), creating `__consumer_offsets` first if need be.
+    ///
+    /// # Errors
+    /// The controller's; `CoordinatorNotAvailable`-like `LeaderNotAvailable` while that
+    /// partition has no leader.
+    pub async fn coordinator_of(&self, group: &str) -> Result<i32, Failure> {
+        self.ensure_offsets_topic().await?;
+        let topic = self.topic(OFFSETS_TOPIC)?;
+        let count = topic.partition_count() as u32;
+        let index = partition_for_key(group.as_bytes(), count) as usize;
+        topic
+            .layout
+            .get(index)
+            .and_then(|p| p.leader)
+            .ok_or_else(|| {
+                Failure::new(
+                    Reason::LeaderNotAvailable,
+                    format!(
+                        "{OFFSETS_TOPIC}-{index}, where group {group:?} lives, has no leader now"
+                    ),
+                )
+            })
+    }
+
     fn check_coordinator(&self, group: &str) -> Result<(), Failure> {
         let topic = self.topic(OFFSETS_TOPIC)?;
         let count = topic.partition_count() as u32;

@@ -104,13 +104,30 @@ fn kcat_produces_and_consumes_with_keys_headers_and_every_codec_both_ways() {
         ],
         "k1:plain-1\nk2:plain-2\n",
     );
+    // Long, repetitive values, so that librdkafka compresses (it sends a batch plain when
+    // compressing would not shrink it).
+    let filler = "a".repeat(4000);
     for codec in ["gzip", "snappy", "lz4", "zstd"] {
         kcat_ok(
             &kcat,
             &["-b", kafka, "-P", "-t", "orders", "-p", "1", "-z", codec],
-            &format!("{codec}-1\n{codec}-2\n"),
+            &format!("{codec}-1{filler}\n{codec}-2{filler}\n"),
         );
     }
+    // Stored as sent: eight values of 4 KB take far less than 32 KB.
+    let described = weir_ok(
+        &broker.address,
+        &["topic", "describe", "orders", "--format", "json"],
+        "",
+    );
+    let described: serde_json::Value = serde_json::from_str(described.trim()).expect("json");
+    let stored = described["partitions"][1]["size_bytes"]
+        .as_u64()
+        .expect("size");
+    assert!(
+        stored < 8_000,
+        "batches were not compressed: {stored} bytes"
+    );
     let expected = [
         "k1=plain-1",
         "k2=plain-2",
@@ -278,6 +295,32 @@ fn kafka_admin_clients_create_grow_and_delete_the_topics_grpc_sees() {
     let listed = weir_ok(&broker.address, &["topic", "list"], "");
     assert!(!listed.contains("made-gone"), "{listed}");
     assert!(!listed.contains("escape"), "{listed}");
+}
+
+#[test]
+fn kafka_consumers_commit_under_a_group_the_coordinator_and_weir_group_describe_share() {
+    let Some(python) = confluent_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    weir_ok(&broker.address, &["topic", "create", "ledger"], "");
+    run_python(
+        &python,
+        "confluent_commit.py",
+        &broker.kafka_address,
+        "ledger",
+    );
+    // The offsets live in the same coordinator as Weir's own groups: lag and all.
+    let described = weir_ok(
+        &broker.address,
+        &["group", "describe", "assigners", "--format", "json"],
+        "",
+    );
+    let described: serde_json::Value = serde_json::from_str(described.trim()).expect("json");
+    let partition = &described["partitions"][0];
+    assert_eq!(partition["committed_offset"], 10, "{described}");
+    assert_eq!(partition["lag"], 10, "{described}");
 }
 
 /// Sends `frame` on a new connection and returns what came back before the broker closed it

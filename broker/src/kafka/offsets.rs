@@ -1,0 +1,226 @@
+//! Where a group lives and its committed offsets, for Kafka consumers that assign their
+//! partitions themselves and commit under a group id: FindCoordinator, OffsetCommit and
+//! OffsetFetch, on the same coordinator and `__consumer_offsets` as Weir's own groups. (Group
+//! membership through JoinGroup and SyncGroup is not served yet.)
+
+use kafka_protocol::messages::find_coordinator_response::FindCoordinatorResponse;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, FindCoordinatorRequest, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use weir_proto::{Reason, v1};
+
+use super::errors::{self, COORDINATOR_NOT_AVAILABLE, INVALID_REQUEST, NOT_COORDINATOR};
+use super::metadata::split_address;
+use crate::failure::Failure;
+use crate::node::Node;
+
+/// Kafka's code for a group-level failure: a coordinator that cannot be reached yet is
+/// retried by clients.
+fn group_code(f: &Failure) -> i16 {
+    match f.reason {
+        Reason::NotController | Reason::LeaderNotAvailable | Reason::BrokerStarting => {
+            COORDINATOR_NOT_AVAILABLE
+        }
+        Reason::UnknownMemberId => errors::UNKNOWN_MEMBER_ID,
+        _ => errors::code(f),
+    }
+}
+
+pub async fn find_coordinator(
+    node: &Node,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let mut response = FindCoordinatorResponse::default();
+    let fail = |response: &mut FindCoordinatorResponse, code: i16, message: String| {
+        response.error_code = code;
+        if version >= 1 {
+            response.error_message = Some(StrBytes::from_string(message));
+        }
+        response.node_id = BrokerId(-1);
+    };
+    // Key type 1 is a transactional id: transactions are not served.
+    if request.key_type != 0 {
+        fail(
+            &mut response,
+            INVALID_REQUEST,
+            "only group coordinators are served (no transactions)".into(),
+        );
+        return response;
+    }
+    let found = node.coordinator_of(&request.key).await.and_then(|id| {
+        node.cluster_brokers()
+            .into_iter()
+            .find(|b| b.id == id)
+            .and_then(|b| split_address(b.kafka_address.as_deref()?).map(|a| (id, a)))
+            .ok_or_else(|| {
+                Failure::new(
+                    Reason::LeaderNotAvailable,
+                    format!("broker {id} coordinates the group but has no Kafka address"),
+                )
+            })
+    });
+    match found {
+        Ok((id, (host, port))) => {
+            response.node_id = BrokerId(id);
+            response.host = StrBytes::from_string(host);
+            response.port = port;
+        }
+        Err(f) => fail(&mut response, group_code(&f), f.message),
+    }
+    response
+}
+
+pub async fn offset_commit(node: &Node, request: OffsetCommitRequest) -> OffsetCommitResponse {
+    let group = request.group_id.0.to_string();
+    let offsets: Vec<v1::PartitionCommit> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| v1::PartitionCommit {
+                topic: t.name.0.to_string(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+            })
+        })
+        .collect();
+    // One answer for every partition: the group's, or the first partition's that failed.
+    let code = if request.generation_id_or_member_epoch >= 0 || !request.member_id.is_empty() {
+        // A member of a group that joined through JoinGroup: not served yet, so it cannot
+        // be one.
+        errors::UNKNOWN_MEMBER_ID
+    } else {
+        match node.group_coordinator(&group).await {
+            Err(f) if f.reason == Reason::NotCoordinator => NOT_COORDINATOR,
+            Err(f) => group_code(&f),
+            Ok(()) => match node
+                .coordinator
+                .commit_standalone(node, &group, &offsets)
+                .await
+            {
+                Ok(()) => errors::NONE,
+                Err(f) => group_code(&f),
+            },
+        }
+    };
+    let mut response = OffsetCommitResponse::default();
+    response.topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    response
+}
+
+pub async fn offset_fetch(
+    node: &Node,
+    request: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    let group = request.group_id.0.to_string();
+    let mut response = OffsetFetchResponse::default();
+    if let Err(f) = node.group_coordinator(&group).await {
+        let code = match f.reason {
+            Reason::NotCoordinator => NOT_COORDINATOR,
+            _ => group_code(&f),
+        };
+        // v2 on: the top-level code; before, every partition's.
+        if version >= 2 {
+            response.error_code = code;
+        }
+        response.topics = request
+            .topics
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(t.name)
+                    .with_partitions(
+                        t.partition_indexes
+                            .iter()
+                            .map(|p| {
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(*p)
+                                    .with_committed_offset(-1)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return response;
+    }
+    let committed = node.coordinator.fetch(&group, &[]);
+    let offset_of = |topic: &str, partition: i32| {
+        committed
+            .iter()
+            .find(|c| c.topic == topic && c.partition == partition)
+            .map_or(-1, |c| c.offset)
+    };
+    response.topics = match request.topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|t| {
+                let name = t.name.0.to_string();
+                OffsetFetchResponseTopic::default()
+                    .with_partitions(
+                        t.partition_indexes
+                            .iter()
+                            .map(|p| {
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(*p)
+                                    .with_committed_offset(offset_of(&name, *p))
+                            })
+                            .collect(),
+                    )
+                    .with_name(t.name)
+            })
+            .collect(),
+        // Null (v2 on): every partition the group committed.
+        None => {
+            let mut by_topic: std::collections::BTreeMap<
+                String,
+                Vec<OffsetFetchResponsePartition>,
+            > = std::collections::BTreeMap::new();
+            for c in &committed {
+                by_topic.entry(c.topic.clone()).or_default().push(
+                    OffsetFetchResponsePartition::default()
+                        .with_partition_index(c.partition)
+                        .with_committed_offset(c.offset),
+                );
+            }
+            by_topic
+                .into_iter()
+                .map(|(name, partitions)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(kafka_protocol::messages::TopicName(StrBytes::from_string(
+                            name,
+                        )))
+                        .with_partitions(partitions)
+                })
+                .collect()
+        }
+    };
+    response
+}

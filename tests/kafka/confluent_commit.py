@@ -1,0 +1,57 @@
+"""confluent-kafka consumers that assign their partitions and commit under a group id:
+the first reads ten records and commits, the second (same group) starts where it left off.
+Usage: confluent_commit.py BOOTSTRAP TOPIC. Leaves group "assigners" with offset 10 on
+partition 0 for the caller to check through gRPC. Exit 0 when all is well."""
+import sys
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+bootstrap, topic = sys.argv[1], sys.argv[2]
+failures = []
+
+producer = Producer({"bootstrap.servers": bootstrap})
+for i in range(20):
+    producer.produce(topic, value=f"r{i}".encode(), partition=0)
+if producer.flush(30) != 0:
+    failures.append("records unacknowledged after 30 s")
+
+
+def consumer():
+    return Consumer({"bootstrap.servers": bootstrap, "group.id": "assigners",
+                     "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+
+
+def poll_one(c):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        m = c.poll(1)
+        if m is not None:
+            if m.error():
+                raise RuntimeError(str(m.error()))
+            return m
+    raise RuntimeError("nothing within 30 s")
+
+
+first = consumer()
+first.assign([TopicPartition(topic, 0)])
+last = None
+for _ in range(10):
+    last = poll_one(first)
+first.commit(message=last, asynchronous=False)
+first.close()
+
+second = consumer()
+committed = second.committed([TopicPartition(topic, 0)], timeout=30)
+if committed[0].offset != 10:
+    failures.append(f"committed offset {committed[0].offset}, not 10")
+second.assign([TopicPartition(topic, 0)])
+m = poll_one(second)
+if m.offset() != 10 or m.value() != b"r10":
+    failures.append(f"the second consumer starts at {m.offset()} ({m.value()})")
+second.close()
+
+if failures:
+    print("\n".join(failures), file=sys.stderr)
+    sys.exit(1)
+print("ok")
