@@ -15,32 +15,43 @@ use kafka_protocol::messages::{
     DeleteTopicsRequest, DeleteTopicsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use weir_proto::Reason;
 
 use super::errors;
 use crate::failure::Failure;
 use crate::node::Node;
 use crate::topic::{TopicConfig, validate_name};
 
-fn refused(reason: Reason, message: impl Into<String>) -> Failure {
-    Failure::new(reason, message)
+/// A refusal in Kafka's terms: its error code and a message for a person.
+type Refused = (i16, String);
+
+fn from_core(f: Failure) -> Refused {
+    (errors::code(&f), f.message)
 }
 
 /// Checks what can be checked without creating: the name, the counts, every override.
 fn dry_run(
     name: &str,
     partitions: i32,
+    replication_factor: i16,
     overrides: &BTreeMap<String, String>,
-) -> Result<(), Failure> {
-    validate_name(name).map_err(|m| refused(Reason::InvalidTopic, m))?;
+) -> Result<(), Refused> {
+    validate_name(name).map_err(|m| (errors::INVALID_TOPIC_EXCEPTION, m))?;
     if !(partitions == -1 || (1..=10_000).contains(&partitions)) {
-        return Err(refused(
-            Reason::InvalidRequest,
-            format!("a topic has 1 to 10000 partitions, not {partitions}"),
+        return Err((
+            errors::INVALID_PARTITIONS,
+            format!("a topic has 1 to 10000 partitions (or -1 for the default), not {partitions}"),
+        ));
+    }
+    if !(replication_factor == -1 || replication_factor >= 1) {
+        return Err((
+            errors::INVALID_REPLICATION_FACTOR,
+            format!(
+                "a replication factor is 1 or more (or -1 for the default), not {replication_factor}"
+            ),
         ));
     }
     weir_controller::topic_config::validate_overrides(overrides)
-        .map_err(|e| refused(Reason::InvalidConfig, e.to_string()))
+        .map_err(|e| (errors::INVALID_CONFIG, e.to_string()))
 }
 
 pub async fn create_topics(node: &Node, request: CreateTopicsRequest) -> CreateTopicsResponse {
@@ -58,18 +69,20 @@ pub async fn create_topics(node: &Node, request: CreateTopicsRequest) -> CreateT
                 None => null_value = Some(config.name.to_string()),
             }
         }
-        let outcome = if !asked.assignments.is_empty() {
-            Err(refused(
-                Reason::InvalidRequest,
-                "replica assignments are decided by the controller; give a partition count and a replication factor",
+        let outcome: Result<Option<_>, Refused> = if !asked.assignments.is_empty() {
+            Err((
+                errors::INVALID_REQUEST,
+                "replica assignments are decided by the controller; give a partition count and a replication factor".into(),
             ))
         } else if let Some(key) = null_value {
-            Err(refused(
-                Reason::InvalidConfig,
-                format!("config {key} has no value"),
-            ))
-        } else if let Err(f) = dry_run(&name, asked.num_partitions, &overrides) {
-            Err(f)
+            Err((errors::INVALID_CONFIG, format!("config {key} has no value")))
+        } else if let Err(refused) = dry_run(
+            &name,
+            asked.num_partitions,
+            asked.replication_factor,
+            &overrides,
+        ) {
+            Err(refused)
         } else if request.validate_only {
             Ok(None)
         } else {
@@ -82,6 +95,7 @@ pub async fn create_topics(node: &Node, request: CreateTopicsRequest) -> CreateT
             )
             .await
             .map(Some)
+            .map_err(from_core)
         };
         match outcome {
             Ok(Some(topic)) => {
@@ -95,9 +109,9 @@ pub async fn create_topics(node: &Node, request: CreateTopicsRequest) -> CreateT
                 result.num_partitions = asked.num_partitions;
                 result.replication_factor = asked.replication_factor;
             }
-            Err(f) => {
-                result.error_code = errors::code(&f);
-                result.error_message = Some(StrBytes::from_string(f.message));
+            Err((code, message)) => {
+                result.error_code = code;
+                result.error_message = Some(StrBytes::from_string(message));
             }
         }
         response.topics.push(result);
@@ -139,35 +153,42 @@ pub async fn create_partitions(
     let mut response = CreatePartitionsResponse::default();
     for asked in request.topics {
         let mut result = CreatePartitionsTopicResult::default().with_name(asked.name.clone());
-        let outcome = if asked.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
-            Err(refused(
-                Reason::InvalidRequest,
-                "replica assignments are decided by the controller; give only the new count",
+        let outcome: Result<(), Refused> = if asked
+            .assignments
+            .as_ref()
+            .is_some_and(|a| !a.is_empty())
+        {
+            Err((
+                errors::INVALID_REQUEST,
+                "replica assignments are decided by the controller; give only the new count".into(),
             ))
-        } else if request.validate_only {
-            node.topic(&asked.name.0).and_then(|topic| {
-                let have = topic.partition_count() as i32;
-                if asked.count > have && asked.count <= 10_000 {
-                    Ok(())
-                } else {
-                    Err(refused(
-                        Reason::InvalidRequest,
-                        format!("topic has {have} partitions; the new count must be more, and at most 10000"),
-                    ))
-                }
-            })
         } else {
-            node.add_partitions(&asked.name.0, asked.count)
-                .await
-                .map(drop)
+            match node.topic(&asked.name.0) {
+                Err(f) => Err(from_core(f)),
+                Ok(topic) => {
+                    let have = topic.partition_count() as i32;
+                    if asked.count <= have || asked.count > 10_000 {
+                        Err((
+                            errors::INVALID_PARTITIONS,
+                            format!(
+                                "topic {} has {have} partitions; the new count must be more, and at most 10000, not {}",
+                                topic.name, asked.count
+                            ),
+                        ))
+                    } else if request.validate_only {
+                        Ok(())
+                    } else {
+                        node.add_partitions(&asked.name.0, asked.count)
+                            .await
+                            .map(drop)
+                            .map_err(from_core)
+                    }
+                }
+            }
         };
-        if let Err(f) = outcome {
-            // Kafka's code for a count that is not more than now.
-            result.error_code = match f.reason {
-                Reason::InvalidRequest => errors::INVALID_PARTITIONS,
-                _ => errors::code(&f),
-            };
-            result.error_message = Some(StrBytes::from_string(f.message));
+        if let Err((code, message)) = outcome {
+            result.error_code = code;
+            result.error_message = Some(StrBytes::from_string(message));
         }
         response.results.push(result);
     }

@@ -24,9 +24,16 @@ pub enum Malformed {
     Length { at: usize, length: i64 },
     #[error("a variable-length integer at byte {at} runs past five bytes")]
     Varint { at: usize },
+    #[error("more than {MAX_ELEMENTS} array elements in one request")]
+    TooManyElements,
     #[error("no schema for this API and version")]
     Unknown,
 }
+
+/// Array elements one request may hold in all. An element takes as little as one or two
+/// bytes on the wire but tens in memory once decoded; this keeps a request's decoded size
+/// near its frame's (no client sends a million topics or partitions in one request).
+pub const MAX_ELEMENTS: usize = 1_000_000;
 
 /// A field's type.
 #[derive(Debug, Clone, Copy)]
@@ -266,6 +273,7 @@ pub fn check(key: ApiKey, version: i16, body: &[u8]) -> Result<(), Malformed> {
         at: 0,
         version,
         flexible: version >= schema.flexible,
+        elements: 0,
     };
     // Bytes after the last field are ignored, as Kafka's brokers ignore them (librdkafka
     // 2.16 sends three after a Metadata v12 request for every topic).
@@ -277,6 +285,8 @@ struct Walk<'a> {
     at: usize,
     version: i16,
     flexible: bool,
+    /// Array elements and tagged fields so far.
+    elements: usize,
 }
 
 impl Walk<'_> {
@@ -358,14 +368,19 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// An array of `count` elements needs at least `count` bytes.
-    fn bound(&self, at: usize, count: i64) -> Result<(), Malformed> {
+    /// An array of `count` elements needs at least `count` bytes, and the request at most
+    /// [`MAX_ELEMENTS`] in all.
+    fn bound(&mut self, at: usize, count: i64) -> Result<(), Malformed> {
         if count > self.left() as i64 {
             return Err(Malformed::Count {
                 at,
                 count,
                 left: self.left(),
             });
+        }
+        self.elements += count.max(0) as usize;
+        if self.elements > MAX_ELEMENTS {
+            return Err(Malformed::TooManyElements);
         }
         Ok(())
     }

@@ -22,7 +22,14 @@ pub async fn fetch(node: &Node, request: FetchRequest) -> FetchResponse {
     loop {
         let pass = read_all(node, &request);
         let left = deadline.saturating_duration_since(Instant::now());
-        if pass.bytes >= min_bytes || left.is_zero() || pass.followed.is_empty() {
+        // As Kafka's delayed fetch: answered once min_bytes are there, or a partition has more
+        // than the byte limits let this pass return (waiting would not add any), or failed.
+        if pass.bytes >= min_bytes
+            || pass.held_back
+            || pass.failed
+            || left.is_zero()
+            || pass.followed.is_empty()
+        {
             for (topic, bytes, records) in pass.read {
                 node.metrics.fetched(&topic, bytes, records);
             }
@@ -47,6 +54,10 @@ struct Pass {
     followed: Vec<(Arc<Partition>, i64)>,
     /// Per partition read: topic, bytes, offsets (for the metrics).
     read: Vec<(String, u64, i64)>,
+    /// Some partition has records past what its byte limit let this pass return.
+    held_back: bool,
+    /// Some partition answered an error.
+    failed: bool,
 }
 
 fn read_all(node: &Node, request: &FetchRequest) -> Pass {
@@ -56,6 +67,7 @@ fn read_all(node: &Node, request: &FetchRequest) -> Pass {
     let mut total = 0;
     let mut followed = Vec::new();
     let mut read = Vec::new();
+    let mut held_back = false;
     let mut response = FetchResponse::default();
     for topic in &request.topics {
         let name = topic.topic.0.to_string();
@@ -79,6 +91,7 @@ fn read_all(node: &Node, request: &FetchRequest) -> Pass {
                         data.high_watermark = state.high_watermark;
                         data.last_stable_offset = state.high_watermark;
                         data.log_start_offset = state.log_start_offset;
+                        held_back |= asked.fetch_offset < state.high_watermark;
                     }
                     Err(f) => data.error_code = errors::code(&f),
                 }
@@ -92,6 +105,7 @@ fn read_all(node: &Node, request: &FetchRequest) -> Pass {
                     data.last_stable_offset = state.high_watermark;
                     data.log_start_offset = state.log_start_offset;
                     let seen = slice.as_ref().map_or(asked.fetch_offset, |s| s.next_offset);
+                    held_back |= seen < state.high_watermark;
                     if let Some(slice) = slice {
                         read.push((
                             name.clone(),
@@ -115,10 +129,17 @@ fn read_all(node: &Node, request: &FetchRequest) -> Pass {
                 .with_partitions(partitions),
         );
     }
+    let failed = response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .any(|p| p.error_code != errors::NONE);
     Pass {
         response,
         bytes: total,
         followed,
         read,
+        held_back,
+        failed,
     }
 }

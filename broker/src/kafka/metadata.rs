@@ -37,13 +37,20 @@ pub fn metadata(node: &Node, request: MetadataRequest, version: i16) -> Metadata
     // Every broker forwards admin requests to the controller: clients may send them here.
     response.controller_id = BrokerId(node.config.broker_id);
     let alive: Vec<i32> = brokers.iter().filter(|b| b.alive).map(|b| b.id).collect();
+    let mut by_id = Vec::new();
     let names: Vec<String> = match request.topics {
         // Null (or, before v1, empty): every topic.
         None => node.topic_names(),
         Some(topics) if topics.is_empty() && version == 0 => node.topic_names(),
         Some(topics) => topics
             .into_iter()
-            .filter_map(|t| t.name.map(|n| n.0.to_string()))
+            .filter_map(|t| match t.name {
+                Some(name) => Some(name.0.to_string()),
+                None => {
+                    by_id.push(t.topic_id);
+                    None
+                }
+            })
             .collect(),
     };
     response.topics = names
@@ -58,6 +65,26 @@ pub fn metadata(node: &Node, request: MetadataRequest, version: i16) -> Metadata
             }
         })
         .collect();
+    // v10 on, a topic may be asked for by id.
+    let topics: Vec<std::sync::Arc<Topic>> = node
+        .topic_names()
+        .iter()
+        .filter_map(|n| node.topic(n).ok())
+        .collect();
+    for id in by_id {
+        let found = topics
+            .iter()
+            .find(|t| uuid::Uuid::parse_str(&t.id).is_ok_and(|u| u == id));
+        response.topics.push(match found {
+            Some(topic) => describe(topic, &alive),
+            None => {
+                let mut unknown = MetadataResponseTopic::default();
+                unknown.topic_id = id;
+                unknown.error_code = errors::UNKNOWN_TOPIC_ID;
+                unknown
+            }
+        });
+    }
     response
 }
 

@@ -22,6 +22,7 @@ mod produce;
 mod producer_id;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
@@ -74,15 +75,34 @@ enum Closed {
     UnsupportedVersion(ApiKey, i16),
     #[error("a malformed {0:?} v{1} request: {2}")]
     Malformed(ApiKey, i16, String),
+    #[error("a frame's {0} bytes did not arrive within {1:?}")]
+    SlowFrame(usize, Duration),
+    #[error("an acks=0 produce failed ({0}): the connection closes so that the producer notices")]
+    SilentProduceFailed(String),
+}
+
+/// How long a frame's bytes may take to arrive once its length has, and how long one
+/// response may take to be written: a client that stops reading or writing midway is dropped.
+const TRANSFER_DEADLINE: Duration = Duration::from_secs(60);
+
+/// What a request's task gives the connection.
+enum Outcome {
+    Respond(Box<ResponseKind>),
+    /// An `acks=0` produce that succeeded: no response.
+    Silent,
+    /// Close the connection (an `acks=0` produce that failed, as Kafka does).
+    Close(Box<Closed>),
 }
 
 /// One request's answer, in the connection's request order. Dropped unanswered (the
-/// connection closed, the broker stops), its task is aborted.
+/// connection closed, the broker stops), its task is aborted. Its frame's bytes stay counted
+/// against `queued_max_request_bytes` until its response is written.
 struct Pending {
     correlation_id: i32,
     key: ApiKey,
     version: i16,
-    answer: JoinHandle<Option<ResponseKind>>,
+    answer: JoinHandle<Outcome>,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Pending {
@@ -98,56 +118,76 @@ async fn connection(
     mut stopped: watch::Receiver<bool>,
 ) -> Result<(), Closed> {
     let (mut reader, writer) = tokio::io::split(stream);
-    let (pending, answers) = mpsc::channel::<Pending>(IN_FLIGHT);
-    let writing = tokio::spawn(write_answers(answers, writer));
+    // One less than IN_FLIGHT waits in the channel while the writer holds one.
+    let (pending, answers) = mpsc::channel::<Pending>(IN_FLIGHT - 1);
+    let mut writing = tokio::spawn(write_answers(answers, writer));
     let max = node.config.socket_request_max_bytes;
+    // Produce requests of one connection append in the order they came (Kafka's brokers
+    // handle a connection's requests one at a time): each waits for the one before.
+    let mut produced: Option<tokio::sync::oneshot::Receiver<()>> = None;
     let result = loop {
         let frame = tokio::select! {
             frame = read_frame(&mut reader, max, &queued) => frame,
             _ = stopped.wait_for(|&stop| stop) => break Ok(()),
+            // The writer failed or gave up: nothing more can be answered.
+            () = pending.closed() => break Ok(()),
         };
         let (frame, permit) = match frame {
             Ok(Some(frame)) => frame,
             Ok(None) => break Ok(()),
             Err(closed) => break Err(closed),
         };
-        let request = match decode(frame) {
-            Ok(request) => request,
-            Err(Refusal::UnsupportedApiVersions { correlation_id }) => {
-                let answer = tokio::spawn(async { Some(apis::unsupported_version()) });
-                let p = Pending {
-                    correlation_id,
-                    key: ApiKey::ApiVersions,
-                    version: 0,
-                    answer,
+        let next = match decode(frame) {
+            Ok(request) => {
+                let (correlation_id, key, version) = (
+                    request.header.correlation_id,
+                    request.key,
+                    request.header.request_api_version,
+                );
+                let node = Arc::clone(&node);
+                let turn = if key == ApiKey::Produce {
+                    let (done, next) = tokio::sync::oneshot::channel();
+                    Some((produced.replace(next), done))
+                } else {
+                    None
                 };
-                if pending.send(p).await.is_err() {
-                    break Ok(());
+                let answer = tokio::spawn(async move {
+                    match turn {
+                        Some((before, done)) => {
+                            if let Some(before) = before {
+                                let _ = before.await;
+                            }
+                            let outcome = handle(&node, request).await;
+                            let _ = done.send(());
+                            outcome
+                        }
+                        None => handle(&node, request).await,
+                    }
+                });
+                Pending {
+                    correlation_id,
+                    key,
+                    version,
+                    answer,
+                    _permit: Some(permit),
                 }
-                continue;
             }
+            Err(Refusal::UnsupportedApiVersions { correlation_id }) => Pending {
+                correlation_id,
+                key: ApiKey::ApiVersions,
+                version: 0,
+                answer: tokio::spawn(async {
+                    Outcome::Respond(Box::new(apis::unsupported_version()))
+                }),
+                _permit: Some(permit),
+            },
             Err(Refusal::Close(closed)) => break Err(closed),
         };
-        let (correlation_id, key, version) = (
-            request.header.correlation_id,
-            request.key,
-            request.header.request_api_version,
-        );
-        let node = Arc::clone(&node);
-        let answer = tokio::spawn(async move {
-            let answer = handle(&node, request).await;
-            drop(permit);
-            answer
-        });
-        let sent = pending
-            .send(Pending {
-                correlation_id,
-                key,
-                version,
-                answer,
-            })
-            .await;
-        if sent.is_err() {
+        let sent = tokio::select! {
+            sent = pending.send(next) => sent.is_ok(),
+            _ = stopped.wait_for(|&stop| stop) => false,
+        };
+        if !sent {
             break Ok(());
         }
     };
@@ -157,10 +197,16 @@ async fn connection(
         writing.abort();
         return result;
     }
-    // Answers already running are still written, unless the writer itself failed.
-    match writing.await {
-        Ok(Err(e)) => Err(Closed::Io(e)),
-        _ => result,
+    // Answers already running are still written (within the transfer deadline, after at
+    // most the longest fetch wait), unless the writer itself failed.
+    let patience = node.config.fetch_max_wait + TRANSFER_DEADLINE;
+    match tokio::time::timeout(patience, &mut writing).await {
+        Ok(Ok(Err(closed))) => Err(closed),
+        Ok(_) => result,
+        Err(_) => {
+            writing.abort();
+            result
+        }
     }
 }
 
@@ -187,7 +233,9 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
         .await
         .map_err(|_| std::io::Error::other("the broker is stopping"))?;
     let mut frame = BytesMut::zeroed(size);
-    reader.read_exact(&mut frame).await?;
+    tokio::time::timeout(TRANSFER_DEADLINE, reader.read_exact(&mut frame))
+        .await
+        .map_err(|_| Closed::SlowFrame(size, TRANSFER_DEADLINE))??;
     Ok(Some((frame.freeze(), permit)))
 }
 
@@ -249,17 +297,28 @@ fn decode(frame: Bytes) -> Result<Request, Refusal> {
     Ok(Request { key, header, body })
 }
 
-/// Runs one request; `None` when it gets no response (an `acks=0` produce).
-async fn handle(node: &Node, request: Request) -> Option<ResponseKind> {
+/// Runs one request.
+async fn handle(node: &Node, request: Request) -> Outcome {
     let version = request.header.request_api_version;
-    Some(match request.body {
+    Outcome::Respond(Box::new(match request.body {
         RequestKind::ApiVersions(_) => apis::api_versions(),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::metadata(node, r, version)),
         RequestKind::Produce(r) => {
             let acks = r.acks;
             let answer = produce::produce(node, r).await;
             if acks == 0 {
-                return None;
+                let failed = answer
+                    .responses
+                    .iter()
+                    .flat_map(|t| t.partition_responses.iter().map(move |p| (t, p)))
+                    .find(|(_, p)| p.error_code != errors::NONE);
+                return match failed {
+                    Some((t, p)) => Outcome::Close(Box::new(Closed::SilentProduceFailed(format!(
+                        "{}-{}: error {}",
+                        t.name.0, p.index, p.error_code
+                    )))),
+                    None => Outcome::Silent,
+                };
             }
             ResponseKind::Produce(answer)
         }
@@ -289,25 +348,28 @@ async fn handle(node: &Node, request: Request) -> Option<ResponseKind> {
             ResponseKind::ListOffsets(list_offsets::list_offsets(node, r, version))
         }
         other => {
+            // `decode` admits only the APIs `apis` serves, each handled above.
             tracing::error!(request = ?request.key, "a request this broker decodes but does not serve: {other:?}");
-            return None;
+            return Outcome::Close(Box::new(Closed::UnknownApi(request.key as i16)));
         }
-    })
+    }))
 }
 
-/// Writes each answer, in request order, as it completes.
+/// Writes each answer, in request order, as it completes; each within the transfer
+/// deadline.
 async fn write_answers<W: tokio::io::AsyncWrite + Unpin>(
     mut answers: mpsc::Receiver<Pending>,
     mut writer: W,
-) -> std::io::Result<()> {
+) -> Result<(), Closed> {
     let mut buffer = BytesMut::new();
     while let Some(mut pending) = answers.recv().await {
         let answer = match (&mut pending.answer).await {
-            Ok(Some(answer)) => answer,
-            Ok(None) => continue,
+            Ok(Outcome::Respond(answer)) => answer,
+            Ok(Outcome::Silent) => continue,
+            Ok(Outcome::Close(closed)) => return Err(*closed),
             Err(e) => {
                 tracing::error!(request = ?pending.key, error = %e, "a Kafka request's task failed");
-                return Err(std::io::Error::other("a request failed"));
+                return Err(std::io::Error::other("a request failed").into());
             }
         };
         buffer.clear();
@@ -322,14 +384,27 @@ async fn write_answers<W: tokio::io::AsyncWrite + Unpin>(
         let encoded = header
             .encode(&mut buffer, header_version)
             .and_then(|()| answer.encode(&mut buffer, pending.version));
-        if let Err(e) = encoded {
-            tracing::error!(request = ?pending.key, version = pending.version, error = %e, "cannot encode a Kafka response");
-            return Err(std::io::Error::other("a response could not be encoded"));
-        }
-        let length = i32::try_from(buffer.len() - 4).unwrap_or(i32::MAX);
+        drop(answer);
+        let length = i32::try_from(buffer.len() - 4).ok();
+        let (Ok(()), Some(length)) = (encoded, length) else {
+            tracing::error!(request = ?pending.key, version = pending.version, "cannot encode a Kafka response");
+            return Err(std::io::Error::other("a response could not be encoded").into());
+        };
         buffer[..4].copy_from_slice(&length.to_be_bytes());
         // One write per answer: the next one may be a long poll still waiting.
-        writer.write_all(&buffer).await?;
+        tokio::time::timeout(TRANSFER_DEADLINE, writer.write_all(&buffer))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client stopped reading its responses",
+                )
+            })??;
+        // A large fetch's buffer is not kept for the life of the connection.
+        if buffer.capacity() > 1 << 20 {
+            buffer = BytesMut::new();
+        }
     }
-    writer.flush().await
+    writer.flush().await?;
+    Ok(())
 }
