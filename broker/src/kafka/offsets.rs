@@ -140,43 +140,33 @@ pub async fn offset_fetch(
 ) -> OffsetFetchResponse {
     let group = request.group_id.0.to_string();
     let mut response = OffsetFetchResponse::default();
-    if let Err(f) = node.group_coordinator(&group).await {
-        let code = match f.reason {
+    let refused = node
+        .group_coordinator(&group)
+        .await
+        .err()
+        .map(|f| match f.reason {
             Reason::NotCoordinator => NOT_COORDINATOR,
             _ => group_code(&f),
-        };
-        // v2 on: the top-level code; before, every partition's.
-        if version >= 2 {
-            response.error_code = code;
-        }
-        response.topics = request
-            .topics
-            .unwrap_or_default()
-            .into_iter()
-            .map(|t| {
-                OffsetFetchResponseTopic::default()
-                    .with_name(t.name)
-                    .with_partitions(
-                        t.partition_indexes
-                            .iter()
-                            .map(|p| {
-                                OffsetFetchResponsePartition::default()
-                                    .with_partition_index(*p)
-                                    .with_committed_offset(-1)
-                                    .with_error_code(code)
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
-        return response;
+        });
+    // v2 on: a group-level failure has the top-level code; before, every partition's.
+    if let Some(code) = refused
+        && version >= 2
+    {
+        response.error_code = code;
     }
-    let committed = node.coordinator.fetch(&group, &[]);
-    let offset_of = |topic: &str, partition: i32| {
-        committed
+    let committed = match refused {
+        Some(_) => Vec::new(),
+        None => node.coordinator.fetch(&group, &[]),
+    };
+    let answer = |topic: &str, partition: i32| {
+        let offset = committed
             .iter()
             .find(|c| c.topic == topic && c.partition == partition)
-            .map_or(-1, |c| c.offset)
+            .map_or(-1, |c| c.offset);
+        OffsetFetchResponsePartition::default()
+            .with_partition_index(partition)
+            .with_committed_offset(offset)
+            .with_error_code(refused.unwrap_or(errors::NONE))
     };
     response.topics = match request.topics {
         Some(topics) => topics
@@ -187,11 +177,7 @@ pub async fn offset_fetch(
                     .with_partitions(
                         t.partition_indexes
                             .iter()
-                            .map(|p| {
-                                OffsetFetchResponsePartition::default()
-                                    .with_partition_index(*p)
-                                    .with_committed_offset(offset_of(&name, *p))
-                            })
+                            .map(|p| answer(&name, *p))
                             .collect(),
                     )
                     .with_name(t.name)
@@ -199,25 +185,19 @@ pub async fn offset_fetch(
             .collect(),
         // Null (v2 on): every partition the group committed.
         None => {
-            let mut by_topic: std::collections::BTreeMap<
-                String,
-                Vec<OffsetFetchResponsePartition>,
-            > = std::collections::BTreeMap::new();
+            let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> =
+                std::collections::BTreeMap::new();
             for c in &committed {
-                by_topic.entry(c.topic.clone()).or_default().push(
-                    OffsetFetchResponsePartition::default()
-                        .with_partition_index(c.partition)
-                        .with_committed_offset(c.offset),
-                );
+                by_topic.entry(&c.topic).or_default().push(c.partition);
             }
             by_topic
                 .into_iter()
                 .map(|(name, partitions)| {
                     OffsetFetchResponseTopic::default()
                         .with_name(kafka_protocol::messages::TopicName(StrBytes::from_string(
-                            name,
+                            name.to_string(),
                         )))
-                        .with_partitions(partitions)
+                        .with_partitions(partitions.iter().map(|p| answer(name, *p)).collect())
                 })
                 .collect()
         }
