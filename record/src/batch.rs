@@ -44,28 +44,7 @@ pub const NO_SEQUENCE: i32 = -1;
 /// Partition leader epoch of a batch that has not been stamped by a leader yet.
 pub const NO_PARTITION_LEADER_EPOCH: i32 = -1;
 
-/// The compression codec named by a batch's attributes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Snappy,
-    Lz4,
-    Zstd,
-}
-
-impl Compression {
-    fn from_attributes(attributes: u16) -> Option<Self> {
-        match attributes & COMPRESSION_MASK {
-            0 => Some(Compression::None),
-            1 => Some(Compression::Gzip),
-            2 => Some(Compression::Snappy),
-            3 => Some(Compression::Lz4),
-            4 => Some(Compression::Zstd),
-            _ => None,
-        }
-    }
-}
+pub use crate::compression::Compression;
 
 /// Whether a batch's timestamps were set by the producer or by the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +66,8 @@ pub enum InvalidBatch {
     CrcMismatch { stored: u32, computed: u32 },
     #[error("unknown compression codec {codec} in attributes")]
     UnknownCompression { codec: u16 },
-    #[error("cannot decompress the {codec:?} records: {why}")]
-    Decompression { codec: Compression, why: String },
+    #[error(transparent)]
+    Decompression(#[from] crate::compression::DecompressError),
     #[error("batch of {size} bytes is larger than max.message.bytes ({max})")]
     TooLarge { size: usize, max: usize },
     #[error("record count {count} does not match last offset delta {last_offset_delta}")]
@@ -189,7 +168,7 @@ impl BatchHeader {
     }
 
     pub fn compression(&self) -> Option<Compression> {
-        Compression::from_attributes(self.attributes)
+        Compression::from_code(self.attributes & COMPRESSION_MASK)
     }
 
     pub fn timestamp_type(&self) -> TimestampType {

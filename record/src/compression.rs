@@ -8,7 +8,37 @@
 
 use std::io::Read;
 
-use crate::batch::{Compression, InvalidBatch};
+/// The compression codec named by a batch's attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    /// The codec of Kafka's code (a batch's attributes' lowest three bits).
+    pub fn from_code(code: u16) -> Option<Self> {
+        match code {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Gzip),
+            2 => Some(Compression::Snappy),
+            3 => Some(Compression::Lz4),
+            4 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// Records that do not decompress.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot decompress the {codec:?} records: {why}")]
+pub struct DecompressError {
+    pub codec: Compression,
+    pub why: String,
+}
 
 /// The xerial snappy framing's magic, at the start of what Java's client compresses.
 const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
@@ -18,8 +48,12 @@ const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
 ///
 /// # Errors
 /// `Decompression` for bytes the codec cannot read, or output past `limit`.
-pub fn decompress(codec: Compression, input: &[u8], limit: usize) -> Result<Vec<u8>, InvalidBatch> {
-    let failed = |why: String| InvalidBatch::Decompression { codec, why };
+pub fn decompress(
+    codec: Compression,
+    input: &[u8],
+    limit: usize,
+) -> Result<Vec<u8>, DecompressError> {
+    let failed = |why: String| DecompressError { codec, why };
     match codec {
         Compression::None => Ok(input.to_vec()),
         Compression::Gzip => read_capped(flate2::read::GzDecoder::new(input), limit, codec),
@@ -43,17 +77,17 @@ fn read_capped(
     reader: impl Read,
     limit: usize,
     codec: Compression,
-) -> Result<Vec<u8>, InvalidBatch> {
+) -> Result<Vec<u8>, DecompressError> {
     let mut out = Vec::new();
     reader
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| InvalidBatch::Decompression {
+        .map_err(|e| DecompressError {
             codec,
             why: e.to_string(),
         })?;
     if out.len() > limit {
-        return Err(InvalidBatch::Decompression {
+        return Err(DecompressError {
             codec,
             why: format!("the records expand past {limit} bytes"),
         });
@@ -61,8 +95,8 @@ fn read_capped(
     Ok(out)
 }
 
-fn raw_snappy(input: &[u8], limit: usize, codec: Compression) -> Result<Vec<u8>, InvalidBatch> {
-    let failed = |why: String| InvalidBatch::Decompression { codec, why };
+fn raw_snappy(input: &[u8], limit: usize, codec: Compression) -> Result<Vec<u8>, DecompressError> {
+    let failed = |why: String| DecompressError { codec, why };
     let length = snap::raw::decompress_len(input).map_err(|e| failed(e.to_string()))?;
     if length > limit {
         return Err(failed(format!("the records expand past {limit} bytes")));
@@ -74,8 +108,8 @@ fn raw_snappy(input: &[u8], limit: usize, codec: Compression) -> Result<Vec<u8>,
 
 /// xerial's framing: the magic, two 4-byte versions, then blocks of a 4-byte length and raw
 /// snappy.
-fn xerial(input: &[u8], limit: usize, codec: Compression) -> Result<Vec<u8>, InvalidBatch> {
-    let failed = |why: &str| InvalidBatch::Decompression {
+fn xerial(input: &[u8], limit: usize, codec: Compression) -> Result<Vec<u8>, DecompressError> {
+    let failed = |why: &str| DecompressError {
         codec,
         why: why.to_string(),
     };
