@@ -5,7 +5,8 @@ partition 0 for the caller to check through gRPC. Exit 0 when all is well."""
 import sys
 import time
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 bootstrap, topic = sys.argv[1], sys.argv[2]
 failures = []
@@ -17,8 +18,8 @@ if producer.flush(30) != 0:
     failures.append("records unacknowledged after 30 s")
 
 
-def consumer():
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": "assigners",
+def consumer(group="assigners"):
+    return Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
 
 
@@ -50,6 +51,22 @@ m = poll_one(second)
 if m.offset() != 10 or m.value() != b"r10":
     failures.append(f"the second consumer starts at {m.offset()} ({m.value()})")
 second.close()
+
+# Kafka's admin tools see the groups: listed, described, and one deleted.
+doomed = consumer("doomed")
+doomed.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)
+doomed.close()
+admin = AdminClient({"bootstrap.servers": bootstrap})
+listed = {g.group_id for g in admin.list_consumer_groups().result(timeout=30).valid}
+if not {"assigners", "doomed"} <= listed:
+    failures.append(f"listed groups: {listed}")
+described = admin.describe_consumer_groups(["assigners"])["assigners"].result(timeout=30)
+if described.state != ConsumerGroupState.EMPTY or described.members:
+    failures.append(f"assigners described as {described.state} with {described.members}")
+admin.delete_consumer_groups(["doomed"])["doomed"].result(timeout=30)
+listed = {g.group_id for g in admin.list_consumer_groups().result(timeout=30).valid}
+if "doomed" in listed:
+    failures.append(f"doomed is still listed: {listed}")
 
 if failures:
     print("\n".join(failures), file=sys.stderr)

@@ -244,6 +244,21 @@ const OFFSET_FETCH: Schema = Schema {
     flexible: 6,
 };
 
+const LIST_GROUPS: Schema = Schema {
+    fields: &[from(4, T::Values(&T::Str)), from(5, T::Values(&T::Str))],
+    flexible: 3,
+};
+
+const DESCRIBE_GROUPS: Schema = Schema {
+    fields: &[f(T::Values(&T::Str)), from(3, T::Bool)],
+    flexible: 5,
+};
+
+const DELETE_GROUPS: Schema = Schema {
+    fields: &[f(T::Values(&T::Str))],
+    flexible: 2,
+};
+
 fn schema(key: ApiKey) -> Option<&'static Schema> {
     Some(match key {
         ApiKey::ApiVersions => &API_VERSIONS,
@@ -258,6 +273,9 @@ fn schema(key: ApiKey) -> Option<&'static Schema> {
         ApiKey::FindCoordinator => &FIND_COORDINATOR,
         ApiKey::OffsetCommit => &OFFSET_COMMIT,
         ApiKey::OffsetFetch => &OFFSET_FETCH,
+        ApiKey::ListGroups => &LIST_GROUPS,
+        ApiKey::DescribeGroups => &DESCRIBE_GROUPS,
+        ApiKey::DeleteGroups => &DELETE_GROUPS,
         _ => return None,
     })
 }
@@ -578,6 +596,28 @@ mod tests {
             ]));
         for v in 1..=7 {
             cases.push((ApiKey::OffsetFetch, v, encoded(&fetch_offsets, v)));
+        }
+        use kafka_protocol::messages::{
+            DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest,
+        };
+        let billing = || GroupId(StrBytes::from_static_str("billing"));
+        let list = ListGroupsRequest::default()
+            .with_states_filter(vec![StrBytes::from_static_str("Stable")]);
+        for v in 0..=4 {
+            let list = if v >= 4 {
+                list.clone()
+            } else {
+                ListGroupsRequest::default()
+            };
+            cases.push((ApiKey::ListGroups, v, encoded(&list, v)));
+        }
+        let describe = DescribeGroupsRequest::default().with_groups(vec![billing()]);
+        for v in 0..=5 {
+            cases.push((ApiKey::DescribeGroups, v, encoded(&describe, v)));
+        }
+        let delete_groups = DeleteGroupsRequest::default().with_groups_names(vec![billing()]);
+        for v in 0..=2 {
+            cases.push((ApiKey::DeleteGroups, v, encoded(&delete_groups, v)));
         }
         for (key, version, body) in cases {
             assert_eq!(

@@ -15,6 +15,7 @@ mod apis;
 pub mod bounds;
 mod errors;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod offsets;
@@ -340,6 +341,13 @@ async fn handle(node: &Node, request: Request) -> Outcome {
         }
         RequestKind::OffsetFetch(r) => {
             ResponseKind::OffsetFetch(offsets::offset_fetch(node, r, version).await)
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(node, r)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe_groups(node, r).await)
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(groups::delete_groups(node, r).await)
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(producer_id::init_producer_id(node, r).await)

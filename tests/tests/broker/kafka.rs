@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{BrokerProcess, confluent_python, weir_ok};
+use crate::harness::{BrokerProcess, WeirProcess, confluent_python, weir, weir_ok};
 
 /// kcat, installed by `.ci/run` (Debian's package). Missing outside CI: the test is skipped.
 fn kcat() -> Option<PathBuf> {
@@ -321,6 +321,56 @@ fn kafka_consumers_commit_under_a_group_the_coordinator_and_weir_group_describe_
     let partition = &described["partitions"][0];
     assert_eq!(partition["committed_offset"], 10, "{described}");
     assert_eq!(partition["lag"], 10, "{described}");
+}
+
+#[test]
+fn kafka_admin_tools_describe_a_weir_group_with_its_member_and_assignment() {
+    let Some(python) = confluent_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    weir_ok(
+        &broker.address,
+        &["topic", "create", "events", "--partitions", "3"],
+        "",
+    );
+    let mut member = WeirProcess::spawn(
+        &broker.address,
+        &["consume", "events", "--group", "native", "--timeout", "60s"],
+        String::new(),
+    );
+    // Until the member holds all three partitions and the group is stable.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Absent until the member has joined.
+        let output = weir(
+            &broker.address,
+            &["group", "describe", "native", "--format", "json"],
+            "",
+        );
+        let described: serde_json::Value =
+            serde_json::from_slice(&output.stdout).unwrap_or_default();
+        let assigned = described["members"][0]["assignment"][0]["partitions"]
+            .as_array()
+            .map_or(0, Vec::len);
+        if assigned == 3 && described["state"] == "Stable" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the member has no assignment: {described}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run_python(
+        &python,
+        "confluent_describe.py",
+        &broker.kafka_address,
+        "events",
+    );
+    member.signal("TERM");
+    assert!(member.wait(Duration::from_secs(30)).is_some());
 }
 
 /// Sends `frame` on a new connection and returns what came back before the broker closed it
