@@ -615,6 +615,13 @@ impl Partition {
     ///
     /// # Errors
     /// The log's.
+    /// Kafka's OffsetsForLeaderEpoch answer from this leader's log: the largest epoch at most
+    /// `epoch` and where it ended (the log end for the current epoch); `None` when the log
+    /// knows no such epoch.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.read_log().end_offset_for_epoch(epoch)
+    }
+
     pub fn truncate_diverging(
         &self,
         epoch: i32,

@@ -259,6 +259,13 @@ const DELETE_GROUPS: Schema = Schema {
     flexible: 2,
 };
 
+const LEADER_EPOCH_PARTITION: &[Field] = &[f(T::I32), from(2, T::I32), f(T::I32)];
+const LEADER_EPOCH_TOPIC: &[Field] = &[f(T::Str), f(T::Structs(LEADER_EPOCH_PARTITION))];
+const OFFSET_FOR_LEADER_EPOCH: Schema = Schema {
+    fields: &[from(3, T::I32), f(T::Structs(LEADER_EPOCH_TOPIC))],
+    flexible: 4,
+};
+
 fn schema(key: ApiKey) -> Option<&'static Schema> {
     Some(match key {
         ApiKey::ApiVersions => &API_VERSIONS,
@@ -274,6 +281,7 @@ fn schema(key: ApiKey) -> Option<&'static Schema> {
         ApiKey::OffsetCommit => &OFFSET_COMMIT,
         ApiKey::OffsetFetch => &OFFSET_FETCH,
         ApiKey::ListGroups => &LIST_GROUPS,
+        ApiKey::OffsetForLeaderEpoch => &OFFSET_FOR_LEADER_EPOCH,
         ApiKey::DescribeGroups => &DESCRIBE_GROUPS,
         ApiKey::DeleteGroups => &DELETE_GROUPS,
         _ => return None,
@@ -618,6 +626,21 @@ mod tests {
         let delete_groups = DeleteGroupsRequest::default().with_groups_names(vec![billing()]);
         for v in 0..=2 {
             cases.push((ApiKey::DeleteGroups, v, encoded(&delete_groups, v)));
+        }
+        use kafka_protocol::messages::{
+            OffsetForLeaderEpochRequest, offset_for_leader_epoch_request,
+        };
+        let epochs = OffsetForLeaderEpochRequest::default().with_topics(vec![
+            offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                .with_topic(name("orders"))
+                .with_partitions(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                        .with_current_leader_epoch(3)
+                        .with_leader_epoch(2),
+                ]),
+        ]);
+        for v in 2..=4 {
+            cases.push((ApiKey::OffsetForLeaderEpoch, v, encoded(&epochs, v)));
         }
         for (key, version, body) in cases {
             assert_eq!(

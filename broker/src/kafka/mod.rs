@@ -16,6 +16,7 @@ pub mod bounds;
 mod errors;
 mod fetch;
 mod groups;
+mod leader_epoch;
 mod list_offsets;
 mod metadata;
 mod offsets;
@@ -341,6 +342,9 @@ async fn handle(node: &Node, request: Request) -> Outcome {
         }
         RequestKind::OffsetFetch(r) => {
             ResponseKind::OffsetFetch(offsets::offset_fetch(node, r, version).await)
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(leader_epoch::offset_for_leader_epoch(node, r))
         }
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(node, r)),
         RequestKind::DescribeGroups(r) => {

@@ -410,6 +410,38 @@ fn frame(key: i16, version: i16, flexible: bool, body: &[u8]) -> Vec<u8> {
     framed
 }
 
+#[test]
+fn offset_for_leader_epoch_tells_where_an_epoch_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    weir_ok(&broker.address, &["topic", "create", "orders"], "");
+    weir_ok(&broker.address, &["produce", "orders"], "a\nb\nc\n");
+    // OffsetForLeaderEpoch v2: topic "orders", partition 0, current epoch unknown (-1),
+    // asking where epoch 0 ends.
+    let mut body = 1i32.to_be_bytes().to_vec();
+    body.extend(6i16.to_be_bytes());
+    body.extend(b"orders");
+    body.extend(1i32.to_be_bytes());
+    body.extend(0i32.to_be_bytes());
+    body.extend((-1i32).to_be_bytes());
+    body.extend(0i32.to_be_bytes());
+    let mut stream = TcpStream::connect(&broker.kafka_address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(&frame(23, 2, false, &body)).expect("send");
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length).expect("an answer");
+    let mut answer = vec![0u8; i32::from_be_bytes(length) as usize];
+    stream.read_exact(&mut answer).expect("the answer");
+    // correlation id, throttle, 1 topic, "orders", 1 partition, then its fields.
+    let partition = &answer[4 + 4 + 4 + 2 + 6 + 4..];
+    let error = i16::from_be_bytes([partition[0], partition[1]]);
+    let epoch = i32::from_be_bytes(partition[6..10].try_into().expect("4 bytes"));
+    let end = i64::from_be_bytes(partition[10..18].try_into().expect("8 bytes"));
+    assert_eq!((error, epoch, end), (0, 0, 3), "{answer:?}");
+}
+
 fn resident_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .expect("status")
