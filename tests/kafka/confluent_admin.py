@@ -6,7 +6,7 @@ otherwise. Every wait has a deadline."""
 import sys
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, NewPartitions, NewTopic
 
 bootstrap, topic = sys.argv[1], sys.argv[2]
 admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -47,6 +47,20 @@ if (code := outcome(grown, topic)) is not None:
 shrunk = admin.create_partitions([NewPartitions(topic, 2)])
 if outcome(shrunk, topic) != KafkaError.INVALID_PARTITIONS:
     failures.append(f"shrink {topic} to 2: {outcome(shrunk, topic)}")
+
+# The topic's config as admin tools show it: its own override, and the defaults.
+resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+configs = admin.describe_configs([resource])[resource].result(timeout=30)
+retention = configs.get("retention.ms")
+if retention is None or retention.value != "3600000" \
+        or retention.source != ConfigSource.DYNAMIC_TOPIC_CONFIG.value:
+    failures.append(f"retention.ms described as {retention}")
+if configs.get("segment.bytes") is None \
+        or configs["segment.bytes"].source != ConfigSource.DEFAULT_CONFIG.value:
+    failures.append(f"segment.bytes described as {configs.get('segment.bytes')}")
+cluster = admin.describe_cluster().result(timeout=30)
+if [f"{n.host}:{n.port}" for n in cluster.nodes] != [bootstrap]:
+    failures.append(f"the cluster described as {cluster.nodes}")
 
 gone = admin.delete_topics([topic + "-gone"], operation_timeout=30)
 if (code := outcome(gone, topic + "-gone")) is not None:

@@ -266,6 +266,21 @@ const OFFSET_FOR_LEADER_EPOCH: Schema = Schema {
     flexible: 4,
 };
 
+const DESCRIBE_CONFIGS_RESOURCE: &[Field] = &[f(T::I8), f(T::Str), f(T::Values(&T::Str))];
+const DESCRIBE_CONFIGS: Schema = Schema {
+    fields: &[
+        f(T::Structs(DESCRIBE_CONFIGS_RESOURCE)),
+        from(1, T::Bool),
+        from(3, T::Bool),
+    ],
+    flexible: 4,
+};
+
+const DESCRIBE_CLUSTER: Schema = Schema {
+    fields: &[f(T::Bool), from(1, T::I8), from(2, T::Bool)],
+    flexible: 0,
+};
+
 fn schema(key: ApiKey) -> Option<&'static Schema> {
     Some(match key {
         ApiKey::ApiVersions => &API_VERSIONS,
@@ -282,6 +297,8 @@ fn schema(key: ApiKey) -> Option<&'static Schema> {
         ApiKey::OffsetFetch => &OFFSET_FETCH,
         ApiKey::ListGroups => &LIST_GROUPS,
         ApiKey::OffsetForLeaderEpoch => &OFFSET_FOR_LEADER_EPOCH,
+        ApiKey::DescribeConfigs => &DESCRIBE_CONFIGS,
+        ApiKey::DescribeCluster => &DESCRIBE_CLUSTER,
         ApiKey::DescribeGroups => &DESCRIBE_GROUPS,
         ApiKey::DeleteGroups => &DELETE_GROUPS,
         _ => return None,
@@ -641,6 +658,25 @@ mod tests {
         ]);
         for v in 2..=4 {
             cases.push((ApiKey::OffsetForLeaderEpoch, v, encoded(&epochs, v)));
+        }
+        use kafka_protocol::messages::{
+            DescribeClusterRequest, DescribeConfigsRequest, describe_configs_request,
+        };
+        let configs = DescribeConfigsRequest::default().with_resources(vec![
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("orders"))
+                .with_configuration_keys(Some(vec![StrBytes::from_static_str("retention.ms")])),
+        ]);
+        for v in 1..=4 {
+            cases.push((ApiKey::DescribeConfigs, v, encoded(&configs, v)));
+        }
+        for v in 0..=1 {
+            cases.push((
+                ApiKey::DescribeCluster,
+                v,
+                encoded(&DescribeClusterRequest::default(), v),
+            ));
         }
         for (key, version, body) in cases {
             assert_eq!(

@@ -1,10 +1,13 @@
 //! Metadata: the brokers (their Kafka addresses) and the topics with each partition's leader,
 //! leader epoch, replicas and ISR, as this broker last heard them from the controller.
 
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use super::errors::{self, LEADER_NOT_AVAILABLE, NONE};
@@ -119,6 +122,33 @@ fn describe(topic: &Topic, alive: &[i32]) -> MetadataResponseTopic {
         })
         .collect();
     described
+}
+
+/// DescribeCluster: the brokers at their Kafka addresses, the cluster id and this broker as
+/// the one that takes admin requests.
+pub fn describe_cluster(node: &Node) -> DescribeClusterResponse {
+    let mut response = DescribeClusterResponse::default();
+    response.cluster_id = StrBytes::from_string(
+        node.config
+            .cluster
+            .clone()
+            .unwrap_or_else(|| "weir".to_string()),
+    );
+    response.controller_id = BrokerId(node.config.broker_id);
+    response.brokers = node
+        .cluster_brokers()
+        .iter()
+        .filter_map(|b| {
+            let (host, port) = split_address(b.kafka_address.as_deref()?)?;
+            let mut broker = DescribeClusterBroker::default();
+            broker.broker_id = BrokerId(b.id);
+            broker.host = StrBytes::from_string(host);
+            broker.port = port;
+            broker.rack = b.rack.clone().map(StrBytes::from_string);
+            Some(broker)
+        })
+        .collect();
+    response
 }
 
 /// `host:port` (the host may be a bracketed IPv6 address).

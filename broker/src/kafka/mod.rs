@@ -13,6 +13,7 @@
 mod admin;
 mod apis;
 pub mod bounds;
+mod configs;
 mod errors;
 mod fetch;
 mod groups;
@@ -342,6 +343,12 @@ async fn handle(node: &Node, request: Request) -> Outcome {
         }
         RequestKind::OffsetFetch(r) => {
             ResponseKind::OffsetFetch(offsets::offset_fetch(node, r, version).await)
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(configs::describe_configs(node, r))
+        }
+        RequestKind::DescribeCluster(_) => {
+            ResponseKind::DescribeCluster(metadata::describe_cluster(node))
         }
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(leader_epoch::offset_for_leader_epoch(node, r))
