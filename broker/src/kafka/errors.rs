@@ -62,6 +62,21 @@ pub fn code(failure: &Failure) -> i16 {
         Reason::NotController => NOT_CONTROLLER,
         Reason::InvalidReplicationFactor => INVALID_REPLICATION_FACTOR,
         Reason::NotCoordinator => NOT_COORDINATOR,
+        Reason::UnknownMemberId => UNKNOWN_MEMBER_ID,
+        Reason::UnknownGroup => GROUP_ID_NOT_FOUND,
+        Reason::GroupNotEmpty => NON_EMPTY_GROUP,
         _ => UNKNOWN_SERVER_ERROR,
+    }
+}
+
+/// The code for a failure of a request to a coordinator (of a group, or of producer ids):
+/// one that cannot be reached yet is `COORDINATOR_NOT_AVAILABLE`, which Kafka's clients retry
+/// after looking for the coordinator again.
+pub fn coordinator_code(failure: &Failure) -> i16 {
+    match failure.reason {
+        Reason::NotController | Reason::LeaderNotAvailable | Reason::BrokerStarting => {
+            COORDINATOR_NOT_AVAILABLE
+        }
+        _ => code(failure),
     }
 }

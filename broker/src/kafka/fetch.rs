@@ -81,24 +81,14 @@ fn read_all(node: &Node, request: &FetchRequest) -> Pass {
             // KIP-74: once the response has records, a partition over the budget waits for
             // the next fetch; the first one always gets at least one batch.
             let room = if total == 0 { limit.max(1) } else { limit };
-            if room == 0 {
-                let leader = node
-                    .partition(&name, asked.partition)
-                    .and_then(|p| p.check_client_epoch(epoch).map(|()| p));
-                match leader {
-                    Ok(partition) => {
-                        let state = partition.state();
-                        data.high_watermark = state.high_watermark;
-                        data.last_stable_offset = state.high_watermark;
-                        data.log_start_offset = state.log_start_offset;
-                        held_back |= asked.fetch_offset < state.high_watermark;
-                    }
-                    Err(f) => data.error_code = errors::code(&f),
-                }
-                partitions.push(data);
-                continue;
-            }
-            match node.read(&name, asked.partition, asked.fetch_offset, room, epoch) {
+            // With no room left, only the partition's offsets (from its leader) go back.
+            let outcome = if room == 0 {
+                node.partition(&name, asked.partition)
+                    .and_then(|p| p.check_client_epoch(epoch).map(|()| (None, p)))
+            } else {
+                node.read(&name, asked.partition, asked.fetch_offset, room, epoch)
+            };
+            match outcome {
                 Ok((slice, partition)) => {
                     let state = partition.state();
                     data.high_watermark = state.high_watermark;

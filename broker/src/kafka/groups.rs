@@ -14,8 +14,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use weir_proto::{Reason, v1};
 
-use super::errors::{self, NOT_COORDINATOR};
-use crate::failure::Failure;
+use super::errors;
 use crate::node::Node;
 
 /// Kafka's protocol type of consumer groups.
@@ -27,18 +26,6 @@ fn kafka_state(state: &str) -> &str {
     match state {
         "Reconciling" => "CompletingRebalance",
         other => other,
-    }
-}
-
-fn coordinator_code(f: &Failure) -> i16 {
-    match f.reason {
-        Reason::NotCoordinator => NOT_COORDINATOR,
-        Reason::UnknownGroup => errors::GROUP_ID_NOT_FOUND,
-        Reason::GroupNotEmpty => errors::NON_EMPTY_GROUP,
-        Reason::NotController | Reason::LeaderNotAvailable | Reason::BrokerStarting => {
-            errors::COORDINATOR_NOT_AVAILABLE
-        }
-        _ => errors::code(f),
     }
 }
 
@@ -88,7 +75,7 @@ pub async fn describe_groups(
             Err(f) if f.reason == Reason::UnknownGroup => {
                 described.group_state = StrBytes::from_static_str("Dead");
             }
-            Err(f) => described.error_code = coordinator_code(&f),
+            Err(f) => described.error_code = errors::coordinator_code(&f),
         }
         response.groups.push(described);
     }
@@ -145,7 +132,7 @@ pub async fn delete_groups(node: &Node, request: DeleteGroupsRequest) -> DeleteG
         };
         let mut result = DeletableGroupResult::default().with_group_id(group);
         if let Err(f) = deleted {
-            result.error_code = coordinator_code(&f);
+            result.error_code = errors::coordinator_code(&f);
         }
         response.results.push(result);
     }

@@ -19,24 +19,17 @@ use crate::topic::{Topic, is_internal};
 pub fn metadata(node: &Node, request: MetadataRequest, version: i16) -> MetadataResponse {
     let brokers = node.cluster_brokers();
     let mut response = MetadataResponse::default();
-    response.brokers = brokers
-        .iter()
-        .filter_map(|b| {
-            let (host, port) = split_address(b.kafka_address.as_deref()?)?;
+    response.brokers = kafka_brokers(&brokers)
+        .map(|(id, host, port, rack)| {
             let mut broker = MetadataResponseBroker::default();
-            broker.node_id = BrokerId(b.id);
-            broker.host = StrBytes::from_string(host);
+            broker.node_id = id;
+            broker.host = host;
             broker.port = port;
-            broker.rack = b.rack.clone().map(StrBytes::from_string);
-            Some(broker)
+            broker.rack = rack;
+            broker
         })
         .collect();
-    response.cluster_id = Some(StrBytes::from_string(
-        node.config
-            .cluster
-            .clone()
-            .unwrap_or_else(|| "weir".to_string()),
-    ));
+    response.cluster_id = Some(cluster_id(node));
     // Every broker forwards admin requests to the controller: clients may send them here.
     response.controller_id = BrokerId(node.config.broker_id);
     let alive: Vec<i32> = brokers.iter().filter(|b| b.alive).map(|b| b.id).collect();
@@ -128,27 +121,45 @@ fn describe(topic: &Topic, alive: &[i32]) -> MetadataResponseTopic {
 /// the one that takes admin requests.
 pub fn describe_cluster(node: &Node) -> DescribeClusterResponse {
     let mut response = DescribeClusterResponse::default();
-    response.cluster_id = StrBytes::from_string(
+    response.cluster_id = cluster_id(node);
+    response.controller_id = BrokerId(node.config.broker_id);
+    response.brokers = kafka_brokers(&node.cluster_brokers())
+        .map(|(id, host, port, rack)| {
+            let mut broker = DescribeClusterBroker::default();
+            broker.broker_id = id;
+            broker.host = host;
+            broker.port = port;
+            broker.rack = rack;
+            broker
+        })
+        .collect();
+    response
+}
+
+/// The cluster's id as Kafka clients see it: its name (the operator's `namespace/name`), or
+/// `weir` for a broker of its own.
+fn cluster_id(node: &Node) -> StrBytes {
+    StrBytes::from_string(
         node.config
             .cluster
             .clone()
             .unwrap_or_else(|| "weir".to_string()),
-    );
-    response.controller_id = BrokerId(node.config.broker_id);
-    response.brokers = node
-        .cluster_brokers()
-        .iter()
-        .filter_map(|b| {
-            let (host, port) = split_address(b.kafka_address.as_deref()?)?;
-            let mut broker = DescribeClusterBroker::default();
-            broker.broker_id = BrokerId(b.id);
-            broker.host = StrBytes::from_string(host);
-            broker.port = port;
-            broker.rack = b.rack.clone().map(StrBytes::from_string);
-            Some(broker)
-        })
-        .collect();
-    response
+    )
+}
+
+/// Each broker with a Kafka address: its id, host, port and rack.
+fn kafka_brokers(
+    brokers: &[weir_proto::v1::ClusterBroker],
+) -> impl Iterator<Item = (BrokerId, StrBytes, i32, Option<StrBytes>)> + '_ {
+    brokers.iter().filter_map(|b| {
+        let (host, port) = split_address(b.kafka_address.as_deref()?)?;
+        Some((
+            BrokerId(b.id),
+            StrBytes::from_string(host),
+            port,
+            b.rack.clone().map(StrBytes::from_string),
+        ))
+    })
 }
 
 /// `host:port` (the host may be a bracketed IPv6 address).

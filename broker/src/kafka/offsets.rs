@@ -17,22 +17,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use weir_proto::{Reason, v1};
 
-use super::errors::{self, COORDINATOR_NOT_AVAILABLE, INVALID_REQUEST, NOT_COORDINATOR};
+use super::errors::{self, INVALID_REQUEST};
 use super::metadata::split_address;
 use crate::failure::Failure;
 use crate::node::Node;
-
-/// Kafka's code for a group-level failure: a coordinator that cannot be reached yet is
-/// retried by clients.
-fn group_code(f: &Failure) -> i16 {
-    match f.reason {
-        Reason::NotController | Reason::LeaderNotAvailable | Reason::BrokerStarting => {
-            COORDINATOR_NOT_AVAILABLE
-        }
-        Reason::UnknownMemberId => errors::UNKNOWN_MEMBER_ID,
-        _ => errors::code(f),
-    }
-}
 
 pub async fn find_coordinator(
     node: &Node,
@@ -74,7 +62,7 @@ pub async fn find_coordinator(
             response.host = StrBytes::from_string(host);
             response.port = port;
         }
-        Err(f) => fail(&mut response, group_code(&f), f.message),
+        Err(f) => fail(&mut response, errors::coordinator_code(&f), f.message),
     }
     response
 }
@@ -99,15 +87,14 @@ pub async fn offset_commit(node: &Node, request: OffsetCommitRequest) -> OffsetC
         errors::UNKNOWN_MEMBER_ID
     } else {
         match node.group_coordinator(&group).await {
-            Err(f) if f.reason == Reason::NotCoordinator => NOT_COORDINATOR,
-            Err(f) => group_code(&f),
+            Err(f) => errors::coordinator_code(&f),
             Ok(()) => match node
                 .coordinator
                 .commit_standalone(node, &group, &offsets)
                 .await
             {
                 Ok(()) => errors::NONE,
-                Err(f) => group_code(&f),
+                Err(f) => errors::coordinator_code(&f),
             },
         }
     };
@@ -144,10 +131,7 @@ pub async fn offset_fetch(
         .group_coordinator(&group)
         .await
         .err()
-        .map(|f| match f.reason {
-            Reason::NotCoordinator => NOT_COORDINATOR,
-            _ => group_code(&f),
-        });
+        .map(|f| errors::coordinator_code(&f));
     // v2 on: a group-level failure has the top-level code; before, every partition's.
     if let Some(code) = refused
         && version >= 2

@@ -4,9 +4,8 @@
 //! they would after an epoch bump. Transactional producers are refused.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
-use weir_proto::Reason;
 
-use super::errors::{self, COORDINATOR_NOT_AVAILABLE, TRANSACTIONAL_ID_AUTHORIZATION_FAILED};
+use super::errors::{self, TRANSACTIONAL_ID_AUTHORIZATION_FAILED};
 use crate::node::Node;
 
 pub async fn init_producer_id(
@@ -23,11 +22,8 @@ pub async fn init_producer_id(
             response.producer_id = ProducerId(id);
             response.producer_epoch = epoch;
         }
-        // The controller is away: Kafka's clients retry this one.
-        Err(f) if f.reason == Reason::NotController => {
-            response.error_code = COORDINATOR_NOT_AVAILABLE;
-        }
-        Err(f) => response.error_code = errors::code(&f),
+        // The controller away is COORDINATOR_NOT_AVAILABLE: Kafka's clients retry it.
+        Err(f) => response.error_code = errors::coordinator_code(&f),
     }
     response
 }

@@ -425,21 +425,59 @@ fn offset_for_leader_epoch_tells_where_an_epoch_ends() {
     body.extend(0i32.to_be_bytes());
     body.extend((-1i32).to_be_bytes());
     body.extend(0i32.to_be_bytes());
-    let mut stream = TcpStream::connect(&broker.kafka_address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    stream.write_all(&frame(23, 2, false, &body)).expect("send");
-    let mut length = [0u8; 4];
-    stream.read_exact(&mut length).expect("an answer");
-    let mut answer = vec![0u8; i32::from_be_bytes(length) as usize];
-    stream.read_exact(&mut answer).expect("the answer");
+    let mut stream = connect(&broker.kafka_address);
+    let answer = ask(&mut stream, &frame(23, 2, false, &body));
     // correlation id, throttle, 1 topic, "orders", 1 partition, then its fields.
     let partition = &answer[4 + 4 + 4 + 2 + 6 + 4..];
     let error = i16::from_be_bytes([partition[0], partition[1]]);
     let epoch = i32::from_be_bytes(partition[6..10].try_into().expect("4 bytes"));
     let end = i64::from_be_bytes(partition[10..18].try_into().expect("8 bytes"));
     assert_eq!((error, epoch, end), (0, 0, 3), "{answer:?}");
+}
+
+/// A connection to a Kafka listener whose reads give up after 10 s.
+fn connect(address: &str) -> TcpStream {
+    let stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+}
+
+/// Sends `request` (a whole frame) and reads one response frame: its bytes after the length.
+fn ask(stream: &mut TcpStream, request: &[u8]) -> Vec<u8> {
+    stream.write_all(request).expect("send");
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length).expect("an answer");
+    let mut answer = vec![0u8; i32::from_be_bytes(length) as usize];
+    stream.read_exact(&mut answer).expect("the answer");
+    answer
+}
+
+#[test]
+fn a_failed_acks_0_produce_closes_its_connection_as_kafka_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    // Produce v3 with acks=0 to a topic nobody created: no response can say so, so the
+    // broker closes the connection and the producer notices.
+    let mut body = (-1i16).to_be_bytes().to_vec(); // no transactional id
+    body.extend(0i16.to_be_bytes()); // acks
+    body.extend(5000i32.to_be_bytes()); // timeout
+    body.extend(1i32.to_be_bytes());
+    body.extend(7i16.to_be_bytes());
+    body.extend(b"missing");
+    body.extend(1i32.to_be_bytes());
+    body.extend(0i32.to_be_bytes()); // partition
+    body.extend(3i32.to_be_bytes()); // records
+    body.extend([1, 2, 3]);
+    let answer = send_raw(&broker.kafka_address, &frame(0, 3, false, &body))
+        .expect("the connection is closed, not left open");
+    assert!(answer.is_empty(), "acks=0 gets no response: {answer:?}");
+    assert!(
+        broker.log().contains("acks=0 produce failed"),
+        "{}",
+        broker.log()
+    );
 }
 
 fn resident_kib(pid: u32) -> u64 {
@@ -461,16 +499,7 @@ fn frames_no_client_sends_close_their_connection_only_and_memory_stays_bounded()
     let mut good = TcpStream::connect(kafka).expect("connect");
     good.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    let ask_versions = |stream: &mut TcpStream| {
-        stream
-            .write_all(&frame(18, 3, true, &[1, 1, 0]))
-            .expect("send");
-        let mut length = [0u8; 4];
-        stream.read_exact(&mut length).expect("an answer");
-        let mut answer = vec![0u8; i32::from_be_bytes(length) as usize];
-        stream.read_exact(&mut answer).expect("the answer");
-        answer
-    };
+    let ask_versions = |stream: &mut TcpStream| ask(stream, &frame(18, 3, true, &[1, 1, 0]));
     let first = ask_versions(&mut good);
     // Correlation id 7, then (a v0 header: no tagged fields) error code 0.
     assert_eq!(&first[..6], &[0, 0, 0, 7, 0, 0], "{first:?}");
@@ -518,15 +547,8 @@ fn frames_no_client_sends_close_their_connection_only_and_memory_stays_bounded()
     }
     // ApiVersions at a version this broker does not serve: Kafka's answer, a v0 body with
     // UNSUPPORTED_VERSION (35) and the versions served, then the connection stays usable.
-    let mut asking = TcpStream::connect(kafka).expect("connect");
-    asking
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    asking.write_all(&frame(18, 77, true, &[])).expect("send");
-    let mut length = [0u8; 4];
-    asking.read_exact(&mut length).expect("an answer");
-    let mut answer = vec![0u8; i32::from_be_bytes(length) as usize];
-    asking.read_exact(&mut answer).expect("the answer");
+    let mut asking = connect(kafka);
+    let answer = ask(&mut asking, &frame(18, 77, true, &[]));
     assert_eq!(&answer[..6], &[0, 0, 0, 7, 0, 35], "{answer:?}");
     assert!(ask_versions(&mut asking).len() > 6);
 
