@@ -187,7 +187,74 @@ fn kcat_produces_and_consumes_with_keys_headers_and_every_codec_both_ways() {
     assert_eq!(grpc_lines.len(), expected.len(), "{through_grpc}");
     assert!(grpc_lines[0].starts_with("0 k1=plain-1"), "{through_grpc}");
     assert!(grpc_lines[0].contains("trace"), "{through_grpc}");
+    // The producer's timestamps, kept through compression and storage, the same both ways.
+    let kafka_times = kcat_ok(
+        &kcat,
+        &[
+            "-b",
+            kafka,
+            "-C",
+            "-t",
+            "orders",
+            "-p",
+            "1",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%T\n",
+        ],
+        "",
+    );
+    let grpc_times = weir_ok(
+        &broker.address,
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            "1",
+            "--offset",
+            "beginning",
+            "--timeout",
+            "3s",
+            "--format",
+            "%T\n",
+        ],
+        "",
+    );
+    assert_eq!(kafka_times, grpc_times);
+    let first: i64 = kafka_times
+        .lines()
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        first > 1_600_000_000_000,
+        "a producer's time: {kafka_times}"
+    );
     assert!(grpc_lines[9].starts_with("9 =zstd-2"), "{through_grpc}");
+
+    // The broker's own rules answer in Kafka's codes: a record past max.message.bytes is
+    // MESSAGE_TOO_LARGE, which the client reports rather than retries.
+    weir_ok(
+        &broker.address,
+        &[
+            "topic",
+            "create",
+            "small",
+            "--config",
+            "max.message.bytes=1000",
+        ],
+        "",
+    );
+    let refused = run_kcat(
+        &kcat,
+        &["-b", kafka, "-P", "-t", "small", "-p", "0"],
+        &format!("{}\n", "x".repeat(3000)),
+    );
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("Message size too large"), "{said}");
 
     // And the other way: the CLI's records read through kcat, from a timestamp's offset too.
     weir_ok(
