@@ -204,6 +204,9 @@ settings! {
     group_max_session_timeout: Duration = Duration::from_secs(30 * 60),
         "The longest session timeout a member may ask for (Kafka's group.max.session.timeout.ms).";
     #[serde(with = "humantime_serde_compat")]
+    group_initial_rebalance_delay: Duration = Duration::from_secs(3),
+        "How long the first rebalance of an empty group of Kafka consumers waits for more members to join (Kafka's group.initial.rebalance.delay.ms).";
+    #[serde(with = "humantime_serde_compat")]
     fetch_max_wait: Duration = Duration::from_secs(30),
         "The longest a fetch may wait for records; a client asking for longer waits this long.";
     max_connections: usize = 10_000,

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use weir_proto::Reason;
 
+use crate::classic::{ClassicGroup, State};
+
 /// A topic partition.
 pub type TopicPartition = (String, i32);
 
@@ -68,6 +70,9 @@ pub struct Group {
     /// Committed offsets.
     pub offsets: BTreeMap<TopicPartition, i64>,
     next_member: u64,
+    /// Members that speak Kafka's classic protocol (none while `members` has some, and the
+    /// other way round).
+    pub classic: ClassicGroup,
 }
 
 impl Group {
@@ -80,8 +85,23 @@ impl Group {
         }
     }
 
-    /// "Empty", "Stable" (every member owns exactly its target) or "Reconciling".
+    /// Whether the group has members, of either protocol.
+    pub fn has_members(&self) -> bool {
+        !self.members.is_empty() || !self.classic.is_empty()
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.members.len() + self.classic.members.len()
+    }
+
+    /// "Empty", "Stable" (every member owns exactly its target) or "Reconciling"; a group of
+    /// classic members is in one of Kafka's classic states.
     pub fn state(&self) -> &'static str {
+        if self.members.is_empty()
+            && (!self.classic.is_empty() || self.classic.state != State::Empty)
+        {
+            return self.classic.state.name();
+        }
         let settled = |m: &Member| {
             let target = self.target.get(&m.id);
             m.epoch == self.epoch && target == Some(&m.owned) && target == Some(&m.assigned)

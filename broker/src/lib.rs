@@ -11,7 +11,8 @@
 //! top; `node` (its modules: `metadata`, `replication`, `admin`,
 //! `groups`, `offsets`, `records`, `maintenance`); `coordinator` (reaching the node only
 //! through its `Replicas` trait) and `config`; `topic` and `metrics`; `partition`; and at the
-//! bottom `failure`, `links`, `replica`, `producer`, `group`, `listener`.
+//! bottom `failure`, `links`, `replica`, `producer`, `group`, `classic`, `consumer_protocol`,
+//! `listener`.
 //!
 //! # Guarantees
 //! - With `flush.messages=1`, a produce is acknowledged, and its records become visible to
@@ -20,8 +21,10 @@
 //! - A clean stop (SIGTERM) ends open Subscribe streams and closes every log with its
 //!   clean-shutdown marker; after SIGKILL, every log recovers on the next start.
 
+pub mod classic;
 pub mod cluster;
 pub mod config;
+pub mod consumer_protocol;
 pub mod coordinator;
 pub mod failure;
 pub mod group;

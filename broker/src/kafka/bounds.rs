@@ -88,6 +88,50 @@ struct Schema {
     flexible: i16,
 }
 
+const JOIN_GROUP_PROTOCOL: &[Field] = &[f(T::Str), f(T::Bytes)];
+const JOIN_GROUP: Schema = Schema {
+    fields: &[
+        f(T::Str),
+        f(T::I32),
+        from(1, T::I32),
+        f(T::Str),
+        from(5, T::Str),
+        f(T::Str),
+        f(T::Structs(JOIN_GROUP_PROTOCOL)),
+        from(8, T::Str),
+    ],
+    flexible: 6,
+};
+
+const SYNC_GROUP_ASSIGNMENT: &[Field] = &[f(T::Str), f(T::Bytes)];
+const SYNC_GROUP: Schema = Schema {
+    fields: &[
+        f(T::Str),
+        f(T::I32),
+        f(T::Str),
+        from(3, T::Str),
+        from(5, T::Str),
+        from(5, T::Str),
+        f(T::Structs(SYNC_GROUP_ASSIGNMENT)),
+    ],
+    flexible: 4,
+};
+
+const HEARTBEAT: Schema = Schema {
+    fields: &[f(T::Str), f(T::I32), f(T::Str), from(3, T::Str)],
+    flexible: 4,
+};
+
+const LEAVE_GROUP_MEMBER: &[Field] = &[f(T::Str), f(T::Str), from(5, T::Str)];
+const LEAVE_GROUP: Schema = Schema {
+    fields: &[
+        f(T::Str),
+        between(0, 2, T::Str),
+        from(3, T::Structs(LEAVE_GROUP_MEMBER)),
+    ],
+    flexible: 4,
+};
+
 const API_VERSIONS: Schema = Schema {
     fields: &[from(3, T::Str), from(3, T::Str)],
     flexible: 3,
@@ -301,6 +345,10 @@ fn schema(key: ApiKey) -> Option<&'static Schema> {
         ApiKey::DescribeCluster => &DESCRIBE_CLUSTER,
         ApiKey::DescribeGroups => &DESCRIBE_GROUPS,
         ApiKey::DeleteGroups => &DELETE_GROUPS,
+        ApiKey::JoinGroup => &JOIN_GROUP,
+        ApiKey::SyncGroup => &SYNC_GROUP,
+        ApiKey::Heartbeat => &HEARTBEAT,
+        ApiKey::LeaveGroup => &LEAVE_GROUP,
         _ => return None,
     })
 }
@@ -677,6 +725,67 @@ mod tests {
                 v,
                 encoded(&DescribeClusterRequest::default(), v),
             ));
+        }
+        use kafka_protocol::messages::{
+            HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, SyncGroupRequest,
+            join_group_request, leave_group_request, sync_group_request,
+        };
+        let join = |v: i16| {
+            JoinGroupRequest::default()
+                .with_group_id(billing())
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(30_000)
+                .with_member_id(StrBytes::from_static_str("m-1"))
+                .with_group_instance_id((v >= 5).then(|| StrBytes::from_static_str("i-1")))
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![
+                    join_group_request::JoinGroupRequestProtocol::default()
+                        .with_name(StrBytes::from_static_str("range"))
+                        .with_metadata(bytes::Bytes::from_static(b"\0\0\0\0\0\0")),
+                ])
+                .with_reason((v >= 8).then(|| StrBytes::from_static_str("why")))
+        };
+        for v in 0..=9 {
+            cases.push((ApiKey::JoinGroup, v, encoded(&join(v), v)));
+        }
+        let sync = |v: i16| {
+            SyncGroupRequest::default()
+                .with_group_id(billing())
+                .with_generation_id(3)
+                .with_member_id(StrBytes::from_static_str("m-1"))
+                .with_group_instance_id((v >= 3).then(|| StrBytes::from_static_str("i-1")))
+                .with_protocol_type((v >= 5).then(|| StrBytes::from_static_str("consumer")))
+                .with_protocol_name((v >= 5).then(|| StrBytes::from_static_str("range")))
+                .with_assignments(vec![
+                    sync_group_request::SyncGroupRequestAssignment::default()
+                        .with_member_id(StrBytes::from_static_str("m-1"))
+                        .with_assignment(bytes::Bytes::from_static(b"\0\0")),
+                ])
+        };
+        for v in 0..=5 {
+            cases.push((ApiKey::SyncGroup, v, encoded(&sync(v), v)));
+        }
+        for v in 0..=4 {
+            let beat = HeartbeatRequest::default()
+                .with_group_id(billing())
+                .with_generation_id(3)
+                .with_member_id(StrBytes::from_static_str("m-1"))
+                .with_group_instance_id((v >= 3).then(|| StrBytes::from_static_str("i-1")));
+            cases.push((ApiKey::Heartbeat, v, encoded(&beat, v)));
+        }
+        for v in 0..=5 {
+            let mut leave = LeaveGroupRequest::default().with_group_id(billing());
+            if v <= 2 {
+                leave.member_id = StrBytes::from_static_str("m-1");
+            } else {
+                leave.members = vec![
+                    leave_group_request::MemberIdentity::default()
+                        .with_member_id(StrBytes::from_static_str("m-1"))
+                        .with_group_instance_id(Some(StrBytes::from_static_str("i-1")))
+                        .with_reason((v >= 5).then(|| StrBytes::from_static_str("bye"))),
+                ];
+            }
+            cases.push((ApiKey::LeaveGroup, v, encoded(&leave, v)));
         }
         for (key, version, body) in cases {
             assert_eq!(

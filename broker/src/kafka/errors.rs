@@ -4,6 +4,8 @@
 
 use weir_proto::Reason;
 
+use crate::classic::Error as GroupError;
+
 use crate::failure::Failure;
 
 pub const NONE: i16 = 0;
@@ -19,7 +21,11 @@ pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
 pub const NOT_ENOUGH_REPLICAS: i16 = 19;
 pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 pub const INVALID_REQUIRED_ACKS: i16 = 21;
+pub const ILLEGAL_GENERATION: i16 = 22;
+pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
 pub const UNKNOWN_MEMBER_ID: i16 = 25;
+pub const INVALID_SESSION_TIMEOUT: i16 = 26;
+pub const REBALANCE_IN_PROGRESS: i16 = 27;
 pub const UNSUPPORTED_VERSION: i16 = 35;
 pub const TOPIC_ALREADY_EXISTS: i16 = 36;
 pub const INVALID_PARTITIONS: i16 = 37;
@@ -34,6 +40,8 @@ pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const FENCED_LEADER_EPOCH: i16 = 74;
 pub const NON_EMPTY_GROUP: i16 = 68;
 pub const GROUP_ID_NOT_FOUND: i16 = 69;
+pub const MEMBER_ID_REQUIRED: i16 = 79;
+pub const FENCED_INSTANCE_ID: i16 = 82;
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
 pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
@@ -65,6 +73,7 @@ pub fn code(failure: &Failure) -> i16 {
         Reason::UnknownMemberId => UNKNOWN_MEMBER_ID,
         Reason::UnknownGroup => GROUP_ID_NOT_FOUND,
         Reason::GroupNotEmpty => NON_EMPTY_GROUP,
+        Reason::InvalidSessionTimeout => INVALID_SESSION_TIMEOUT,
         _ => UNKNOWN_SERVER_ERROR,
     }
 }
@@ -78,5 +87,18 @@ pub fn coordinator_code(failure: &Failure) -> i16 {
             COORDINATOR_NOT_AVAILABLE
         }
         _ => code(failure),
+    }
+}
+
+/// The code for a refusal of a classic group (JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+/// a member's OffsetCommit).
+pub fn group_code(refused: &GroupError) -> i16 {
+    match refused {
+        GroupError::UnknownMemberId => UNKNOWN_MEMBER_ID,
+        GroupError::IllegalGeneration => ILLEGAL_GENERATION,
+        GroupError::RebalanceInProgress => REBALANCE_IN_PROGRESS,
+        GroupError::MemberIdRequired(_) => MEMBER_ID_REQUIRED,
+        GroupError::FencedInstanceId => FENCED_INSTANCE_ID,
+        GroupError::InconsistentGroupProtocol => INCONSISTENT_GROUP_PROTOCOL,
     }
 }

@@ -1,9 +1,8 @@
 //! The groups this broker coordinates, for Kafka's admin tools: ListGroups, DescribeGroups and
-//! DeleteGroups, over the same coordinator as `weir group`. A Weir group's members show with
-//! their subscription and assignment in the consumer protocol's encoding, as Kafka's tools
-//! decode them.
+//! DeleteGroups, over the same coordinator as `weir group`. A classic group's members show as
+//! they joined; a Weir group's members with their subscription and assignment in the consumer
+//! protocol's encoding, as Kafka's tools decode them.
 
-use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::list_groups_response::ListedGroup;
@@ -15,6 +14,8 @@ use kafka_protocol::protocol::StrBytes;
 use weir_proto::{Reason, v1};
 
 use super::errors;
+use crate::consumer_protocol;
+use crate::coordinator::ClassicMemberView;
 use crate::node::Node;
 
 /// Kafka's protocol type of consumer groups.
@@ -57,6 +58,7 @@ pub fn list_groups(node: &Node, request: ListGroupsRequest) -> ListGroupsRespons
 pub async fn describe_groups(
     node: &Node,
     request: DescribeGroupsRequest,
+    version: i16,
 ) -> DescribeGroupsResponse {
     let mut response = DescribeGroupsResponse::default();
     for group in request.groups {
@@ -65,6 +67,21 @@ pub async fn describe_groups(
             Ok(()) => node.coordinator.describe(node, &group.0).await,
             Err(f) => Err(f),
         };
+        // A classic group shows as its members gave themselves: client, protocol, metadata.
+        if found.is_ok()
+            && let Some(classic) = node.coordinator.classic_members(&group.0)
+        {
+            described.group_state = StrBytes::from_static_str(classic.state);
+            described.protocol_type = StrBytes::from_string(classic.protocol_type);
+            described.protocol_data = StrBytes::from_string(classic.protocol);
+            described.members = classic
+                .members
+                .into_iter()
+                .map(|m| classic_member(m, version))
+                .collect();
+            response.groups.push(described);
+            continue;
+        }
         match found {
             Ok(g) => {
                 described.group_state = StrBytes::from_string(kafka_state(&g.state).to_string());
@@ -82,45 +99,31 @@ pub async fn describe_groups(
     response
 }
 
+fn classic_member(m: ClassicMemberView, version: i16) -> DescribedGroupMember {
+    DescribedGroupMember::default()
+        .with_member_id(StrBytes::from_string(m.member_id))
+        // From v4.
+        .with_group_instance_id(
+            m.instance_id
+                .filter(|_| version >= 4)
+                .map(StrBytes::from_string),
+        )
+        .with_client_id(StrBytes::from_string(m.client_id))
+        .with_client_host(StrBytes::from_string(m.client_host))
+        .with_member_metadata(m.metadata)
+        .with_member_assignment(m.assignment)
+}
+
 fn member(m: &v1::GroupMember) -> DescribedGroupMember {
     DescribedGroupMember::default()
         .with_member_id(StrBytes::from_string(m.member_id.clone()))
         .with_client_id(StrBytes::from_static_str("weir"))
-        .with_member_metadata(subscription(&m.topics))
-        .with_member_assignment(assignment(&m.assignment))
-}
-
-fn put_string(out: &mut BytesMut, s: &str) {
-    out.put_i16(i16::try_from(s.len()).unwrap_or(i16::MAX));
-    out.put_slice(s.as_bytes());
-}
-
-/// ConsumerProtocolSubscription v0: the topics, no user data.
-fn subscription(topics: &[String]) -> Bytes {
-    let mut out = BytesMut::new();
-    out.put_i16(0);
-    out.put_i32(topics.len() as i32);
-    for topic in topics {
-        put_string(&mut out, topic);
-    }
-    out.put_i32(-1);
-    out.freeze()
-}
-
-/// ConsumerProtocolAssignment v0: the partitions of each topic, no user data.
-fn assignment(assigned: &[v1::TopicPartitions]) -> Bytes {
-    let mut out = BytesMut::new();
-    out.put_i16(0);
-    out.put_i32(assigned.len() as i32);
-    for topic in assigned {
-        put_string(&mut out, &topic.topic);
-        out.put_i32(topic.partitions.len() as i32);
-        for partition in &topic.partitions {
-            out.put_i32(*partition);
-        }
-    }
-    out.put_i32(-1);
-    out.freeze()
+        .with_member_metadata(consumer_protocol::subscription(&m.topics))
+        .with_member_assignment(consumer_protocol::assignment(
+            m.assignment
+                .iter()
+                .map(|t| (t.topic.as_str(), t.partitions.as_slice())),
+        ))
 }
 
 pub async fn delete_groups(node: &Node, request: DeleteGroupsRequest) -> DeleteGroupsResponse {

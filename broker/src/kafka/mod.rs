@@ -19,6 +19,7 @@ mod fetch;
 mod groups;
 mod leader_epoch;
 mod list_offsets;
+mod membership;
 mod metadata;
 mod offsets;
 mod produce;
@@ -56,7 +57,7 @@ pub async fn serve(
         let queued = Arc::clone(&queued);
         let stopped = stopped.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, node, queued, stopped).await {
+            if let Err(e) = connection(stream, peer, node, queued, stopped).await {
                 tracing::info!(%peer, error = %e, "Kafka connection closed");
             }
         });
@@ -116,6 +117,7 @@ impl Drop for Pending {
 
 async fn connection(
     stream: GuardedStream,
+    peer: std::net::SocketAddr,
     node: Arc<Node>,
     queued: Arc<Semaphore>,
     mut stopped: watch::Receiver<bool>,
@@ -141,7 +143,8 @@ async fn connection(
             Err(closed) => break Err(closed),
         };
         let next = match decode(frame) {
-            Ok(request) => {
+            Ok(mut request) => {
+                request.client_host = format!("/{}", peer.ip());
                 let (correlation_id, key, version) = (
                     request.header.correlation_id,
                     request.key,
@@ -247,6 +250,8 @@ struct Request {
     key: ApiKey,
     header: RequestHeader,
     body: RequestKind,
+    /// The client's address, as group members show it.
+    client_host: String,
 }
 
 enum Refusal {
@@ -297,7 +302,12 @@ fn decode(frame: Bytes) -> Result<Request, Refusal> {
     bounds::check(key, version, bytes.chunk()).map_err(|e| malformed(e.to_string()))?;
     let body =
         RequestKind::decode(key, &mut bytes, version).map_err(|e| malformed(e.to_string()))?;
-    Ok(Request { key, header, body })
+    Ok(Request {
+        key,
+        header,
+        body,
+        client_host: String::new(),
+    })
 }
 
 /// Runs one request.
@@ -353,9 +363,22 @@ async fn handle(node: &Node, request: Request) -> Outcome {
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(leader_epoch::offset_for_leader_epoch(node, r))
         }
+        RequestKind::JoinGroup(r) => {
+            let client_id = request.header.client_id.as_ref().map(ToString::to_string);
+            let client = (
+                client_id.as_deref().unwrap_or(""),
+                request.client_host.as_str(),
+            );
+            ResponseKind::JoinGroup(membership::join_group(node, r, version, client).await)
+        }
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(membership::sync_group(node, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(membership::heartbeat(node, r).await),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(membership::leave_group(node, r, version).await)
+        }
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(node, r)),
         RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(groups::describe_groups(node, r).await)
+            ResponseKind::DescribeGroups(groups::describe_groups(node, r, version).await)
         }
         RequestKind::DeleteGroups(r) => {
             ResponseKind::DeleteGroups(groups::delete_groups(node, r).await)

@@ -1,7 +1,7 @@
-//! Where a group lives and its committed offsets, for Kafka consumers that assign their
-//! partitions themselves and commit under a group id: FindCoordinator, OffsetCommit and
-//! OffsetFetch, on the same coordinator and `__consumer_offsets` as Weir's own groups. (Group
-//! membership through JoinGroup and SyncGroup is not served yet.)
+//! Where a group lives and its committed offsets: FindCoordinator, OffsetCommit and
+//! OffsetFetch, on the same coordinator and `__consumer_offsets` as Weir's own groups, for
+//! members of classic groups (fenced by their generation) and for consumers that assign their
+//! partitions themselves and commit under a group id.
 
 use kafka_protocol::messages::find_coordinator_response::FindCoordinatorResponse;
 use kafka_protocol::messages::offset_commit_response::{
@@ -19,6 +19,7 @@ use weir_proto::{Reason, v1};
 
 use super::errors::{self, INVALID_REQUEST};
 use super::metadata::split_address;
+use crate::coordinator::Refused;
 use crate::failure::Failure;
 use crate::node::Node;
 
@@ -81,23 +82,40 @@ pub async fn offset_commit(node: &Node, request: OffsetCommitRequest) -> OffsetC
         })
         .collect();
     // One answer for every partition: the group's, or the first partition's that failed.
-    let code = if request.generation_id_or_member_epoch >= 0 || !request.member_id.is_empty() {
-        // A member of a group that joined through JoinGroup: not served yet, so it cannot
-        // be one.
-        errors::UNKNOWN_MEMBER_ID
-    } else {
-        match node.group_coordinator(&group).await {
-            Err(f) => errors::coordinator_code(&f),
-            Ok(()) => match node
-                .coordinator
-                .commit_standalone(node, &group, &offsets)
-                .await
-            {
-                Ok(()) => errors::NONE,
-                Err(f) => errors::coordinator_code(&f),
-            },
-        }
+    let member = request.member_id.to_string();
+    let instance = request
+        .group_instance_id
+        .as_ref()
+        .map(ToString::to_string)
+        .filter(|i| !i.is_empty());
+    let committed = match node.group_coordinator(&group).await {
+        Err(f) => Err(errors::coordinator_code(&f)),
+        // A member of a classic group, fenced by its generation.
+        Ok(()) if request.generation_id_or_member_epoch >= 0 || !member.is_empty() => node
+            .coordinator
+            .commit_classic(
+                node,
+                &group,
+                (
+                    &member,
+                    instance.as_deref(),
+                    request.generation_id_or_member_epoch,
+                ),
+                &offsets,
+            )
+            .await
+            .map_err(|refused| match refused {
+                Refused::Group(e) => errors::group_code(&e),
+                Refused::Core(f) => errors::coordinator_code(&f),
+            }),
+        // A consumer that assigns its partitions itself.
+        Ok(()) => node
+            .coordinator
+            .commit_standalone(node, &group, &offsets)
+            .await
+            .map_err(|f| errors::coordinator_code(&f)),
     };
+    let code = committed.err().unwrap_or(errors::NONE);
     let mut response = OffsetCommitResponse::default();
     response.topics = request
         .topics

@@ -152,6 +152,7 @@ impl Node {
             config.group_heartbeat_interval,
             config.group_session_timeout,
             config.group_min_session_timeout..=config.group_max_session_timeout,
+            config.group_initial_rebalance_delay,
         );
         let incarnation = SystemTime::now()
             .duration_since(UNIX_EPOCH)

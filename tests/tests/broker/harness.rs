@@ -509,3 +509,39 @@ pub fn confluent_python() -> Option<PathBuf> {
     }
     Some(python)
 }
+
+/// Runs `tests/kafka/SCRIPT ARGS...` with `python` for at most 180 s, and checks it succeeded;
+/// its standard output.
+///
+/// # Panics
+/// When it fails or runs out of time, with what it printed.
+pub fn run_kafka_script(python: &Path, script: &str, args: &[&str]) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("kafka")
+        .join(script);
+    let mut child = Command::new(python)
+        .arg(&script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{} {args:?} failed: {stdout}{}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}

@@ -18,6 +18,7 @@ mod groups;
 mod hardening;
 mod harness;
 mod kafka;
+mod kafka_groups;
 mod restart;
 
 use harness::{BrokerProcess, weir, weir_ok};

@@ -1,9 +1,10 @@
 //! The group coordinator: groups in memory ([`Group`]), persisted as records of the internal
 //! topic `__consumer_offsets` and replayed from it on start.
 //!
-//! Records (text, so a dump of the topic reads plainly):
-//! - key `o/{group}/{topic}/{partition}`, value: the committed offset;
-//! - key `g/{group}`, value: the group's epoch, so member epochs keep rising across restarts.
+//! Groups speak Weir's protocol (`group`: members heartbeat and the coordinator assigns) or
+//! Kafka's classic one (`classic`: JoinGroup and SyncGroup, the leader member assigns); one
+//! group has members of one kind at a time, and both kinds keep their offsets the same way.
+//! The records are in `records`.
 //!
 //! A group lives in the partition of `__consumer_offsets` its id hashes to (Kafka's murmur2),
 //! so with replication its offsets move with that partition's leader.
@@ -19,10 +20,18 @@ use weir_proto::partitioner::partition_for_key;
 use weir_proto::v1;
 use weir_storage::{BatchBuilder, Record, batch};
 
+use crate::consumer_protocol;
 use crate::failure::Failure;
+
+mod classic;
+mod records;
+
+pub use classic::{ClassicMemberView, ClassicView, Refused};
+
 use crate::group::{Group, Heartbeat, TopicPartition};
 use crate::partition::Partition;
 use crate::topic::Topic;
+use records::apply;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Partitions of `__consumer_offsets` when the broker creates it.
@@ -76,10 +85,15 @@ pub struct Coordinator {
     /// The session timeouts a member may ask for (Kafka's `group.min.session.timeout.ms`
     /// and `group.max.session.timeout.ms`).
     pub session_timeouts: std::ops::RangeInclusive<Duration>,
+    /// How long the first rebalance of an empty classic group waits for more members
+    /// (Kafka's `group.initial.rebalance.delay.ms`).
+    pub initial_rebalance_delay: Duration,
+    /// Classic requests waiting for their group's answer. Locked after `groups`.
+    waiters: Mutex<classic::Waiters>,
 }
 
-fn lock(groups: &Mutex<BTreeMap<String, Group>>) -> MutexGuard<'_, BTreeMap<String, Group>> {
-    groups
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -100,6 +114,7 @@ impl Coordinator {
         heartbeat_interval: Duration,
         default_session_timeout: Duration,
         session_timeouts: std::ops::RangeInclusive<Duration>,
+        initial_rebalance_delay: Duration,
     ) -> Self {
         Coordinator {
             groups: Mutex::new(BTreeMap::new()),
@@ -107,6 +122,8 @@ impl Coordinator {
             heartbeat_interval,
             default_session_timeout,
             session_timeouts,
+            initial_rebalance_delay,
+            waiters: Mutex::new(classic::Waiters::default()),
         }
     }
 
@@ -149,15 +166,20 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Removes members whose session expired.
+    /// Removes members whose session expired, and ends classic join phases whose time is up.
     pub fn expire(&self) -> Vec<(String, String)> {
         let now = Instant::now();
         let mut expired = Vec::new();
-        for group in lock(&self.groups).values_mut() {
-            for member in group.expire(now) {
+        let mut groups = lock(&self.groups);
+        let mut waiters = lock(&self.waiters);
+        for group in groups.values_mut() {
+            let mut gone = group.expire(now);
+            gone.extend(group.classic.tick(now, self.initial_rebalance_delay));
+            for member in gone {
                 tracing::info!(group = %group.id, member, "member session expired");
                 expired.push((group.id.clone(), member));
             }
+            classic::settle(group, &mut waiters);
         }
         expired
     }
@@ -191,16 +213,8 @@ impl Coordinator {
             _ => self.default_session_timeout,
         };
         // What a member asks for is bounded; the broker's own default is the operator's call.
-        if request.session_timeout_ms > 0 && !self.session_timeouts.contains(&session_timeout) {
-            return Err(Failure::new(
-                Reason::InvalidSessionTimeout,
-                format!(
-                    "a session timeout of {} ms is outside what this broker allows ({} to {} ms: group_min_session_timeout, group_max_session_timeout)",
-                    session_timeout.as_millis(),
-                    self.session_timeouts.start().as_millis(),
-                    self.session_timeouts.end().as_millis()
-                ),
-            ));
+        if request.session_timeout_ms > 0 {
+            self.check_session_timeout(session_timeout)?;
         }
         let heartbeat = Heartbeat {
             member_id: request.member_id,
@@ -227,6 +241,15 @@ impl Coordinator {
             let group = groups
                 .entry(request.group_id.clone())
                 .or_insert_with(|| Group::new(&request.group_id, 0));
+            if !group.classic.is_empty() {
+                return Err(Failure::new(
+                    Reason::InvalidRequest,
+                    format!(
+                        "group {:?} has members that speak Kafka's classic group protocol; use another group id",
+                        request.group_id
+                    ),
+                ));
+            }
             let before = group.clone();
             let answer = group
                 .heartbeat(heartbeat, Instant::now(), partitions)
@@ -235,7 +258,10 @@ impl Coordinator {
             (answer, changed, before)
         };
         if let Some(epoch) = new_epoch {
-            let record = vec![(format!("g/{}", request.group_id), Some(epoch.to_string()))];
+            let record = vec![(
+                records::epoch_key(&request.group_id),
+                Some(epoch.to_string()),
+            )];
             if let Err(failure) = self.persist(node, &request.group_id, record).await {
                 // The member was told nothing: the group goes back to what it was.
                 lock(&self.groups).insert(request.group_id.clone(), before);
@@ -288,7 +314,7 @@ impl Coordinator {
         let _one_at_a_time = self.serial.lock().await;
         if lock(&self.groups)
             .get(group_id)
-            .is_some_and(|g| !g.members.is_empty())
+            .is_some_and(Group::has_members)
         {
             return Err(Failure::new(
                 Reason::UnknownMemberId,
@@ -317,7 +343,7 @@ impl Coordinator {
             .iter()
             .map(|c| {
                 (
-                    format!("o/{group_id}/{}/{}", c.topic, c.partition),
+                    records::offset_key(group_id, &c.topic, c.partition),
                     Some(c.offset.to_string()),
                 )
             })
@@ -359,7 +385,7 @@ impl Coordinator {
             .map(|g| v1::GroupSummary {
                 group_id: g.id.clone(),
                 state: g.state().to_string(),
-                members: g.members.len() as i32,
+                members: g.member_count() as i32,
             })
             .collect()
     }
@@ -422,6 +448,7 @@ impl Coordinator {
             .values()
             .flat_map(|m| m.topics.iter().cloned())
             .collect();
+        topics.extend(classic_members(group).into_iter().flat_map(|m| m.topics));
         topics.extend(group.offsets.keys().map(|(t, _)| t.clone()));
         Ok(topics)
     }
@@ -457,6 +484,7 @@ impl Coordinator {
                 topics: m.topics.iter().cloned().collect(),
                 assignment: group_by_topic(&m.assigned),
             })
+            .chain(classic_members(group))
             .collect();
         Ok(v1::GroupDescription {
             group_id: group.id.clone(),
@@ -481,21 +509,21 @@ impl Coordinator {
         let keys: Vec<(String, Option<String>)> = {
             let groups = lock(&self.groups);
             let group = known(&groups, group_id)?;
-            if !group.members.is_empty() {
+            if group.has_members() {
                 return Err(Failure::new(
                     Reason::GroupNotEmpty,
                     format!(
                         "group {group_id:?} has {} members; stop them before deleting it",
-                        group.members.len()
+                        group.member_count()
                     ),
                 ));
             }
-            std::iter::once(format!("g/{group_id}"))
+            std::iter::once(records::epoch_key(group_id))
                 .chain(
                     group
                         .offsets
                         .keys()
-                        .map(|(topic, partition)| format!("o/{group_id}/{topic}/{partition}")),
+                        .map(|(topic, partition)| records::offset_key(group_id, topic, *partition)),
                 )
                 .map(|key| (key, None))
                 .collect()
@@ -513,14 +541,14 @@ impl Coordinator {
     ) -> Result<(), Failure> {
         let _one_at_a_time = self.serial.lock().await;
         if let Some(group) = lock(&self.groups).get(&request.group_id)
-            && !group.members.is_empty()
+            && group.has_members()
         {
             return Err(Failure::new(
                 Reason::GroupNotEmpty,
                 format!(
                     "group {:?} has {} members; stop them before resetting its offsets",
                     request.group_id,
-                    group.members.len()
+                    group.member_count()
                 ),
             ));
         }
@@ -626,81 +654,32 @@ impl Coordinator {
     }
 }
 
-/// Applies one `__consumer_offsets` record; a record without a value (a tombstone) removes
-/// what its key names (the group's epoch, or one committed offset).
-fn apply(groups: &mut BTreeMap<String, Group>, key: &[u8], value: Option<&[u8]>) {
-    let Ok(key) = std::str::from_utf8(key) else {
-        return;
-    };
-    let Some(value) = value else {
-        forget(groups, key);
-        return;
-    };
-    let Ok(value) = std::str::from_utf8(value) else {
-        return;
-    };
-    let mut parts = key.splitn(2, '/');
-    match (parts.next(), parts.next()) {
-        (Some("g"), Some(group)) => {
-            if let Ok(epoch) = value.parse::<i32>() {
-                let entry = groups
-                    .entry(group.to_string())
-                    .or_insert_with(|| Group::new(group, epoch));
-                entry.epoch = entry.epoch.max(epoch);
-                entry.target_epoch = entry.epoch;
-            }
-        }
-        (Some("o"), Some(rest)) => {
-            // The group id may hold '/', topic names cannot: split from the right.
-            let mut fields = rest.rsplitn(3, '/');
-            let (Some(partition), Some(topic), Some(group)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                return;
+/// A group's classic members as Weir describes members: the topics of their subscription and
+/// the partitions of their assignment (read from the consumer protocol; empty for another).
+fn classic_members(group: &Group) -> Vec<v1::GroupMember> {
+    let classic = &group.classic;
+    classic
+        .members
+        .values()
+        .map(|m| {
+            let subscription = match classic.protocol.as_deref() {
+                Some(p) => m.metadata(p),
+                None => m.protocols.first().map(|(_, metadata)| metadata),
             };
-            if let (Ok(partition), Ok(offset)) = (partition.parse::<i32>(), value.parse::<i64>()) {
-                groups
-                    .entry(group.to_string())
-                    .or_insert_with(|| Group::new(group, 0))
-                    .offsets
-                    .insert((topic.to_string(), partition), offset);
+            v1::GroupMember {
+                member_id: m.id.clone(),
+                member_epoch: classic.generation,
+                topics: subscription
+                    .and_then(|s| consumer_protocol::subscribed_topics(s))
+                    .unwrap_or_default(),
+                assignment: consumer_protocol::assigned_partitions(&m.assignment)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(topic, partitions)| v1::TopicPartitions { topic, partitions })
+                    .collect(),
             }
-        }
-        _ => tracing::warn!(key, "unknown record in {OFFSETS_TOPIC}"),
-    }
-}
-
-/// Applies a tombstone: the group goes once neither its epoch nor any offset is left.
-fn forget(groups: &mut BTreeMap<String, Group>, key: &str) {
-    let mut parts = key.splitn(2, '/');
-    let group = match (parts.next(), parts.next()) {
-        (Some("g"), Some(group)) => {
-            if let Some(entry) = groups.get_mut(group) {
-                entry.epoch = 0;
-                entry.target_epoch = 0;
-            }
-            group.to_string()
-        }
-        (Some("o"), Some(rest)) => {
-            let mut fields = rest.rsplitn(3, '/');
-            let (Some(partition), Some(topic), Some(group)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                return;
-            };
-            if let (Some(entry), Ok(partition)) = (groups.get_mut(group), partition.parse()) {
-                entry.offsets.remove(&(topic.to_string(), partition));
-            }
-            group.to_string()
-        }
-        _ => return,
-    };
-    if groups
-        .get(&group)
-        .is_some_and(|g| g.epoch == 0 && g.offsets.is_empty() && g.members.is_empty())
-    {
-        groups.remove(&group);
-    }
+        })
+        .collect()
 }
 
 fn flatten(partitions: &[v1::TopicPartitions]) -> Vec<TopicPartition> {
@@ -722,37 +701,4 @@ fn group_by_topic(partitions: &BTreeSet<TopicPartition>) -> Vec<v1::TopicPartiti
             partitions,
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_replay_into_offsets_and_epochs() {
-        let mut groups = BTreeMap::new();
-        apply(&mut groups, b"g/billing", Some(b"7"));
-        apply(&mut groups, b"o/billing/orders/3", Some(b"42"));
-        apply(&mut groups, b"o/a/b/c/orders/0", Some(b"5"));
-        apply(&mut groups, b"o/billing/orders/3", Some(b"43"));
-        apply(&mut groups, b"junk", Some(b"1"));
-        assert_eq!(groups["billing"].epoch, 7);
-        assert_eq!(groups["billing"].offsets[&("orders".to_string(), 3)], 43);
-        assert_eq!(groups["a/b/c"].offsets[&("orders".to_string(), 0)], 5);
-    }
-
-    #[test]
-    fn tombstones_delete_a_group_on_replay() {
-        let mut groups = BTreeMap::new();
-        apply(&mut groups, b"g/gone", Some(b"3"));
-        apply(&mut groups, b"o/gone/orders/0", Some(b"10"));
-        apply(&mut groups, b"o/gone/orders/1", Some(b"11"));
-        apply(&mut groups, b"o/kept/orders/0", Some(b"1"));
-        apply(&mut groups, b"o/gone/orders/0", None);
-        assert!(groups.contains_key("gone"), "one offset left");
-        apply(&mut groups, b"g/gone", None);
-        apply(&mut groups, b"o/gone/orders/1", None);
-        assert!(!groups.contains_key("gone"));
-        assert_eq!(groups["kept"].offsets.len(), 1);
-    }
 }
