@@ -684,6 +684,7 @@ impl Partition {
             ReplicaFetched::Batches {
                 batches,
                 high_watermark,
+                log_start_offset,
                 ..
             } => {
                 if !batches.is_empty() {
@@ -693,6 +694,7 @@ impl Partition {
                 self.check_following(leader_epoch)?;
                 self.follow_high_watermark(high_watermark);
                 drop(log);
+                self.follow_log_start(log_start_offset)?;
             }
             ReplicaFetched::Diverging { epoch, end_offset } => {
                 self.truncate_diverging(epoch, end_offset, leader_epoch)?;
@@ -856,6 +858,55 @@ impl Partition {
     /// `Corrupt`, `ReadSegment`.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
         let found = self.read_log().offset_for_timestamp(timestamp)?;
+        let bound = self.high_watermark();
+        Ok(found
+            .filter(|f| f.offset < bound)
+            .map(|f| (f.offset, f.timestamp)))
+    }
+
+    /// Deletes the records below `offset` on this leader (Kafka's DeleteRecords; -1 is the
+    /// high watermark): the log start moves there, durably. Followers follow the start the
+    /// leader tells them in their fetches. Returns the new log start (Kafka's low watermark).
+    ///
+    /// # Errors
+    /// `NotLeader`; `OffsetOutOfRange` past the high watermark; `StorageError`.
+    pub fn delete_records(&self, offset: i64) -> Result<i64, Failure> {
+        self.leading_epoch()?;
+        let high_watermark = self.high_watermark();
+        let offset = if offset == -1 { high_watermark } else { offset };
+        if !(0..=high_watermark).contains(&offset) {
+            return Err(Failure::new(
+                Reason::OffsetOutOfRange,
+                format!(
+                    "records of {}-{} can be deleted up to the high watermark {high_watermark}, not {offset}",
+                    self.topic, self.index
+                ),
+            ));
+        }
+        Ok(self.write_log().delete_records_before(offset)?)
+    }
+
+    /// A follower's side of the leader's log start: records the leader deleted go here too,
+    /// up to what this replica knows is committed.
+    fn follow_log_start(&self, leader_log_start: i64) -> Result<(), Failure> {
+        let to = leader_log_start.min(self.high_watermark());
+        if to <= self.read_log().log_start_offset() {
+            return Ok(());
+        }
+        let mut log = self.write_log();
+        if to > log.log_start_offset() && to <= log.log_end_offset() {
+            log.delete_records_before(to)?;
+        }
+        Ok(())
+    }
+
+    /// The first offset with the largest timestamp, with that timestamp (below the high
+    /// watermark only).
+    ///
+    /// # Errors
+    /// `Corrupt`, `ReadSegment`.
+    pub fn offset_of_max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let found = self.read_log().offset_of_max_timestamp()?;
         let bound = self.high_watermark();
         Ok(found
             .filter(|f| f.offset < bound)

@@ -36,6 +36,9 @@ use crate::segment::{self, SealedFiles, Segment, SegmentSettings, SegmentSlice};
 /// Present while the log is closed after a clean shutdown; removed when it is opened.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point-checkpoint";
+/// The log start offset records were deleted up to (Kafka's DeleteRecords), when it is past
+/// the first segment's base.
+pub(crate) const LOG_START_FILE: &str = "log-start-offset-checkpoint";
 const LOCK_FILE: &str = ".lock";
 
 /// A source of wall-clock time in milliseconds since the Unix epoch (tests bring their own).
@@ -326,6 +329,9 @@ pub struct Log {
     sealed_sync: Option<std::thread::JoinHandle<()>>,
     /// Holds the directory's lock while the log is open.
     lock_file: File,
+    /// Records below this were deleted (DeleteRecords) though their segment remains: the log
+    /// starts at the greater of this and the first segment's base.
+    deleted_before: i64,
 }
 
 impl Log {
@@ -484,11 +490,24 @@ impl Log {
             rolls: AtomicU64::new(0),
             dir_synced: Mutex::new(0),
         });
+        let deleted_before = match checkpoint::read(&dir, LOG_START_FILE)? {
+            // Never past the end: a crash may have cut the log below it.
+            Some(text) => text
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| LogError::MalformedCheckpoint {
+                    path: dir.join(LOG_START_FILE),
+                    reason: format!("{:?} is not an offset", text.trim()),
+                })?
+                .min(log_end),
+            None => log_start,
+        };
+        let log_start = log_start.max(deleted_before);
         let mut epochs = EpochCache::load(&dir)?;
         epochs.truncate_from_end(log_end)?;
         epochs.truncate_from_start(log_start)?;
         let now = clock.now_ms();
-        let log = Log {
+        let mut log = Log {
             dir,
             config,
             segments,
@@ -500,7 +519,10 @@ impl Log {
             files,
             sealed_sync: None,
             lock_file,
+            deleted_before,
         };
+        // A crash after records were deleted may have left their segments behind.
+        log.remove_segments_below_start()?;
         log.checkpoint_recovery_point()?;
         if clean_shutdown {
             fs::remove_file(log.dir.join(CLEAN_SHUTDOWN_FILE)).map_err(|source| {
@@ -536,7 +558,59 @@ impl Log {
     }
 
     pub fn log_start_offset(&self) -> i64 {
-        *self.segments.keys().next().expect("segments is not empty")
+        let first = *self.segments.keys().next().expect("segments is not empty");
+        first.max(self.deleted_before)
+    }
+
+    /// Deletes every record below `offset` (Kafka's DeleteRecords): the log start moves
+    /// there, durably, and segments wholly below it are removed. Returns the new log start
+    /// (unchanged when `offset` is not past it).
+    ///
+    /// # Errors
+    /// `OffsetOutOfRange` past the log end; `WriteCheckpoint`, `DeleteSegment`.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: start,
+                log_end_offset: end,
+            });
+        }
+        if offset <= start {
+            return Ok(start);
+        }
+        // The new start is durable before any segment goes: a crash in between leaves
+        // segments that the start already hides.
+        checkpoint::write(&self.dir, LOG_START_FILE, &format!("{offset}\n"))?;
+        self.deleted_before = offset;
+        let deleted = self.remove_segments_below_start()?;
+        self.epochs.truncate_from_start(offset)?;
+        tracing::info!(dir = %self.dir.display(), log_start_offset = offset, deleted_segments = deleted, "records deleted");
+        debug_assert_eq!(self.log_start_offset(), offset);
+        Ok(offset)
+    }
+
+    /// Removes the segments whose every record is below the log start; how many.
+    fn remove_segments_below_start(&mut self) -> Result<usize, LogError> {
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        let below: Vec<i64> = bases
+            .windows(2)
+            .take_while(|pair| pair[1] <= self.deleted_before)
+            .map(|pair| pair[0])
+            .collect();
+        for base in &below {
+            if let Some(segment) = self.segments.remove(base) {
+                segment.delete()?;
+            }
+        }
+        if !below.is_empty() {
+            checkpoint::sync_dir(&self.dir).map_err(|source| LogError::Directory {
+                path: self.dir.clone(),
+                source,
+            })?;
+        }
+        Ok(below.len())
     }
 
     /// The offset the next appended record gets.
@@ -897,6 +971,35 @@ impl Log {
         &self,
         timestamp: i64,
     ) -> Result<Option<TimestampOffset>, LogError> {
+        let start = self.log_start_offset();
+        Ok(self
+            .find_timestamp(timestamp)?
+            .map(|found| TimestampOffset {
+                // Records deleted below the start are not answered.
+                offset: found.offset.max(start),
+                ..found
+            }))
+    }
+
+    /// The first record with the largest timestamp in the log (Kafka's ListOffsets -3,
+    /// KIP-734); `None` for a log without timestamps.
+    ///
+    /// # Errors
+    /// `Corrupt`, `ReadSegment`.
+    pub fn offset_of_max_timestamp(&self) -> Result<Option<TimestampOffset>, LogError> {
+        let Some(max) = self
+            .segments
+            .values()
+            .map(Segment::max_timestamp)
+            .filter(|t| *t >= 0)
+            .max()
+        else {
+            return Ok(None);
+        };
+        self.offset_for_timestamp(max)
+    }
+
+    fn find_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>, LogError> {
         for segment in self.segments.values() {
             let Some((position, header)) = segment.find_by_timestamp(timestamp)? else {
                 continue;
@@ -998,6 +1101,10 @@ impl Log {
         self.sync.set_target(&segment, offset);
         self.sync.flushed.store(offset, Ordering::Release);
         self.segments.insert(offset, segment);
+        if self.deleted_before > offset {
+            checkpoint::write(&self.dir, LOG_START_FILE, &format!("{offset}\n"))?;
+        }
+        self.deleted_before = offset;
         self.epochs.clear()?;
         self.checkpoint_recovery_point()?;
         tracing::info!(dir = %self.dir.display(), offset, "emptied and restarted");

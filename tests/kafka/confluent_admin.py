@@ -1,12 +1,15 @@
 """confluent-kafka's AdminClient against Weir's Kafka listener: create a topic with a config,
-refuse a hostile name and a duplicate, add partitions, delete. Usage: confluent_admin.py
+refuse a hostile name and a duplicate, add partitions, alter configs (whole and by key,
+validate-only too), delete records, find the largest timestamp, delete. Usage: confluent_admin.py
 BOOTSTRAP TOPIC. Leaves TOPIC with 5 partitions and retention.ms=3600000 for the caller to
 check through gRPC, and deletes TOPIC-gone. Exit 0 when all is well; the reason on stderr
 otherwise. Every wait has a deadline."""
 import sys
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, NewPartitions, NewTopic
+from confluent_kafka import (Consumer, KafkaError, KafkaException, Producer,
+                             TopicPartition)
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                   ConfigSource, NewPartitions, NewTopic, OffsetSpec)
 
 bootstrap, topic = sys.argv[1], sys.argv[2]
 admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -61,6 +64,96 @@ if configs.get("segment.bytes") is None \
 cluster = admin.describe_cluster().result(timeout=30)
 if [f"{n.host}:{n.port}" for n in cluster.nodes] != [bootstrap]:
     failures.append(f"the cluster described as {cluster.nodes}")
+
+
+
+def config_of(name):
+    r = ConfigResource(ConfigResource.Type.TOPIC, name)
+    return admin.describe_configs([r])[r].result(timeout=30)
+
+
+def incremental(name, entries, validate_only=False):
+    r = ConfigResource(ConfigResource.Type.TOPIC, name, incremental_configs=entries)
+    futures = admin.incremental_alter_configs([r], validate_only=validate_only)
+    try:
+        futures[r].result(timeout=30)
+        return None
+    except KafkaException as e:
+        return e.args[0].code()
+
+
+# By key: set one, check it, set it back to its default; the other override stays.
+SET, DELETE = AlterConfigOpType.SET, AlterConfigOpType.DELETE
+if (code := incremental(topic, [ConfigEntry("segment.ms", "7200000",
+                                            incremental_operation=SET)])) is not None:
+    failures.append(f"incremental set: {code}")
+if config_of(topic)["segment.ms"].value != "7200000":
+    failures.append(f"segment.ms after a set: {config_of(topic)['segment.ms']}")
+if (code := incremental(topic, [ConfigEntry("segment.ms", None,
+                                            incremental_operation=DELETE)])) is not None:
+    failures.append(f"incremental delete: {code}")
+after = config_of(topic)
+if after["segment.ms"].source != ConfigSource.DEFAULT_CONFIG.value \
+        or after["retention.ms"].value != "3600000":
+    failures.append(f"after a delete: {after['segment.ms']} {after['retention.ms']}")
+for entries, validate_only in [
+        ([ConfigEntry("no.such.key", "1", incremental_operation=SET)], False),
+        ([ConfigEntry("retention.ms", "soon", incremental_operation=SET)], False),
+        ([ConfigEntry("retention.ms", "soon", incremental_operation=SET)], True)]:
+    if (code := incremental(topic, entries, validate_only)) != KafkaError.INVALID_CONFIG:
+        failures.append(f"{entries} (validate only: {validate_only}): {code}")
+if incremental(topic, [ConfigEntry("retention.ms", "1", incremental_operation=SET)],
+               validate_only=True) is not None:
+    failures.append("a valid validate-only change was refused")
+if config_of(topic)["retention.ms"].value != "3600000":
+    failures.append("a validate-only change changed the topic")
+
+# Whole: AlterConfigs leaves exactly the configs given.
+legacy = topic + "-legacy"
+outcome(admin.create_topics([NewTopic(legacy, num_partitions=1,
+                                      config={"retention.ms": "1000"})]), legacy)
+r = ConfigResource(ConfigResource.Type.TOPIC, legacy, set_config={"segment.ms": "60000"})
+admin.alter_configs([r])[r].result(timeout=30)
+legacy_config = config_of(legacy)
+if legacy_config["segment.ms"].value != "60000" \
+        or legacy_config["retention.ms"].source != ConfigSource.DEFAULT_CONFIG.value:
+    failures.append(f"after AlterConfigs: {legacy_config['segment.ms']} {legacy_config['retention.ms']}")
+
+# Delete records, and the largest timestamp.
+producer = Producer({"bootstrap.servers": bootstrap})
+for i, at in enumerate([1000, 9000, 3000, 9000, 2000, 4000, 5000, 6000, 7000, 8000]):
+    producer.produce(topic, value=f"r{i}".encode(), partition=0, timestamp=at)
+if producer.flush(30) != 0:
+    failures.append("records unacknowledged after 30 s")
+p0 = TopicPartition(topic, 0)
+newest = admin.list_offsets({p0: OffsetSpec.max_timestamp()})[p0].result(timeout=30)
+if (newest.offset, newest.timestamp) != (1, 9000):
+    failures.append(f"the largest timestamp at {newest.offset} ({newest.timestamp})")
+deleted = admin.delete_records([TopicPartition(topic, 0, 4)])
+low = list(deleted.values())[0].result(timeout=30).low_watermark
+if low != 4:
+    failures.append(f"delete records below 4: low watermark {low}")
+earliest = admin.list_offsets({p0: OffsetSpec.earliest()})[p0].result(timeout=30)
+if earliest.offset != 4:
+    failures.append(f"earliest after deleting records: {earliest.offset}")
+try:
+    list(admin.delete_records([TopicPartition(topic, 0, 99)]).values())[0].result(timeout=30)
+    failures.append("deleting past the high watermark was accepted")
+except KafkaException as e:
+    if e.args[0].code() != KafkaError.OFFSET_OUT_OF_RANGE:
+        failures.append(f"deleting past the high watermark: {e.args[0]}")
+reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "admin-reader",
+                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
+reader.assign([TopicPartition(topic, 0, 0)])
+first = None
+for _ in range(60):
+    m = reader.poll(0.5)
+    if m is not None and not m.error():
+        first = m.offset()
+        break
+reader.close()
+if first != 4:
+    failures.append(f"a consumer from offset 0 starts at {first}, not at the new start 4")
 
 gone = admin.delete_topics([topic + "-gone"], operation_timeout=30)
 if (code := outcome(gone, topic + "-gone")) is not None:

@@ -132,6 +132,27 @@ const LEAVE_GROUP: Schema = Schema {
     flexible: 4,
 };
 
+const ALTER_CONFIG: &[Field] = &[f(T::Str), f(T::Str)];
+const ALTER_CONFIGS_RESOURCE: &[Field] = &[f(T::I8), f(T::Str), f(T::Structs(ALTER_CONFIG))];
+const ALTER_CONFIGS: Schema = Schema {
+    fields: &[f(T::Structs(ALTER_CONFIGS_RESOURCE)), f(T::Bool)],
+    flexible: 2,
+};
+
+const INCREMENTAL_CONFIG: &[Field] = &[f(T::Str), f(T::I8), f(T::Str)];
+const INCREMENTAL_RESOURCE: &[Field] = &[f(T::I8), f(T::Str), f(T::Structs(INCREMENTAL_CONFIG))];
+const INCREMENTAL_ALTER_CONFIGS: Schema = Schema {
+    fields: &[f(T::Structs(INCREMENTAL_RESOURCE)), f(T::Bool)],
+    flexible: 1,
+};
+
+const DELETE_RECORDS_PARTITION: &[Field] = &[f(T::I32), f(T::I64)];
+const DELETE_RECORDS_TOPIC: &[Field] = &[f(T::Str), f(T::Structs(DELETE_RECORDS_PARTITION))];
+const DELETE_RECORDS: Schema = Schema {
+    fields: &[f(T::Structs(DELETE_RECORDS_TOPIC)), f(T::I32)],
+    flexible: 2,
+};
+
 const API_VERSIONS: Schema = Schema {
     fields: &[from(3, T::Str), from(3, T::Str)],
     flexible: 3,
@@ -345,6 +366,9 @@ fn schema(key: ApiKey) -> Option<&'static Schema> {
         ApiKey::DescribeCluster => &DESCRIBE_CLUSTER,
         ApiKey::DescribeGroups => &DESCRIBE_GROUPS,
         ApiKey::DeleteGroups => &DELETE_GROUPS,
+        ApiKey::AlterConfigs => &ALTER_CONFIGS,
+        ApiKey::IncrementalAlterConfigs => &INCREMENTAL_ALTER_CONFIGS,
+        ApiKey::DeleteRecords => &DELETE_RECORDS,
         ApiKey::JoinGroup => &JOIN_GROUP,
         ApiKey::SyncGroup => &SYNC_GROUP,
         ApiKey::Heartbeat => &HEARTBEAT,
@@ -786,6 +810,51 @@ mod tests {
                 ];
             }
             cases.push((ApiKey::LeaveGroup, v, encoded(&leave, v)));
+        }
+        use kafka_protocol::messages::{
+            AlterConfigsRequest, DeleteRecordsRequest, IncrementalAlterConfigsRequest,
+            alter_configs_request, delete_records_request, incremental_alter_configs_request,
+        };
+        let alter = AlterConfigsRequest::default().with_resources(vec![
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("orders"))
+                .with_configs(vec![
+                    alter_configs_request::AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str("retention.ms"))
+                        .with_value(Some(StrBytes::from_static_str("1000"))),
+                ]),
+        ]);
+        for v in 0..=2 {
+            cases.push((ApiKey::AlterConfigs, v, encoded(&alter, v)));
+        }
+        let incremental = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("orders"))
+                .with_configs(vec![
+                    incremental_alter_configs_request::AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str("retention.ms"))
+                        .with_config_operation(1)
+                        .with_value(None),
+                ]),
+        ]);
+        for v in 0..=1 {
+            cases.push((ApiKey::IncrementalAlterConfigs, v, encoded(&incremental, v)));
+        }
+        let delete_records = DeleteRecordsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(vec![
+                delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(name("orders"))
+                    .with_partitions(vec![
+                        delete_records_request::DeleteRecordsPartition::default()
+                            .with_partition_index(1)
+                            .with_offset(42),
+                    ]),
+            ]);
+        for v in 0..=2 {
+            cases.push((ApiKey::DeleteRecords, v, encoded(&delete_records, v)));
         }
         for (key, version, body) in cases {
             assert_eq!(

@@ -1,5 +1,6 @@
-//! ListOffsets: a partition's earliest offset (-2), its latest (-1: the high watermark), or
-//! the first offset at or after a timestamp, from the leader's replica here.
+//! ListOffsets: a partition's earliest offset (-2), its latest (-1: the high watermark), the
+//! record with the largest timestamp (-3), or the first offset at or after a timestamp, from
+//! the leader's replica here.
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -12,6 +13,8 @@ use crate::node::Node;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+/// The record with the largest timestamp (KIP-734, v7 on).
+const MAX_TIMESTAMP: i64 = -3;
 
 pub fn list_offsets(node: &Node, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
@@ -71,7 +74,11 @@ fn offset(
             Ok(_) => Ok((-1, -1, leader_epoch)),
             Err(e) => Err(errors::code(&Failure::from(e))),
         },
-        // -3 (the largest timestamp, KIP-734) and others: not served yet.
+        MAX_TIMESTAMP => match replica.offset_of_max_timestamp() {
+            Ok(Some((offset, at))) => Ok((offset, at, leader_epoch)),
+            Ok(None) => Ok((-1, -1, leader_epoch)),
+            Err(e) => Err(errors::code(&Failure::from(e))),
+        },
         _ => Err(INVALID_REQUEST),
     }
 }

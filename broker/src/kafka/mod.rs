@@ -11,9 +11,11 @@
 //! (but for ApiVersions, answered as Kafka answers it) closes that connection only.
 
 mod admin;
+mod alter_configs;
 mod apis;
 pub mod bounds;
 mod configs;
+mod delete_records;
 mod errors;
 mod fetch;
 mod groups;
@@ -356,6 +358,15 @@ async fn handle(node: &Node, request: Request) -> Outcome {
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe_configs(node, r))
+        }
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(alter_configs::alter_configs(node, r).await)
+        }
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            alter_configs::incremental_alter_configs(node, r).await,
+        ),
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(delete_records::delete_records(node, r))
         }
         RequestKind::DescribeCluster(_) => {
             ResponseKind::DescribeCluster(metadata::describe_cluster(node))

@@ -134,6 +134,30 @@ impl Node {
         self.topic(name)
     }
 
+    /// Deletes the records of one partition below `offset` (-1: the high watermark), on its
+    /// leader; returns the partition's new log start.
+    ///
+    /// # Errors
+    /// `UnknownTopic`, `UnknownPartition`, `NotLeader`; `InvalidTopic` for an internal topic
+    /// (its records are the coordinator's); `OffsetOutOfRange` past the high watermark;
+    /// `StorageError`.
+    pub fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64, Failure> {
+        if weir_controller::topic_config::is_internal(topic) {
+            return Err(Failure::new(
+                Reason::InvalidTopic,
+                format!("{topic:?} is internal: its records are not deleted by clients"),
+            ));
+        }
+        let start = self.partition(topic, partition)?.delete_records(offset)?;
+        tracing::info!(
+            topic,
+            partition,
+            log_start_offset = start,
+            "records deleted"
+        );
+        Ok(start)
+    }
+
     /// Raises a topic's partition count to `total`.
     ///
     /// # Errors

@@ -232,6 +232,40 @@ fn truncate_below_the_start_restarts_the_log_there() {
 }
 
 #[test]
+fn deleted_records_stay_deleted_across_a_reopen_and_whole_segments_below_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open(dir.path(), small_segments());
+    append_values(&mut log, 0, 200, 1000);
+    let segments = log.segment_count();
+    assert_eq!(log.delete_records_before(10).expect("delete"), 10);
+    // Mid-segment: the log starts there, reads below are out of range.
+    assert_eq!(log.log_start_offset(), 10);
+    assert!(log.read(9, 1024, None).is_err());
+    assert_eq!(read_all(&log).first(), Some(&(10, value(10))));
+    // Not backwards, and not past the end.
+    assert_eq!(log.delete_records_before(5).expect("no-op"), 10);
+    assert!(log.delete_records_before(201).is_err());
+    assert_eq!(log.delete_records_before(150).expect("delete"), 150);
+    assert!(
+        log.segment_count() < segments,
+        "segments below 150 are gone"
+    );
+    assert_eq!(read_all(&log).len(), 50);
+    // The start survives a crash (no clean close) and a clean reopen.
+    drop(log);
+    let log = open(dir.path(), small_segments());
+    assert_eq!(log.log_start_offset(), 150);
+    assert_eq!(read_all(&log).first(), Some(&(150, value(150))));
+    log.close().expect("close");
+    let mut log = open(dir.path(), small_segments());
+    assert_eq!(log.log_start_offset(), 150);
+    // Everything: the log is empty but keeps its end.
+    assert_eq!(log.delete_records_before(200).expect("delete all"), 200);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (200, 200));
+    assert!(read_all(&log).is_empty());
+}
+
+#[test]
 fn leader_epochs_are_checkpointed_and_answer_end_offsets() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = open(dir.path(), LogConfig::default());
