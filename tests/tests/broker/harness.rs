@@ -510,16 +510,50 @@ pub fn confluent_python() -> Option<PathBuf> {
     Some(python)
 }
 
+/// Node.js and the directory of kafkajs's modules (`.ci/kafka-clients` installs kafkajs
+/// 2.2.4): `None` outside CI when missing (the test is skipped), a failure in CI.
+pub fn kafkajs() -> Option<(PathBuf, PathBuf)> {
+    let cache = std::env::var_os("WEIR_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/weir")))?;
+    let modules = cache.join("kafkajs-2.2.4/node_modules");
+    let node = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("node"))
+            .find(|node| node.exists())
+    });
+    match node {
+        Some(node) if modules.join("kafkajs/package.json").exists() => Some((node, modules)),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI installs Node.js and kafkajs (.ci/kafka-clients); {} is missing",
+                modules.display()
+            );
+            eprintln!("skipped: no kafkajs here (.ci/kafka-clients installs it)");
+            None
+        }
+    }
+}
+
 /// Runs `tests/kafka/SCRIPT ARGS...` with `python` for at most 180 s, and checks it succeeded;
 /// its standard output.
 ///
 /// # Panics
 /// When it fails or runs out of time, with what it printed.
 pub fn run_kafka_script(python: &Path, script: &str, args: &[&str]) -> String {
+    run_kafka_client(Command::new(python), script, args)
+}
+
+/// Runs `tests/kafka/SCRIPT ARGS...` with `interpreter` as [`run_kafka_script`] does.
+///
+/// # Panics
+/// When it fails or runs out of time, with what it printed.
+pub fn run_kafka_client(mut interpreter: Command, script: &str, args: &[&str]) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("kafka")
         .join(script);
-    let mut child = Command::new(python)
+    let mut child = interpreter
         .arg(&script)
         .args(args)
         .stdin(Stdio::null())

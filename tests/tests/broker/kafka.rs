@@ -10,7 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    BrokerProcess, WeirProcess, confluent_python, run_kafka_script, weir, weir_ok,
+    BrokerProcess, WeirProcess, confluent_python, kafkajs, run_kafka_client, run_kafka_script,
+    weir, weir_ok,
 };
 
 /// kcat, installed by `.ci/run` (Debian's package). Missing outside CI: the test is skipped.
@@ -317,6 +318,46 @@ fn confluent_kafka_produces_with_acks_all_and_acks_0_and_consumes_every_record_o
     );
     assert_eq!(through_grpc.lines().count(), 110, "{through_grpc}");
     assert_eq!(through_grpc.lines().next(), Some("k0=v0"));
+}
+
+#[test]
+fn kafkajs_administers_produces_and_consumes_in_a_group_what_grpc_sees() {
+    let Some((node, modules)) = kafkajs() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let mut client = Command::new(node);
+    client
+        .env("NODE_PATH", &modules)
+        .env("KAFKAJS_NO_PARTITIONER_WARNING", "1");
+    run_kafka_client(client, "kafkajs_client.js", &[&broker.kafka_address, "js"]);
+    // What kafkajs made, altered, wrote and deleted, through gRPC.
+    let described = weir_ok(
+        &broker.address,
+        &["topic", "describe", "js", "--format", "json"],
+        "",
+    );
+    let described: serde_json::Value = serde_json::from_str(described.trim()).expect("json");
+    assert_eq!(described["partitions"].as_array().map(Vec::len), Some(6));
+    assert_eq!(described["config"]["retention.ms"], "7200000");
+    let records = weir_ok(
+        &broker.address,
+        &[
+            "consume",
+            "js",
+            "--offset",
+            "beginning",
+            "--timeout",
+            "3s",
+            "--format",
+            "%k=%v\n",
+        ],
+        "",
+    );
+    // 600 written, the first 10 of partition 0 deleted.
+    assert_eq!(records.lines().count(), 590, "{records}");
+    assert!(records.lines().any(|l| l == "k599=v599"), "{records}");
 }
 
 #[test]
