@@ -64,6 +64,14 @@ if configs.get("segment.bytes") is None \
 cluster = admin.describe_cluster().result(timeout=30)
 if [f"{n.host}:{n.port}" for n in cluster.nodes] != [bootstrap]:
     failures.append(f"the cluster described as {cluster.nodes}")
+# The broker's own settings, under Kafka's names, read-only.
+broker = ConfigResource(ConfigResource.Type.BROKER, str(cluster.nodes[0].id))
+settings = admin.describe_configs([broker])[broker].result(timeout=30)
+if settings.get("socket.request.max.bytes") is None \
+        or settings["socket.request.max.bytes"].value != "104857600" \
+        or not settings["socket.request.max.bytes"].is_read_only \
+        or settings.get("log.retention.ms") is None:
+    failures.append(f"the broker's settings: {sorted(settings)}")
 
 
 

@@ -322,6 +322,12 @@ impl Node {
         local_replica(&topic, partition)
     }
 
+    /// The topic config a topic has where it overrides nothing: Weir's defaults under this
+    /// broker's `topic_defaults`.
+    pub fn topic_defaults(&self) -> &TopicConfig {
+        &self.defaults
+    }
+
     /// The replicas this broker leads, with their topics.
     pub fn led_partitions(&self) -> Vec<(String, Arc<Partition>)> {
         self.topics()
