@@ -19,6 +19,7 @@ mod hardening;
 mod harness;
 mod kafka;
 mod kafka_groups;
+mod kafka_wire;
 mod restart;
 
 use harness::{BrokerProcess, weir, weir_ok};
