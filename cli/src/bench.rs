@@ -33,6 +33,8 @@ pub enum BenchCommand {
     Consume(BenchArgs),
     /// Produce and consume at once; latency from send to receipt.
     EndToEnd(BenchArgs),
+    /// Produce or consume through Kafka's wire protocol, against any Kafka-speaking broker.
+    Kafka(crate::bench_kafka::KafkaBenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -84,6 +86,7 @@ pub async fn run(client: &Client, command: BenchCommand) -> anyhow::Result<ExitC
         BenchCommand::Produce(a) => ("produce", a),
         BenchCommand::Consume(a) => ("consume", a),
         BenchCommand::EndToEnd(a) => ("end-to-end", a),
+        BenchCommand::Kafka(a) => return crate::bench_kafka::run(a).await,
     };
     if let Some(topic) = args.topic_flag.take() {
         args.topic = Some(topic);

@@ -12,6 +12,7 @@ macro_rules! outln {
 }
 
 mod bench;
+mod bench_kafka;
 mod consume;
 mod format;
 mod group;
@@ -112,6 +113,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = weir_client::ClientConfig {
         retry: weir_client::RetryPolicy::default().with_deadline(cli.api_timeout),
     };
+    // Kafka's protocol only: no Weir endpoint needed.
+    if let Command::Bench(bench::BenchCommand::Kafka(args)) = cli.command {
+        return bench_kafka::run(args).await;
+    }
     let client = Client::connect_with(&cli.bootstrap, config).await?;
     match cli.command {
         Command::Topic(command) => topic::run(&client, command).await,

@@ -708,14 +708,13 @@ impl Segment {
         }
         let available = (self.size - position) as usize;
         let want = max_bytes.min(available).max(first.size().min(available));
-        let mut buffer = vec![0u8; want];
-        self.files()?
-            .log
-            .read_exact_at(&mut buffer, position)
-            .map_err(|source| LogError::ReadSegment {
+        let files = self.files()?;
+        let buffer =
+            read_at(&files.log, position, want).map_err(|source| LogError::ReadSegment {
                 path: self.log_path.clone(),
                 source,
             })?;
+        let mut buffer = buffer;
         let mut end = 0usize;
         let mut next_offset = first.base_offset;
         while end < buffer.len() {
@@ -987,4 +986,25 @@ impl SealedFiles {
 /// when the segment is sealed, so it never fills before the offset index does.
 fn time_index_capacity(offset_index_capacity: usize) -> usize {
     (offset_index_capacity / 8 + 1) * 12
+}
+
+/// Reads `len` bytes of `file` at `position` into a new buffer, straight into its unwritten
+/// capacity (a zeroed buffer would cost a pass over memory the read overwrites anyway: a
+/// tenth of a fetch's broker CPU).
+///
+/// # Errors
+/// The read's; `UnexpectedEof` when the file ends first.
+fn read_at(file: &File, position: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buffer = Vec::with_capacity(len);
+    while buffer.len() < len {
+        let at = position + buffer.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buffer), at) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    buffer.truncate(len);
+    Ok(buffer)
 }

@@ -481,3 +481,43 @@ fn kafka_admin_tools_describe_a_weir_group_with_its_member_and_assignment() {
     member.signal("TERM");
     assert!(member.wait(Duration::from_secs(30)).is_some());
 }
+
+#[test]
+fn weir_bench_kafka_writes_and_reads_every_record_through_the_kafka_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    weir_ok(&broker.address, &["topic", "create", "bench"], "");
+    for mode in ["produce", "consume"] {
+        let out = weir_ok(
+            &broker.address,
+            &[
+                "bench",
+                "kafka",
+                mode,
+                "bench",
+                "--kafka",
+                &broker.kafka_address,
+                "--records",
+                "25000",
+                "--batch-size",
+                "100000",
+                "--format",
+                "json",
+            ],
+            "",
+        );
+        let result: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+        assert_eq!(result["records"], 25000, "{result}");
+    }
+    // What it wrote is there for every reader.
+    let described = weir_ok(
+        &broker.address,
+        &["topic", "describe", "bench", "--format", "json"],
+        "",
+    );
+    let described: serde_json::Value = serde_json::from_str(described.trim()).expect("json");
+    assert_eq!(
+        described["partitions"][0]["high_watermark"], 25000,
+        "{described}"
+    );
+}

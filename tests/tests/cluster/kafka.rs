@@ -110,3 +110,91 @@ async fn an_idempotent_kafka_producer_follows_a_killed_leader_and_writes_each_re
         .collect();
     assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
 }
+
+/// Kafka's DeleteRecords v0 of partition 0 of `topic` below `offset`, sent to `kafka` (the
+/// leader); the partition's (error code, low watermark).
+fn delete_records(kafka: &str, topic: &str, offset: i64) -> (i16, i64) {
+    use std::io::{Read, Write};
+    let mut request = 21i16.to_be_bytes().to_vec(); // DeleteRecords
+    request.extend(0i16.to_be_bytes()); // v0
+    request.extend(1i32.to_be_bytes()); // correlation id
+    request.extend((-1i16).to_be_bytes()); // no client id
+    request.extend(1i32.to_be_bytes());
+    request.extend((topic.len() as i16).to_be_bytes());
+    request.extend(topic.as_bytes());
+    request.extend(1i32.to_be_bytes());
+    request.extend(0i32.to_be_bytes()); // partition
+    request.extend(offset.to_be_bytes());
+    request.extend(10_000i32.to_be_bytes()); // timeout
+    let mut framed = (request.len() as i32).to_be_bytes().to_vec();
+    framed.extend(request);
+    let mut stream = std::net::TcpStream::connect(kafka).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    stream.write_all(&framed).expect("send");
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length).expect("an answer");
+    let mut answer = vec![0u8; i32::from_be_bytes(length) as usize];
+    stream.read_exact(&mut answer).expect("its bytes");
+    // Correlation id, throttle, topic count, name, partition count, index, low watermark, code.
+    let at = 4 + 4 + 4 + 2 + topic.len() + 4 + 4;
+    let low = i64::from_be_bytes(answer[at..at + 8].try_into().expect("8 bytes"));
+    let code = i16::from_be_bytes([answer[at + 8], answer[at + 9]]);
+    (code, low)
+}
+
+/// A broker's `weir_log_start_offset` of partition 0 of `topic`, from its metrics.
+fn log_start_metric(broker: &crate::harness::BrokerProcess, topic: &str) -> Option<i64> {
+    let (_, body) = broker.http_get("/metrics");
+    let wanted = format!("topic=\"{topic}\"");
+    body.lines()
+        .filter(|l| l.starts_with("weir_log_start_offset") && l.contains(&wanted))
+        .find(|l| l.contains("partition=\"0\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_a_kafka_client_deletes_are_deleted_on_every_replica() {
+    let ThreeBrokers {
+        controller: _controller,
+        controller_dir: _,
+        dirs: _,
+        brokers,
+        root: _root,
+    } = ThreeBrokers::with_topic("trimmed", 1).await;
+    let any = brokers[0].as_ref().expect("broker 1").address.clone();
+    let (p0, _) = wait_for_partition(&any, "trimmed", |p| p.isr.len() == 3).await;
+    let leader = brokers[p0.leader as usize - 1]
+        .as_ref()
+        .expect("the leader runs");
+    let values: Vec<String> = (0..100).map(|i| format!("r{i}")).collect();
+    crate::produce_all(&leader.address, "trimmed", &values)
+        .await
+        .expect("produce");
+    let (code, low) = delete_records(&leader.kafka_address, "trimmed", 40);
+    assert_eq!((code, low), (0, 40));
+    // A follower is not where records are deleted: NOT_LEADER_OR_FOLLOWER.
+    let follower = brokers
+        .iter()
+        .flatten()
+        .find(|b| b.address != leader.address)
+        .expect("a follower");
+    assert_eq!(delete_records(&follower.kafka_address, "trimmed", 50).0, 6);
+    // Every replica's log starts at 40 once the followers have fetched.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for broker in brokers.iter().flatten() {
+        while log_start_metric(broker, "trimmed") != Some(40) {
+            assert!(
+                Instant::now() < deadline,
+                "broker {} starts at {:?}",
+                broker.address,
+                log_start_metric(broker, "trimmed")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let left = read_all(&leader.address, "trimmed").await;
+    assert_eq!(left.first().map(String::as_str), Some("r40"));
+    assert_eq!(left.len(), 60);
+}
