@@ -45,12 +45,6 @@ pub trait Replicas: Sync {
     /// `InvalidTopic`, `UnknownTopic`.
     fn topic(&self, name: &str) -> Result<Arc<Topic>, Failure>;
 
-    /// This broker's replica of a partition.
-    ///
-    /// # Errors
-    /// As [`Replicas::topic`]; `UnknownPartition`; `NotLeader`.
-    fn partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, Failure>;
-
     /// Each partition's (log start offset, high watermark), as its leader has it.
     fn ranges_from_leaders(
         &self,
@@ -331,7 +325,18 @@ impl Coordinator {
         offsets: &[v1::PartitionCommit],
     ) -> Result<(), Failure> {
         for commit in offsets {
-            node.partition(&commit.topic, commit.partition)?;
+            // The partition exists (wherever its replicas are: not necessarily here).
+            let topic = node.topic(&commit.topic)?;
+            let count = i32::try_from(topic.partition_count()).unwrap_or(i32::MAX);
+            if !(0..count).contains(&commit.partition) {
+                return Err(Failure::new(
+                    Reason::UnknownPartition,
+                    format!(
+                        "topic {:?} has no partition {}",
+                        commit.topic, commit.partition
+                    ),
+                ));
+            }
             if commit.offset < 0 {
                 return Err(Failure::new(
                     Reason::InvalidRequest,

@@ -21,22 +21,51 @@ pub fn offset_key(group: &str, topic: &str, partition: i32) -> String {
     format!("o/{group}/{topic}/{partition}")
 }
 
+/// A record key, read.
+#[derive(Debug, PartialEq, Eq)]
+enum Key<'a> {
+    Epoch(&'a str),
+    Offset {
+        group: &'a str,
+        topic: &'a str,
+        partition: i32,
+    },
+}
+
+/// Reads a key written by [`epoch_key`] or [`offset_key`].
+fn parse_key(key: &str) -> Option<Key<'_>> {
+    match key.split_once('/')? {
+        ("g", group) => Some(Key::Epoch(group)),
+        ("o", rest) => {
+            // The group id may hold '/', topic names cannot: split from the right.
+            let mut fields = rest.rsplitn(3, '/');
+            let (partition, topic, group) = (fields.next()?, fields.next()?, fields.next()?);
+            Some(Key::Offset {
+                group,
+                topic,
+                partition: partition.parse().ok()?,
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Applies one `__consumer_offsets` record; a record without a value (a tombstone) removes
 /// what its key names (the group's epoch, or one committed offset).
 pub fn apply(groups: &mut BTreeMap<String, Group>, key: &[u8], value: Option<&[u8]>) {
-    let Ok(key) = std::str::from_utf8(key) else {
+    let Some(parsed) = std::str::from_utf8(key).ok().and_then(parse_key) else {
+        tracing::warn!(key = %String::from_utf8_lossy(key), "unknown record in {OFFSETS_TOPIC}");
         return;
     };
     let Some(value) = value else {
-        forget(groups, key);
+        forget(groups, &parsed);
         return;
     };
     let Ok(value) = std::str::from_utf8(value) else {
         return;
     };
-    let mut parts = key.splitn(2, '/');
-    match (parts.next(), parts.next()) {
-        (Some("g"), Some(group)) => {
+    match parsed {
+        Key::Epoch(group) => {
             if let Ok(epoch) = value.parse::<i32>() {
                 let entry = groups
                     .entry(group.to_string())
@@ -45,15 +74,12 @@ pub fn apply(groups: &mut BTreeMap<String, Group>, key: &[u8], value: Option<&[u
                 entry.target_epoch = entry.epoch;
             }
         }
-        (Some("o"), Some(rest)) => {
-            // The group id may hold '/', topic names cannot: split from the right.
-            let mut fields = rest.rsplitn(3, '/');
-            let (Some(partition), Some(topic), Some(group)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                return;
-            };
-            if let (Ok(partition), Ok(offset)) = (partition.parse::<i32>(), value.parse::<i64>()) {
+        Key::Offset {
+            group,
+            topic,
+            partition,
+        } => {
+            if let Ok(offset) = value.parse::<i64>() {
                 groups
                     .entry(group.to_string())
                     .or_insert_with(|| Group::new(group, 0))
@@ -61,46 +87,56 @@ pub fn apply(groups: &mut BTreeMap<String, Group>, key: &[u8], value: Option<&[u
                     .insert((topic.to_string(), partition), offset);
             }
         }
-        _ => tracing::warn!(key, "unknown record in {OFFSETS_TOPIC}"),
     }
 }
 
 /// Applies a tombstone: the group goes once neither its epoch nor any offset is left.
-fn forget(groups: &mut BTreeMap<String, Group>, key: &str) {
-    let mut parts = key.splitn(2, '/');
-    let group = match (parts.next(), parts.next()) {
-        (Some("g"), Some(group)) => {
+fn forget(groups: &mut BTreeMap<String, Group>, key: &Key<'_>) {
+    let group = match *key {
+        Key::Epoch(group) => {
             if let Some(entry) = groups.get_mut(group) {
                 entry.epoch = 0;
                 entry.target_epoch = 0;
             }
-            group.to_string()
+            group
         }
-        (Some("o"), Some(rest)) => {
-            let mut fields = rest.rsplitn(3, '/');
-            let (Some(partition), Some(topic), Some(group)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                return;
-            };
-            if let (Some(entry), Ok(partition)) = (groups.get_mut(group), partition.parse()) {
+        Key::Offset {
+            group,
+            topic,
+            partition,
+        } => {
+            if let Some(entry) = groups.get_mut(group) {
                 entry.offsets.remove(&(topic.to_string(), partition));
             }
-            group.to_string()
+            group
         }
-        _ => return,
     };
     if groups
-        .get(&group)
+        .get(group)
         .is_some_and(|g| g.epoch == 0 && g.offsets.is_empty() && !g.has_members())
     {
-        groups.remove(&group);
+        groups.remove(group);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_read_back_as_written() {
+        assert_eq!(parse_key(&epoch_key("a/b")), Some(Key::Epoch("a/b")));
+        assert_eq!(
+            parse_key(&offset_key("a/b", "orders", 3)),
+            Some(Key::Offset {
+                group: "a/b",
+                topic: "orders",
+                partition: 3
+            })
+        );
+        assert_eq!(parse_key("o/g/t/x"), None);
+        assert_eq!(parse_key("junk"), None);
+    }
 
     #[test]
     fn records_replay_into_offsets_and_epochs() {

@@ -86,6 +86,8 @@ pub fn coordinator_code(failure: &Failure) -> i16 {
         Reason::NotController | Reason::LeaderNotAvailable | Reason::BrokerStarting => {
             COORDINATOR_NOT_AVAILABLE
         }
+        // The coordinator's own `__consumer_offsets` partition moved away while it wrote.
+        Reason::NotLeader => NOT_COORDINATOR,
         _ => code(failure),
     }
 }

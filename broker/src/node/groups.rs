@@ -12,16 +12,11 @@ use weir_proto::v1;
 use super::Node;
 use crate::coordinator::{OFFSETS_TOPIC, Replicas};
 use crate::failure::{Failure, from_controller};
-use crate::partition::Partition;
 use crate::topic::Topic;
 
 impl Replicas for Node {
     fn topic(&self, name: &str) -> Result<Arc<Topic>, Failure> {
         Node::topic(self, name)
-    }
-
-    fn partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, Failure> {
-        Node::partition(self, topic, partition)
     }
 
     async fn ranges_from_leaders(&self, topic: &Topic) -> BTreeMap<i32, (i64, i64)> {

@@ -553,7 +553,7 @@ pub fn run_kafka_client(mut interpreter: Command, script: &str, args: &[&str]) -
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("kafka")
         .join(script);
-    let mut child = interpreter
+    let child = interpreter
         .arg(&script)
         .args(args)
         .stdin(Stdio::null())
@@ -561,15 +561,7 @@ pub fn run_kafka_client(mut interpreter: Command, script: &str, args: &[&str]) -
         .stderr(Stdio::piped())
         .spawn()
         .expect("start python");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().expect("output");
+    let output = finish(child, Duration::from_secs(180));
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
@@ -578,4 +570,20 @@ pub fn run_kafka_client(mut interpreter: Command, script: &str, args: &[&str]) -
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
+}
+
+/// Waits for `child` to exit, killed once `within` has passed; what it printed.
+///
+/// # Panics
+/// When it cannot be waited for.
+pub fn finish(mut child: Child, within: Duration) -> Output {
+    let deadline = Instant::now() + within;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{BrokerProcess, confluent_python, run_kafka_script, weir_ok};
+use crate::harness::{BrokerProcess, confluent_python, finish, run_kafka_script, weir_ok};
 
 fn described(broker: &BrokerProcess, group: &str) -> serde_json::Value {
     let out = weir_ok(
@@ -127,15 +127,7 @@ fn a_static_kafka_member_takes_its_place_back_without_a_rebalance() {
     assert_eq!(owned, vec![0, 1, 2, 3, 4, 5], "{group}");
     // Closing its stdin lets the members go.
     drop(child.stdin.take());
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().expect("output");
+    let output = finish(child, Duration::from_secs(90));
     assert!(
         output.status.success(),
         "{}",

@@ -198,3 +198,47 @@ async fn records_a_kafka_client_deletes_are_deleted_on_every_replica() {
     assert_eq!(left.first().map(String::as_str), Some("r40"));
     assert_eq!(left.len(), 60);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_commits_offsets_of_partitions_it_holds_no_replica_of() {
+    let ThreeBrokers {
+        controller: _controller,
+        controller_dir: _,
+        dirs: _,
+        brokers,
+        root: _root,
+    } = ThreeBrokers::with_topic("unused", 1).await;
+    let any = brokers[0].as_ref().expect("broker 1").address.clone();
+    let client = weir_client::Client::connect(&any).await.expect("connect");
+    // One replica per partition, spread over the three brokers: whichever broker coordinates
+    // the group holds at most one of them.
+    client
+        .create_topic("single", 3, 1, BTreeMap::new())
+        .await
+        .expect("create");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client
+            .reset_group_offsets(
+                "spread",
+                "single",
+                weir_proto::v1::OffsetSpec::Latest,
+                0,
+                Some(0),
+            )
+            .await
+        {
+            Ok(()) => break,
+            // The new topic's metadata may not have reached every broker yet.
+            Err(e) => assert!(Instant::now() < deadline, "reset: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let described = client.describe_group("spread").await.expect("describe");
+    let committed: Vec<Option<i64>> = described
+        .partitions
+        .iter()
+        .map(|p| p.committed_offset)
+        .collect();
+    assert_eq!(committed, vec![Some(0); 3], "{described:?}");
+}
