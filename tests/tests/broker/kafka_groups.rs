@@ -125,6 +125,20 @@ fn a_static_kafka_member_takes_its_place_back_without_a_rebalance() {
         .collect();
     owned.sort_unstable();
     assert_eq!(owned, vec![0, 1, 2, 3, 4, 5], "{group}");
+    // And in the lag metrics, as Weir's own groups are: everything read and committed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = broker.http_get("/metrics");
+        let lags: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("weir_group_lag{") && l.contains("group=\"statics\""))
+            .collect();
+        if lags.len() == 6 && lags.iter().all(|l| l.ends_with(" 0")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "group lag metrics: {lags:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Closing its stdin lets the members go.
     drop(child.stdin.take());
     let output = finish(child, Duration::from_secs(90));
