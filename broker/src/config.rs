@@ -157,7 +157,7 @@ settings! {
     socket_request_max_bytes: usize = 100 << 20,
         "The largest Kafka request accepted (Kafka's socket.request.max.bytes); a larger one closes its connection.";
     queued_max_request_bytes: usize = 512 << 20,
-        "Bytes of Kafka requests read but not yet answered, over all connections; reading waits while they are more (Kafka's queued.max.request.bytes).";
+        "Bytes of Kafka requests read but not yet answered and of fetched records not yet written, over all connections; reading waits, and fetches read less, while they are more (Kafka's queued.max.request.bytes).";
     broker_id: i32 = 0,
         "The broker's id, unique in the cluster.";
     advertised_address: Option<String> = None,

@@ -5,9 +5,9 @@
 //! one connection; an `acks=0` produce gets no response).
 //!
 //! What a client cannot make unbounded: a frame is at most `socket_request_max_bytes`; the
-//! frames read but not answered, over all connections, hold at most
-//! `queued_max_request_bytes` (reading waits); each connection has at most
-//! [`IN_FLIGHT`] requests running. A malformed frame, an unknown API or an unsupported version
+//! frames read but not answered and the records of fetch responses not yet written, over all
+//! connections, hold at most `queued_max_request_bytes` (reading waits; a fetch reads only
+//! what fits); each connection has at most [`IN_FLIGHT`] requests running. A malformed frame, an unknown API or an unsupported version
 //! (but for ApiVersions, answered as Kafka answers it) closes that connection only.
 
 mod admin;
@@ -93,7 +93,8 @@ const TRANSFER_DEADLINE: Duration = Duration::from_secs(60);
 
 /// What a request's task gives the connection.
 enum Outcome {
-    Respond(Box<ResponseKind>),
+    /// A response, and what holds its bytes against the memory budget until it is written.
+    Respond(Box<ResponseKind>, Option<OwnedSemaphorePermit>),
     /// An `acks=0` produce that succeeded: no response.
     Silent,
     /// Close the connection (an `acks=0` produce that failed, as Kafka does).
@@ -153,6 +154,7 @@ async fn connection(
                     request.header.request_api_version,
                 );
                 let node = Arc::clone(&node);
+                let memory = Arc::clone(&queued);
                 let turn = if key == ApiKey::Produce {
                     let (done, next) = tokio::sync::oneshot::channel();
                     Some((produced.replace(next), done))
@@ -165,11 +167,11 @@ async fn connection(
                             if let Some(before) = before {
                                 let _ = before.await;
                             }
-                            let outcome = handle(&node, request).await;
+                            let outcome = handle(&node, request, &memory).await;
                             let _ = done.send(());
                             outcome
                         }
-                        None => handle(&node, request).await,
+                        None => handle(&node, request, &memory).await,
                     }
                 });
                 Pending {
@@ -185,7 +187,7 @@ async fn connection(
                 key: ApiKey::ApiVersions,
                 version: 0,
                 answer: tokio::spawn(async {
-                    Outcome::Respond(Box::new(apis::unsupported_version()))
+                    Outcome::Respond(Box::new(apis::unsupported_version()), None)
                 }),
                 _permit: Some(permit),
             },
@@ -312,10 +314,11 @@ fn decode(frame: Bytes) -> Result<Request, Refusal> {
     })
 }
 
-/// Runs one request.
-async fn handle(node: &Node, request: Request) -> Outcome {
+/// Runs one request; `memory` is the listener's budget, which a fetch's records are held
+/// against until written.
+async fn handle(node: &Node, request: Request, memory: &Arc<Semaphore>) -> Outcome {
     let version = request.header.request_api_version;
-    Outcome::Respond(Box::new(match request.body {
+    let response = match request.body {
         RequestKind::ApiVersions(_) => apis::api_versions(),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::metadata(node, r, version)),
         RequestKind::Produce(r) => {
@@ -337,7 +340,10 @@ async fn handle(node: &Node, request: Request) -> Outcome {
             }
             ResponseKind::Produce(answer)
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(node, r).await),
+        RequestKind::Fetch(r) => {
+            let (response, held) = fetch::fetch(node, r, memory).await;
+            return Outcome::Respond(Box::new(ResponseKind::Fetch(response)), held);
+        }
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(admin::create_topics(node, r).await)
         }
@@ -405,7 +411,8 @@ async fn handle(node: &Node, request: Request) -> Outcome {
             tracing::error!(request = ?request.key, "a request this broker decodes but does not serve: {other:?}");
             return Outcome::Close(Box::new(Closed::UnknownApi(request.key as i16)));
         }
-    }))
+    };
+    Outcome::Respond(Box::new(response), None)
 }
 
 /// Writes each answer, in request order, as it completes; each within the transfer
@@ -416,8 +423,8 @@ async fn write_answers<W: tokio::io::AsyncWrite + Unpin>(
 ) -> Result<(), Closed> {
     let mut buffer = BytesMut::new();
     while let Some(mut pending) = answers.recv().await {
-        let answer = match (&mut pending.answer).await {
-            Ok(Outcome::Respond(answer)) => answer,
+        let (answer, held) = match (&mut pending.answer).await {
+            Ok(Outcome::Respond(answer, held)) => (answer, held),
             Ok(Outcome::Silent) => continue,
             Ok(Outcome::Close(closed)) => return Err(*closed),
             Err(e) => {
@@ -453,6 +460,8 @@ async fn write_answers<W: tokio::io::AsyncWrite + Unpin>(
                     "the client stopped reading its responses",
                 )
             })??;
+        // Written: the response's bytes leave the memory budget.
+        drop(held);
         // A large fetch's buffer is not kept for the life of the connection.
         if buffer.capacity() > 1 << 20 {
             buffer = BytesMut::new();

@@ -319,3 +319,90 @@ fn responses_come_back_in_request_order_while_a_long_poll_waits() {
     }
     assert_eq!(order, vec![1, 2, 3, 4]);
 }
+
+/// A Fetch v4 frame asking for up to 32 MiB of partition 0 of `topic` from offset 0.
+fn big_fetch(correlation: i32, topic: &str) -> Vec<u8> {
+    let mut body = (-1i32).to_be_bytes().to_vec(); // replica id
+    body.extend(0i32.to_be_bytes()); // max wait
+    body.extend(1i32.to_be_bytes()); // min bytes
+    body.extend((32i32 << 20).to_be_bytes()); // max bytes
+    body.push(0); // isolation level
+    body.extend(1i32.to_be_bytes());
+    string(&mut body, topic);
+    body.extend(1i32.to_be_bytes());
+    body.extend(0i32.to_be_bytes()); // partition
+    body.extend(0i64.to_be_bytes()); // offset
+    body.extend((32i32 << 20).to_be_bytes());
+    frame_with(correlation, 1, 4, &body)
+}
+
+#[test]
+fn fetch_responses_nobody_reads_stay_within_the_memory_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let budget_mib = 16;
+    let broker = BrokerProcess::start(
+        &dir.path().join("data"),
+        &[
+            "--queued-max-request-bytes",
+            &(budget_mib << 20).to_string(),
+            "--socket-request-max-bytes",
+            "1048576",
+        ],
+    );
+    weir_ok(&broker.address, &["topic", "create", "big"], "");
+    // About 30 MB in one partition.
+    weir_ok(
+        &broker.address,
+        &[
+            "bench",
+            "kafka",
+            "produce",
+            "big",
+            "--kafka",
+            &broker.kafka_address,
+            "--records",
+            "300000",
+        ],
+        "",
+    );
+    let pid = broker.pid().expect("running");
+    let before = resident_kib(pid);
+    // Eight clients each ask for the whole partition sixteen times and read nothing: without a
+    // budget the broker would hold 128 responses of 30 MB (nearly 4 GB).
+    let mut stuck = Vec::new();
+    for _ in 0..8 {
+        let mut stream = connect(&broker.kafka_address);
+        let mut requests = Vec::new();
+        for correlation in 0..16 {
+            requests.extend(big_fetch(correlation, "big"));
+        }
+        stream.write_all(&requests).expect("send");
+        stuck.push(stream);
+    }
+    let mut peak = before;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        peak = peak.max(resident_kib(pid));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let grown_mib = peak.saturating_sub(before) / 1024;
+    // The budget, a copy of each response being written, and the allocator's slack.
+    assert!(
+        grown_mib < 4 * budget_mib + 64,
+        "the broker grew by {grown_mib} MiB with a budget of {budget_mib} MiB"
+    );
+    // Once those clients are gone, a client that reads gets its records.
+    drop(stuck);
+    let mut reader = connect(&broker.kafka_address);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = ask(&mut reader, &big_fetch(99, "big"));
+        if answer.len() > 1 << 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no records after the stuck clients left"
+        );
+    }
+}
