@@ -275,7 +275,11 @@ const CREATE_PARTITIONS: Schema = Schema {
 };
 
 const FIND_COORDINATOR: Schema = Schema {
-    fields: &[between(0, 3, T::Str), from(1, T::I8)],
+    fields: &[
+        between(0, 3, T::Str),
+        from(1, T::I8),
+        from(4, T::Values(&T::Str)),
+    ],
     flexible: 3,
 };
 
@@ -663,6 +667,11 @@ mod tests {
         for v in 0..=3 {
             cases.push((ApiKey::FindCoordinator, v, encoded(&find, v)));
         }
+        let batched = FindCoordinatorRequest::default().with_coordinator_keys(vec![
+            StrBytes::from_static_str("billing"),
+            StrBytes::from_static_str("audit"),
+        ]);
+        cases.push((ApiKey::FindCoordinator, 4, encoded(&batched, 4)));
         let mut commit = OffsetCommitRequest::default()
             .with_group_id(kafka_protocol::messages::GroupId(
                 StrBytes::from_static_str("billing"),

@@ -3,7 +3,7 @@
 //! members of classic groups (fenced by their generation) and for consumers that assign their
 //! partitions themselves and commit under a group id.
 
-use kafka_protocol::messages::find_coordinator_response::FindCoordinatorResponse;
+use kafka_protocol::messages::find_coordinator_response::{Coordinator, FindCoordinatorResponse};
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
@@ -23,47 +23,85 @@ use crate::coordinator::Refused;
 use crate::failure::Failure;
 use crate::node::Node;
 
+/// Where the coordinator of group `key` is: its broker id and Kafka address.
+async fn locate(node: &Node, key: &str) -> Result<(i32, String, i32), (i16, String)> {
+    let id = node
+        .coordinator_of(key)
+        .await
+        .map_err(|f| (errors::coordinator_code(&f), f.message))?;
+    node.cluster_brokers()
+        .into_iter()
+        .find(|b| b.id == id)
+        .and_then(|b| split_address(b.kafka_address.as_deref()?))
+        .map(|(host, port)| (id, host, port))
+        .ok_or_else(|| {
+            let f = Failure::new(
+                Reason::LeaderNotAvailable,
+                format!("broker {id} coordinates the group but has no Kafka address"),
+            );
+            (errors::coordinator_code(&f), f.message)
+        })
+}
+
+/// FindCoordinator: one key before v4, several from v4 (KIP-699), each answered on its own.
 pub async fn find_coordinator(
     node: &Node,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
     let mut response = FindCoordinatorResponse::default();
-    let fail = |response: &mut FindCoordinatorResponse, code: i16, message: String| {
-        response.error_code = code;
-        if version >= 1 {
-            response.error_message = Some(StrBytes::from_string(message));
-        }
-        response.node_id = BrokerId(-1);
+    let keys: Vec<StrBytes> = if version >= 4 {
+        request.coordinator_keys.clone()
+    } else {
+        vec![request.key.clone()]
     };
-    // Key type 1 is a transactional id: transactions are not served.
-    if request.key_type != 0 {
-        fail(
-            &mut response,
-            INVALID_REQUEST,
-            "only group coordinators are served (no transactions)".into(),
-        );
+    let mut answers = Vec::with_capacity(keys.len());
+    for key in &keys {
+        // Key type 1 is a transactional id: transactions are not served.
+        let answer = if request.key_type != 0 {
+            Err((
+                INVALID_REQUEST,
+                "only group coordinators are served (no transactions)".to_string(),
+            ))
+        } else {
+            locate(node, key.as_str()).await
+        };
+        answers.push((key.clone(), answer));
+    }
+    if version >= 4 {
+        response.coordinators = answers
+            .into_iter()
+            .map(|(key, answer)| {
+                let found = Coordinator::default().with_key(key);
+                match answer {
+                    Ok((id, host, port)) => found
+                        .with_node_id(BrokerId(id))
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port),
+                    Err((code, message)) => found
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1)
+                        .with_error_code(code)
+                        .with_error_message(Some(StrBytes::from_string(message))),
+                }
+            })
+            .collect();
         return response;
     }
-    let found = node.coordinator_of(&request.key).await.and_then(|id| {
-        node.cluster_brokers()
-            .into_iter()
-            .find(|b| b.id == id)
-            .and_then(|b| split_address(b.kafka_address.as_deref()?).map(|a| (id, a)))
-            .ok_or_else(|| {
-                Failure::new(
-                    Reason::LeaderNotAvailable,
-                    format!("broker {id} coordinates the group but has no Kafka address"),
-                )
-            })
-    });
-    match found {
-        Ok((id, (host, port))) => {
+    match answers.pop().map(|(_, answer)| answer) {
+        Some(Ok((id, host, port))) => {
             response.node_id = BrokerId(id);
             response.host = StrBytes::from_string(host);
             response.port = port;
         }
-        Err(f) => fail(&mut response, errors::coordinator_code(&f), f.message),
+        Some(Err((code, message))) => {
+            response.error_code = code;
+            if version >= 1 {
+                response.error_message = Some(StrBytes::from_string(message));
+            }
+            response.node_id = BrokerId(-1);
+        }
+        None => {}
     }
     response
 }

@@ -406,3 +406,46 @@ fn fetch_responses_nobody_reads_stay_within_the_memory_budget() {
         );
     }
 }
+
+#[test]
+fn find_coordinator_v4_answers_several_groups_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    // key_type 0 (groups), two keys as a compact array of compact strings, no tagged fields.
+    let mut body = vec![0u8, 3];
+    for key in ["billing", "audit"] {
+        body.push(key.len() as u8 + 1);
+        body.extend(key.as_bytes());
+    }
+    body.push(0);
+    let mut stream = connect(&broker.kafka_address);
+    let answer = ask(&mut stream, &frame(10, 4, true, &body));
+    // Correlation id, tagged fields, throttle time, then the coordinators.
+    let mut at = 4 + 1 + 4;
+    assert_eq!(answer[at], 3, "two coordinators: {answer:?}");
+    at += 1;
+    let port: i32 = broker
+        .kafka_address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    for key in ["billing", "audit"] {
+        let length = answer[at] as usize - 1;
+        assert_eq!(&answer[at + 1..at + 1 + length], key.as_bytes());
+        at += 1 + length + 4; // the key, the node id
+        let host = answer[at] as usize - 1;
+        at += 1 + host;
+        let answered_port = i32::from_be_bytes(answer[at..at + 4].try_into().expect("port"));
+        let code = i16::from_be_bytes([answer[at + 4], answer[at + 5]]);
+        assert_eq!((answered_port, code), (port, 0), "{key}: {answer:?}");
+        at += 4 + 2;
+        // The error message (null: 0), the tagged fields.
+        at += if answer[at] == 0 {
+            1
+        } else {
+            answer[at] as usize
+        };
+        at += 1;
+    }
+}
