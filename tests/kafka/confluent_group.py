@@ -9,6 +9,8 @@ Usage: confluent_group.py MODE BOOTSTRAP TOPIC [STRATEGY]; TOPIC has six partiti
 - static: two static members (group.instance.id); one restarts and takes its place back with
   no rebalance of the other. Then prints "ready" and holds both until stdin closes, for the
   caller to describe the group.
+- kip848: two consumers with group.protocol=consumer (KIP-848, ConsumerGroupHeartbeat), the
+  second joining while the first reads, share group "kip848": every record once, both read.
 Exit 0 when all is well."""
 import sys
 import threading
@@ -43,9 +45,11 @@ def produce(count, start=0):
 
 def config(group, **extra):
     c = {"bootstrap.servers": bootstrap, "group.id": group,
-         "enable.auto.commit": False, "auto.offset.reset": "earliest",
-         "heartbeat.interval.ms": 500, "session.timeout.ms": 6000,
-         "partition.assignment.strategy": strategy}
+         "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+    # The broker decides timeouts and assignment under KIP-848's protocol.
+    if extra.get("group.protocol") != "consumer":
+        c.update({"heartbeat.interval.ms": 500, "session.timeout.ms": 6000,
+                  "partition.assignment.strategy": strategy})
     c.update(extra)
     return c
 
@@ -196,7 +200,34 @@ def static():
     two.finish()
 
 
-{"members": members, "resume": resume, "static": static}[mode]()
+def kip848():
+    group = "kip848"
+    produce(RECORDS)
+    seen, refused = [], []
+    kind = {"group.protocol": "consumer"}
+    a = Member("a", group, seen, refused, **kind)
+    a.start()
+    wait_for("a reads 300 records", lambda: len({(p, o) for p, o, _ in list(seen)}) >= 300)
+    b = Member("b", group, seen, refused, **kind)
+    b.start()
+    wait_for("every record is read", lambda: len({(p, o) for p, o, _ in list(seen)}) >= RECORDS, 120)
+    a.finish()
+    b.finish()
+    counts = Counter((p, o) for p, o, _ in seen)
+    expected = {(i % PARTITIONS, i // PARTITIONS) for i in range(RECORDS)}
+    if expected - set(counts):
+        failures.append(f"{len(expected - set(counts))} records never read")
+    may_repeat = {(p, o) for p, o, _ in refused}
+    twice = {k for k, n in counts.items() if n > 1 and k not in may_repeat}
+    if twice:
+        failures.append(f"{len(twice)} records read twice though committed, e.g. {sorted(twice)[:5]}")
+    by_member = Counter(n for _, _, n in seen)
+    if by_member["b"] == 0:
+        failures.append(f"the second member read nothing: {by_member}")
+    print(f"kip848: read {len(seen)} ({by_member}), commits refused {len(refused)}")
+
+
+{"members": members, "resume": resume, "static": static, "kip848": kip848}[mode]()
 if failures:
     print("\n".join(failures), file=sys.stderr)
     sys.exit(1)

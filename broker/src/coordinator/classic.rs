@@ -241,6 +241,34 @@ impl Coordinator {
         Ok(answers)
     }
 
+    /// Commits the offsets of a member through Kafka's OffsetCommit, whichever protocol it
+    /// speaks: a member of a Weir group (a KIP-848 consumer) by its member epoch, a classic
+    /// member by its generation.
+    ///
+    /// # Errors
+    /// As [`Coordinator::commit`] and [`Coordinator::commit_classic`].
+    pub async fn commit_member(
+        &self,
+        node: &impl Replicas,
+        group_id: &str,
+        member: (&str, Option<&str>, i32),
+        offsets: &[v1::PartitionCommit],
+    ) -> Result<(), Refused> {
+        let native = lock(&self.groups)
+            .get(group_id)
+            .is_some_and(|g| !g.members.is_empty());
+        if native {
+            let request = v1::CommitOffsetsRequest {
+                group_id: group_id.to_string(),
+                member_id: member.0.to_string(),
+                member_epoch: member.2,
+                offsets: offsets.to_vec(),
+            };
+            return Ok(self.commit(node, request).await?);
+        }
+        self.commit_classic(node, group_id, member, offsets).await
+    }
+
     /// Commits the offsets of a classic member, fenced by its generation.
     ///
     /// # Errors

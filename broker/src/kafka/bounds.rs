@@ -153,6 +153,23 @@ const DELETE_RECORDS: Schema = Schema {
     flexible: 2,
 };
 
+const CONSUMER_GROUP_HEARTBEAT_OWNED: &[Field] = &[f(T::Uuid), f(T::Values(&T::I32))];
+const CONSUMER_GROUP_HEARTBEAT: Schema = Schema {
+    fields: &[
+        f(T::Str),
+        f(T::Str),
+        f(T::I32),
+        f(T::Str),
+        f(T::Str),
+        f(T::I32),
+        f(T::Values(&T::Str)),
+        from(1, T::Str),
+        f(T::Str),
+        f(T::Structs(CONSUMER_GROUP_HEARTBEAT_OWNED)),
+    ],
+    flexible: 0,
+};
+
 const API_VERSIONS: Schema = Schema {
     fields: &[from(3, T::Str), from(3, T::Str)],
     flexible: 3,
@@ -373,6 +390,7 @@ fn schema(key: ApiKey) -> Option<&'static Schema> {
         ApiKey::AlterConfigs => &ALTER_CONFIGS,
         ApiKey::IncrementalAlterConfigs => &INCREMENTAL_ALTER_CONFIGS,
         ApiKey::DeleteRecords => &DELETE_RECORDS,
+        ApiKey::ConsumerGroupHeartbeat => &CONSUMER_GROUP_HEARTBEAT,
         ApiKey::JoinGroup => &JOIN_GROUP,
         ApiKey::SyncGroup => &SYNC_GROUP,
         ApiKey::Heartbeat => &HEARTBEAT,
@@ -864,6 +882,23 @@ mod tests {
             ]);
         for v in 0..=2 {
             cases.push((ApiKey::DeleteRecords, v, encoded(&delete_records, v)));
+        }
+        use kafka_protocol::messages::{
+            ConsumerGroupHeartbeatRequest, consumer_group_heartbeat_request,
+        };
+        for v in 0..=1 {
+            let beat = ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(billing())
+                .with_member_id(StrBytes::from_static_str("m-1"))
+                .with_member_epoch(3)
+                .with_rebalance_timeout_ms(30_000)
+                .with_subscribed_topic_names(Some(vec![name("orders")]))
+                .with_topic_partitions(Some(vec![
+                    consumer_group_heartbeat_request::TopicPartitions::default()
+                        .with_topic_id(uuid::Uuid::from_u128(7))
+                        .with_partitions(vec![0, 1]),
+                ]));
+            cases.push((ApiKey::ConsumerGroupHeartbeat, v, encoded(&beat, v)));
         }
         for (key, version, body) in cases {
             assert_eq!(

@@ -43,6 +43,8 @@ pub const GROUP_ID_NOT_FOUND: i16 = 69;
 pub const MEMBER_ID_REQUIRED: i16 = 79;
 pub const FENCED_INSTANCE_ID: i16 = 82;
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
+pub const FENCED_MEMBER_EPOCH: i16 = 110;
+pub const STALE_MEMBER_EPOCH: i16 = 113;
 pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 
@@ -74,6 +76,7 @@ pub fn code(failure: &Failure) -> i16 {
         Reason::UnknownGroup => GROUP_ID_NOT_FOUND,
         Reason::GroupNotEmpty => NON_EMPTY_GROUP,
         Reason::InvalidSessionTimeout => INVALID_SESSION_TIMEOUT,
+        Reason::StaleMemberEpoch => STALE_MEMBER_EPOCH,
         _ => UNKNOWN_SERVER_ERROR,
     }
 }

@@ -15,6 +15,7 @@ mod alter_configs;
 mod apis;
 pub mod bounds;
 mod configs;
+mod consumer_group;
 mod delete_records;
 mod errors;
 mod fetch;
@@ -393,6 +394,9 @@ async fn handle(node: &Node, request: Request, memory: &Arc<Semaphore>) -> Outco
         RequestKind::LeaveGroup(r) => {
             ResponseKind::LeaveGroup(membership::leave_group(node, r, version).await)
         }
+        RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(
+            consumer_group::consumer_group_heartbeat(node, r).await,
+        ),
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(node, r)),
         RequestKind::DescribeGroups(r) => {
             ResponseKind::DescribeGroups(groups::describe_groups(node, r, version).await)

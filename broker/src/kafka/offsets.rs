@@ -128,10 +128,10 @@ pub async fn offset_commit(node: &Node, request: OffsetCommitRequest) -> OffsetC
         .filter(|i| !i.is_empty());
     let committed = match node.group_coordinator(&group).await {
         Err(f) => Err(errors::coordinator_code(&f)),
-        // A member of a classic group, fenced by its generation.
+        // A member, fenced by its generation (classic) or member epoch (KIP-848).
         Ok(()) if request.generation_id_or_member_epoch >= 0 || !member.is_empty() => node
             .coordinator
-            .commit_classic(
+            .commit_member(
                 node,
                 &group,
                 (

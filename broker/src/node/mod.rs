@@ -322,6 +322,14 @@ impl Node {
         local_replica(&topic, partition)
     }
 
+    /// The topic with id `id` (its stable UUID), if this broker knows it.
+    pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<Arc<Topic>> {
+        self.topics()
+            .values()
+            .find(|t| uuid::Uuid::parse_str(&t.id).is_ok_and(|u| u == id))
+            .cloned()
+    }
+
     /// The topic config a topic has where it overrides nothing: Weir's defaults under this
     /// broker's `topic_defaults`.
     pub fn topic_defaults(&self) -> &TopicConfig {

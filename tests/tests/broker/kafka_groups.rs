@@ -148,3 +148,31 @@ fn a_static_kafka_member_takes_its_place_back_without_a_rebalance() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn kafka_consumers_speaking_kip_848_are_members_of_weirs_own_groups() {
+    let Some(python) = confluent_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    weir_ok(
+        &broker.address,
+        &["topic", "create", "next", "--partitions", "6"],
+        "",
+    );
+    let said = run_kafka_script(
+        &python,
+        "confluent_group.py",
+        &["kip848", &broker.kafka_address, "next"],
+    );
+    eprintln!("{said}");
+    // Their commits, fenced by member epoch, in the same coordinator.
+    let group = described(&broker, "kip848");
+    let partitions = group["partitions"].as_array().expect("partitions");
+    assert_eq!(partitions.len(), 6, "{group}");
+    for p in partitions {
+        assert_eq!(p["committed_offset"], 500, "{group}");
+        assert_eq!(p["lag"], 0, "{group}");
+    }
+}
