@@ -270,6 +270,16 @@ impl Coordinator {
         })
     }
 
+    /// What a member of a Weir group last said it owns (nothing for a member not known): for
+    /// heartbeats that leave it unsaid (KIP-848's null `topic_partitions`: unchanged).
+    pub fn owned_by(&self, group_id: &str, member_id: &str) -> Vec<v1::TopicPartitions> {
+        lock(&self.groups)
+            .get(group_id)
+            .and_then(|g| g.members.get(member_id))
+            .map(|m| group_by_topic(&m.owned))
+            .unwrap_or_default()
+    }
+
     /// Commits a member's offsets, fenced by its epoch.
     ///
     /// # Errors

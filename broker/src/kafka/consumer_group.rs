@@ -39,19 +39,23 @@ pub async fn consumer_group_heartbeat(
         ));
         return response;
     }
-    // What the member owns, by name; ids of topics this broker does not know are left out.
-    let owned = request
-        .topic_partitions
-        .iter()
-        .flatten()
-        .filter_map(|owned| {
-            node.topic_by_id(owned.topic_id)
-                .map(|topic| v1::TopicPartitions {
-                    topic: topic.name.clone(),
-                    partitions: owned.partitions.clone(),
-                })
-        })
-        .collect();
+    // What the member owns, by name (ids of topics this broker does not know are left out);
+    // null: unchanged since its last heartbeat.
+    let owned = match &request.topic_partitions {
+        Some(owned) => owned
+            .iter()
+            .filter_map(|owned| {
+                node.topic_by_id(owned.topic_id)
+                    .map(|topic| v1::TopicPartitions {
+                        topic: topic.name.clone(),
+                        partitions: owned.partitions.clone(),
+                    })
+            })
+            .collect(),
+        None => node
+            .coordinator
+            .owned_by(&group, request.member_id.as_str()),
+    };
     let heartbeat = v1::GroupHeartbeatRequest {
         group_id: group.clone(),
         member_id: request.member_id.to_string(),
