@@ -215,7 +215,7 @@ impl ClassicGroup {
     /// `FencedInstanceId`.
     pub fn join(&mut self, join: Join, now: Instant, initial_delay: Duration) -> Reply<Joined> {
         let answer = self.join_inner(join, now, initial_delay);
-        self.check_join_complete(now, initial_delay);
+        self.check_join_complete(now);
         answer
     }
 
@@ -411,7 +411,7 @@ impl ClassicGroup {
 
     /// Ends the join phase when every member has joined (outside the initial delay), or
     /// when its deadline has passed.
-    fn check_join_complete(&mut self, now: Instant, _initial_delay: Duration) {
+    fn check_join_complete(&mut self, now: Instant) {
         if self.state != State::PreparingRebalance {
             return;
         }
@@ -703,9 +703,9 @@ impl ClassicGroup {
         match self.state {
             State::Stable | State::CompletingRebalance => {
                 self.prepare_rebalance(now, Duration::ZERO);
-                self.check_join_complete(now, Duration::ZERO);
+                self.check_join_complete(now);
             }
-            State::PreparingRebalance => self.check_join_complete(now, Duration::ZERO),
+            State::PreparingRebalance => self.check_join_complete(now),
             State::Empty => {}
         }
     }
@@ -713,7 +713,7 @@ impl ClassicGroup {
     /// Removes members whose session ended (but not while a request of theirs waits), and
     /// ids given out that were not used; ends a join phase whose time is up. Returns the
     /// members removed.
-    pub fn tick(&mut self, now: Instant, initial_delay: Duration) -> Vec<String> {
+    pub fn tick(&mut self, now: Instant) -> Vec<String> {
         self.pending.retain(|_, deadline| *deadline > now);
         let expired: Vec<String> = self
             .members
@@ -727,7 +727,7 @@ impl ClassicGroup {
         if !expired.is_empty() {
             self.after_removal(now);
         }
-        self.check_join_complete(now, initial_delay);
+        self.check_join_complete(now);
         expired
     }
 }
@@ -884,10 +884,10 @@ mod tests {
                 group.heartbeat(&a, None, 1, t),
                 Err(Error::RebalanceInProgress)
             );
-            group.tick(t, Duration::ZERO);
+            group.tick(t);
             assert_eq!(group.state, State::PreparingRebalance);
         }
-        group.tick(now + REBALANCE, Duration::ZERO);
+        group.tick(now + REBALANCE);
         let joined = joins(&group.take_deliveries());
         assert_eq!(joined.keys().collect::<Vec<_>>(), vec![&b]);
         assert!(!group.members.contains_key(&a));
@@ -904,7 +904,7 @@ mod tests {
         assert_eq!(group.generation, 2);
         let a = stable_one_more(&mut group, now);
         // Silence for a session: gone.
-        assert_eq!(group.tick(now + SESSION, Duration::ZERO), vec![a]);
+        assert_eq!(group.tick(now + SESSION), vec![a]);
         assert_eq!(group.state, State::Empty);
     }
 
@@ -982,12 +982,12 @@ mod tests {
             panic!()
         };
         assert!(group.join(join(&b, None), later, delay).waits());
-        group.tick(now + delay, delay);
+        group.tick(now + delay);
         assert!(
             group.take_deliveries().is_empty(),
             "b's join pushed the deadline"
         );
-        group.tick(later + delay, delay);
+        group.tick(later + delay);
         assert_eq!(joins(&group.take_deliveries()).len(), 2);
         assert_eq!(group.generation, 1);
     }

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use clap::{Args, ValueEnum};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -242,29 +242,20 @@ async fn produce(connection: &mut Connection, args: &KafkaBenchArgs) -> anyhow::
 }
 
 /// Records in `batches` (record batches laid end to end, the last maybe cut short) from
-/// `offset` on, and the offset after the last whole batch.
+/// `offset` on, and the offset after the last whole batch, from the batch headers alone.
 fn count_records(mut batches: &[u8], offset: i64) -> (u64, i64) {
     let (mut count, mut next) = (0, offset);
-    // Base offset (8), length (4), then the header up to the record count (61 bytes in all).
-    while batches.len() >= 61 {
-        let base = (&batches[0..8]).get_i64();
-        let length = (&batches[8..12]).get_i32();
-        let Ok(size) = usize::try_from(length).map(|n| n + 12) else {
-            break;
-        };
-        if size > batches.len() {
+    while let Ok(header) = weir_record::BatchHeader::parse(batches) {
+        if header.size() > batches.len() {
             break;
         }
-        let last_delta = (&batches[23..27]).get_i32();
-        let records = (&batches[57..61]).get_i32();
-        let last = base + i64::from(last_delta);
-        if last >= offset {
+        if header.last_offset() >= offset {
             // A batch may begin before the fetch offset: count only what follows it.
-            let skipped = (offset - base).max(0);
-            count += (i64::from(records) - skipped).max(0) as u64;
-            next = last + 1;
+            let skipped = (offset - header.base_offset).max(0);
+            count += (i64::from(header.record_count) - skipped).max(0) as u64;
+            next = header.next_offset();
         }
-        batches = &batches[size..];
+        batches = &batches[header.size()..];
     }
     (count, next)
 }

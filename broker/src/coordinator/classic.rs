@@ -273,7 +273,7 @@ impl Coordinator {
     ///
     /// # Errors
     /// The group's refusals; `UnknownTopic`, `StorageError`.
-    pub async fn commit_classic(
+    async fn commit_classic(
         &self,
         node: &impl Replicas,
         group_id: &str,

@@ -168,7 +168,7 @@ impl Coordinator {
         let mut waiters = lock(&self.waiters);
         for group in groups.values_mut() {
             let mut gone = group.expire(now);
-            gone.extend(group.classic.tick(now, self.initial_rebalance_delay));
+            gone.extend(group.classic.tick(now));
             for member in gone {
                 tracing::info!(group = %group.id, member, "member session expired");
                 expired.push((group.id.clone(), member));

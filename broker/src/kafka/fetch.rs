@@ -60,11 +60,9 @@ pub async fn fetch(
     loop {
         let (mut permit, room) = reserve(memory, wanted);
         if room == 0 && !deadline.saturating_duration_since(Instant::now()).is_zero() {
-            // No memory for records now: wait for some to be freed, within the fetch's wait.
+            // No room for records now: look again shortly, within the fetch's wait.
             let left = deadline.saturating_duration_since(Instant::now());
-            let wait = left.min(Duration::from_millis(50));
-            let _ = tokio::time::timeout(wait, memory.acquire()).await;
-            tokio::time::sleep(wait.min(Duration::from_millis(5))).await;
+            tokio::time::sleep(left.min(Duration::from_millis(5))).await;
             continue;
         }
         let pass = read_all(node, &request, room);

@@ -62,17 +62,9 @@ pub fn metadata(node: &Node, request: MetadataRequest, version: i16) -> Metadata
         })
         .collect();
     // v10 on, a topic may be asked for by id.
-    let topics: Vec<std::sync::Arc<Topic>> = node
-        .topic_names()
-        .iter()
-        .filter_map(|n| node.topic(n).ok())
-        .collect();
     for id in by_id {
-        let found = topics
-            .iter()
-            .find(|t| uuid::Uuid::parse_str(&t.id).is_ok_and(|u| u == id));
-        response.topics.push(match found {
-            Some(topic) => describe(topic, &alive),
+        response.topics.push(match node.topic_by_id(id) {
+            Some(topic) => describe(&topic, &alive),
             None => {
                 let mut unknown = MetadataResponseTopic::default();
                 unknown.topic_id = id;
