@@ -116,6 +116,17 @@ if incremental(topic, [ConfigEntry("retention.ms", "1", incremental_operation=SE
 if config_of(topic)["retention.ms"].value != "3600000":
     failures.append("a validate-only change changed the topic")
 
+# A broker's settings come from its config file: not altered through Kafka's API.
+broker_change = ConfigResource(ConfigResource.Type.BROKER, str(cluster.nodes[0].id),
+                               incremental_configs=[ConfigEntry("log.retention.ms", "1",
+                                                                incremental_operation=SET)])
+try:
+    admin.incremental_alter_configs([broker_change])[broker_change].result(timeout=30)
+    failures.append("a broker's settings were altered")
+except KafkaException as e:
+    if e.args[0].code() != KafkaError.INVALID_REQUEST:
+        failures.append(f"altering a broker's settings: {e.args[0]}")
+
 # Whole: AlterConfigs leaves exactly the configs given.
 legacy = topic + "-legacy"
 outcome(admin.create_topics([NewTopic(legacy, num_partitions=1,
@@ -150,6 +161,14 @@ try:
 except KafkaException as e:
     if e.args[0].code() != KafkaError.OFFSET_OUT_OF_RANGE:
         failures.append(f"deleting past the high watermark: {e.args[0]}")
+# The coordinator's own records are not a client's to delete.
+try:
+    list(admin.delete_records([TopicPartition("__consumer_offsets", 0, 0)]).values())[0] \
+        .result(timeout=30)
+    failures.append("records of __consumer_offsets were deleted")
+except KafkaException as e:
+    if e.args[0].code() != KafkaError.TOPIC_EXCEPTION:
+        failures.append(f"deleting records of __consumer_offsets: {e.args[0]}")
 reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "admin-reader",
                    "auto.offset.reset": "earliest", "enable.auto.commit": False})
 reader.assign([TopicPartition(topic, 0, 0)])
