@@ -449,3 +449,42 @@ fn find_coordinator_v4_answers_several_groups_at_once() {
         at += 1;
     }
 }
+
+/// A Fetch v9 frame of partition 0 of `topic` at offset 0, claiming `leader_epoch`.
+fn fetch_at_epoch(topic: &str, leader_epoch: i32) -> Vec<u8> {
+    let mut body = (-1i32).to_be_bytes().to_vec(); // replica id
+    body.extend(0i32.to_be_bytes()); // max wait
+    body.extend(1i32.to_be_bytes()); // min bytes
+    body.extend((1i32 << 20).to_be_bytes()); // max bytes
+    body.push(0); // isolation level
+    body.extend(0i32.to_be_bytes()); // session id
+    body.extend((-1i32).to_be_bytes()); // session epoch
+    body.extend(1i32.to_be_bytes());
+    string(&mut body, topic);
+    body.extend(1i32.to_be_bytes());
+    body.extend(0i32.to_be_bytes()); // partition
+    body.extend(leader_epoch.to_be_bytes()); // current leader epoch
+    body.extend(0i64.to_be_bytes()); // fetch offset
+    body.extend((-1i64).to_be_bytes()); // log start offset
+    body.extend((1i32 << 20).to_be_bytes());
+    body.extend(0i32.to_be_bytes()); // no forgotten topics
+    frame(1, 9, false, &body)
+}
+
+#[test]
+fn a_fetch_from_an_epoch_the_leader_does_not_know_is_refused_as_kafka_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    weir_ok(&broker.address, &["topic", "create", "epochs"], "");
+    let mut stream = connect(&broker.kafka_address);
+    // Correlation id, throttle, error code, session id, topic count, name, partition count,
+    // partition index: then the partition's error code.
+    let code = |answer: &[u8]| {
+        let at = 4 + 4 + 2 + 4 + 4 + 2 + "epochs".len() + 4 + 4;
+        i16::from_be_bytes([answer[at], answer[at + 1]])
+    };
+    // No epoch claimed (-1): read as usual.
+    assert_eq!(code(&ask(&mut stream, &fetch_at_epoch("epochs", -1))), 0);
+    // An epoch from the future: UNKNOWN_LEADER_EPOCH (KIP-320), retriable.
+    assert_eq!(code(&ask(&mut stream, &fetch_at_epoch("epochs", 999))), 75);
+}
