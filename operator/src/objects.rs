@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
-    PodTemplateSpec, Probe, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
-    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, SecurityContext,
+    Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -28,6 +29,11 @@ pub const DEFAULT_HTTP_PORT: i32 = 9193;
 pub const DEFAULT_KAFKA_PORT: i32 = 9092;
 /// Where a broker keeps its data inside its pod.
 const DATA_DIR: &str = "/var/lib/weir";
+/// The user and group brokers run as (the image's `weir`, as in docker/broker.Dockerfile).
+pub const BROKER_UID: i64 = 65532;
+/// The pod template annotation holding a hash of the broker config: a change of the config
+/// alone changes the template, so brokers restart with it.
+pub const CONFIG_HASH_ANNOTATION: &str = "weir.dev/config-hash";
 /// Where the cluster secret is mounted in a broker's pod, and the file in it.
 const SECRET_DIR: &str = "/etc/weir-secret";
 /// The key of the cluster secret in its Kubernetes Secret (and the file it is mounted as).
@@ -91,17 +97,16 @@ pub fn cluster_objects(cluster: &Cluster, controller: &str) -> Result<ClusterObj
     let headless_name = format!("{name}-brokers");
     let config_name = config_map_name(&name);
 
+    let toml = broker_toml(
+        spec,
+        controller,
+        &format!("{namespace}/{name}"),
+        [grpc, http, kafka],
+    );
+    let config_hash = format!("{:08x}", crc32c::crc32c(toml.as_bytes()));
     let config = ConfigMap {
         metadata: meta(config_name.clone()),
-        data: Some(BTreeMap::from([(
-            "broker.toml".to_string(),
-            broker_toml(
-                spec,
-                controller,
-                &format!("{namespace}/{name}"),
-                [grpc, http, kafka],
-            ),
-        )])),
+        data: Some(BTreeMap::from([("broker.toml".to_string(), toml)])),
         ..ConfigMap::default()
     };
     let ports = vec![
@@ -164,6 +169,10 @@ pub fn cluster_objects(cluster: &Cluster, controller: &str) -> Result<ClusterObj
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels.clone()),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        config_hash,
+                    )])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(broker_pod(
@@ -473,6 +482,15 @@ fn broker_pod(
             },
         ]),
         topology_spread_constraints: Some(spreads),
+        // The image's non-root user; a fresh volume is made writable for its group.
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(BROKER_UID),
+            run_as_group: Some(BROKER_UID),
+            fs_group: Some(BROKER_UID),
+            fs_group_change_policy: Some("OnRootMismatch".into()),
+            ..PodSecurityContext::default()
+        }),
         // SIGTERM closes every log cleanly; give it the broker's own shutdown timeout.
         termination_grace_period_seconds: Some(60),
         ..PodSpec::default()
@@ -578,6 +596,53 @@ mod tests {
                 ("Cluster", "uid-1")
             );
         }
+    }
+
+    #[test]
+    fn brokers_run_as_the_image_user_and_own_their_volume() {
+        let objects = cluster_objects(&cluster(spec()), "c:1").expect("objects");
+        let pod = objects
+            .brokers
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod");
+        let context = pod.security_context.expect("pod security context");
+        assert_eq!(context.run_as_user, Some(BROKER_UID));
+        assert_eq!(context.run_as_group, Some(BROKER_UID));
+        // Without fsGroup a fresh volume is root's and the broker cannot write it.
+        assert_eq!(context.fs_group, Some(BROKER_UID));
+        assert_eq!(context.run_as_non_root, Some(true));
+    }
+
+    #[test]
+    fn a_config_change_alone_changes_the_pod_template() {
+        let hash = |spec: ClusterSpec| {
+            let objects = cluster_objects(&cluster(spec), "c:1").expect("objects");
+            objects
+                .brokers
+                .spec
+                .expect("spec")
+                .template
+                .metadata
+                .expect("meta")
+                .annotations
+                .expect("annotations")[CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        let before = hash(spec());
+        assert_eq!(hash(spec()), before, "the hash is stable");
+        let mut changed = spec();
+        changed
+            .topic_defaults
+            .insert("retention.ms".into(), "1000".into());
+        assert_ne!(hash(changed), before);
+        let mut changed = spec();
+        changed
+            .broker_config
+            .insert("default_partitions".into(), "3".into());
+        assert_ne!(hash(changed), before);
     }
 
     #[test]

@@ -572,7 +572,9 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
             if find(&status.conditions, &c.type_).map(|p| (&p.status, &p.reason))
                 != Some((&c.status, &c.reason))
             {
-                let warning = (c.type_ == "Degraded") == (c.status == "True");
+                // Only a degraded cluster warns: not ready while starting, or progressing
+                // through a roll, is what a healthy cluster does.
+                let warning = c.type_ == "Degraded" && c.status == "True";
                 context
                     .event(cluster, warning, &c.reason, "Observe", c.message.clone())
                     .await;
@@ -706,13 +708,24 @@ async fn cluster_controller(
     cluster: &str,
 ) -> Result<Result<ControllerService<crate::store::KubeStore>, (&'static str, String)>, Error> {
     let clusters: Api<Cluster> = Api::namespaced(context.client.clone(), namespace);
-    if clusters.get_opt(cluster).await?.is_none() {
-        return Ok(Err((
-            "ClusterNotFound",
-            format!(
-                "there is no Cluster {cluster:?} in namespace {namespace:?}: create it, or fix spec.cluster"
-            ),
-        )));
+    let found = clusters.get_opt(cluster).await?;
+    // A Cluster being deleted takes its topics with it: its Topics need nothing more.
+    match found {
+        None => {
+            return Ok(Err((
+                "ClusterNotFound",
+                format!(
+                    "there is no Cluster {cluster:?} in namespace {namespace:?}: create it, or fix spec.cluster"
+                ),
+            )));
+        }
+        Some(c) if c.metadata.deletion_timestamp.is_some() => {
+            return Ok(Err((
+                "ClusterNotFound",
+                format!("Cluster {cluster:?} is being deleted, and its topics with it"),
+            )));
+        }
+        Some(_) => {}
     }
     match context.registry.get(&key(namespace, cluster)).await {
         Some(controller) => Ok(Ok(ControllerService(controller))),

@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -109,6 +110,19 @@ impl KubeStore {
         if let Some(existing) = candidates.first() {
             return Ok(existing.name_any());
         }
+        let cluster = self
+            .clusters
+            .get(&self.cluster)
+            .await
+            .map_err(remote(format!("get Cluster {}", self.cluster)))?;
+        let owner = OwnerReference {
+            api_version: Cluster::api_version(&()).into_owned(),
+            kind: Cluster::kind(&()).into_owned(),
+            name: self.cluster.clone(),
+            uid: cluster.metadata.uid.clone().unwrap_or_default(),
+            controller: Some(false),
+            block_owner_deletion: Some(false),
+        };
         let mut name = resource_name(&self.cluster, &state.name);
         for attempt in 0..3 {
             let mut topic = Topic::new(
@@ -130,6 +144,9 @@ impl KubeStore {
                 "weir.dev/created-by".into(),
                 "controller".into(),
             )]));
+            // Owned by its Cluster, so it goes with it (`__consumer_offsets` included);
+            // not a controller reference, and not blocking the Cluster's deletion.
+            topic.meta_mut().owner_references = Some(vec![owner.clone()]);
             match self.topics.create(&PostParams::default(), &topic).await {
                 Ok(_) => {
                     tracing::info!(topic = %state.name, resource = %name, "created a Topic for a topic the controller made");
