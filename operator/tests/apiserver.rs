@@ -125,11 +125,15 @@ async fn the_crds_are_served_and_bad_specs_are_refused_by_the_schema() {
         .expect("namespace");
     let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests");
     let read = |name: &str| std::fs::read_to_string(manifests.join(name)).expect("a manifest");
-    let example: Cluster = serde_saphyr::from_str(&read("cluster.yaml")).expect("cluster.yaml");
-    Api::<Cluster>::namespaced(client.clone(), "examples")
-        .create(&post, &example)
-        .await
-        .expect("cluster.yaml is accepted");
+    for file in ["cluster.yaml", "cluster-production.yaml"] {
+        let example: Cluster = serde_saphyr::from_str(&read(file)).expect(file);
+        let mut example = example;
+        example.metadata.name = Some(file.trim_end_matches(".yaml").to_string());
+        Api::<Cluster>::namespaced(client.clone(), "examples")
+            .create(&post, &example)
+            .await
+            .expect(file);
+    }
     let example: Topic = serde_saphyr::from_str(&read("topic.yaml")).expect("topic.yaml");
     Api::<Topic>::namespaced(client.clone(), "examples")
         .create(&post, &example)

@@ -396,13 +396,14 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
         "{unknown:?}"
     );
 
-    // The quickstart Cluster: its objects, and its status from the leader.
+    // The production example Cluster (racks from zones): its objects, and its status from
+    // the leader.
     kubectl_ok(
         &kubeconfig,
         &[
             "apply",
             "-f",
-            &root.join("manifests/cluster.yaml").display().to_string(),
+            &root.join("manifests/cluster-production.yaml").display().to_string(),
         ],
     );
     let clusters: Api<Cluster> = Api::namespaced(client.clone(), "default");
