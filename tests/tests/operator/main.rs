@@ -403,7 +403,10 @@ async fn the_operator_runs_a_cluster_of_broker_processes() {
         &[
             "apply",
             "-f",
-            &root.join("manifests/cluster-production.yaml").display().to_string(),
+            &root
+                .join("manifests/cluster-production.yaml")
+                .display()
+                .to_string(),
         ],
     );
     let clusters: Api<Cluster> = Api::namespaced(client.clone(), "default");
