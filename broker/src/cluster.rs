@@ -61,6 +61,65 @@ pub async fn register(node: &Node, stopped: &watch::Receiver<bool>) -> Option<Du
     }
 }
 
+/// Kafka's controlled shutdown, before a clean stop: asks the controller to hand this
+/// broker's leaderships to other in-sync replicas and take it out of the ISRs (retrying while
+/// the controller is away, within `limit`), then waits until that metadata has reached this
+/// broker, so that it answers NOT_LEADER from then on and clients move before it closes.
+/// Returns how many partitions it still leads (where it was the only in-sync replica), or
+/// `None` when the controller could not be reached in time: the broker then stops anyway
+/// and the controller fails over its partitions when its session expires.
+pub async fn controlled_shutdown(node: &Node, limit: Duration) -> Option<usize> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let request = v1::ControlledShutdownRequest {
+        broker_id: node.config.broker_id,
+        incarnation: node.incarnation,
+    };
+    let answer = loop {
+        let (at, mut controller) = node.controller_at();
+        let call = tokio::time::timeout_at(deadline, controller.controlled_shutdown(request));
+        match call.await {
+            Ok(Ok(response)) => break response.into_inner(),
+            Ok(Err(status)) if Reason::of(&status) == Some(Reason::UnknownBroker) => {
+                tracing::warn!(
+                    "controlled shutdown: the controller no longer knows this broker; stopping"
+                );
+                return None;
+            }
+            Ok(Err(status)) => {
+                try_next_controller(node, at, &status);
+                tracing::warn!(error = %weir_proto::status_text(&status), "controlled shutdown refused; retrying");
+                if tokio::time::timeout_at(deadline, tokio::time::sleep(RETRY))
+                    .await
+                    .is_err()
+                {
+                    return None;
+                }
+            }
+            Err(_) => {
+                tracing::warn!(
+                    ?limit,
+                    "controlled shutdown: no answer from the controller in time; stopping"
+                );
+                return None;
+            }
+        }
+    };
+    let still_led = usize::try_from(answer.partitions_still_led).unwrap_or(0);
+    let handed_over = tokio::time::timeout_at(
+        deadline,
+        node.wait_for(|n| n.led_partitions().len() <= still_led),
+    )
+    .await;
+    let led = node.led_partitions().len();
+    tracing::info!(
+        partitions_changed = answer.partitions_changed,
+        still_led = led,
+        metadata_applied = matches!(handed_over, Ok(Ok(()))),
+        "controlled shutdown: leaderships handed over"
+    );
+    Some(led)
+}
+
 /// Heartbeats every `interval`; registers again when the controller no longer knows this
 /// broker (it was declared dead, or a new controller lost track of it).
 pub async fn heartbeat(

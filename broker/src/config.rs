@@ -192,6 +192,9 @@ settings! {
     shutdown_timeout: Duration = Duration::from_secs(30),
         "How long a clean shutdown may take before it gives up.";
     #[serde(with = "humantime_serde_compat")]
+    controlled_shutdown_timeout: Duration = Duration::from_secs(20),
+        "How long a stopping broker (SIGTERM) waits for the controller to hand its leaderships to other in-sync replicas before it closes; 0 stops at once (Kafka's controlled.shutdown.enable=false).";
+    #[serde(with = "humantime_serde_compat")]
     group_heartbeat_interval: Duration = Duration::from_secs(1),
         "How often group members are asked to heartbeat.";
     #[serde(with = "humantime_serde_compat")]

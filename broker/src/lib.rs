@@ -188,8 +188,15 @@ pub async fn run(
     let service = Service::new(Arc::clone(&node), stopped.clone());
     // The signal stops everything at once, so that open Subscribe streams and metadata
     // watches end and the servers can finish.
+    // A broker of a cluster hands its leaderships over first (controlled shutdown), still
+    // serving meanwhile, so that clients and followers move before it closes.
+    let handover = (config.controller.is_some() && !config.controlled_shutdown_timeout.is_zero())
+        .then(|| (Arc::clone(&node), config.controlled_shutdown_timeout));
     let shutdown = async move {
         shutdown.await;
+        if let Some((node, limit)) = handover {
+            cluster::controlled_shutdown(&node, limit).await;
+        }
         let _ = stop.send(true);
     };
     let liveness = embedded

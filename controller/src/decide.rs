@@ -51,6 +51,7 @@ impl ClusterState {
                 incarnation,
                 alive: true,
                 kafka_address: None,
+                shutting_down: false,
             },
         );
         changed.extend(self.elect_offline());
@@ -78,7 +79,7 @@ impl ClusterState {
         if let Some(broker) = self.brokers.get_mut(&id) {
             broker.alive = false;
         }
-        let alive: Vec<BrokerId> = self.alive_brokers().map(|b| b.id).collect();
+        let alive: Vec<BrokerId> = self.electable();
         let mut changed = Vec::new();
         for topic in self.topics.values_mut() {
             let unclean = topic.unclean_election();
@@ -108,13 +109,64 @@ impl ClusterState {
         changed
     }
 
+    /// A broker stopping cleanly (SIGTERM) hands over before it goes, as Kafka's controlled
+    /// shutdown: every partition it leads gets the next live in-sync replica as leader
+    /// (leader epoch + 1), and it leaves every ISR it is not the last member of, so that
+    /// `acks=all` writes stop waiting for it. Until it registers again it is elected nowhere
+    /// and let into no ISR. Returns the changed partitions and how many it still leads
+    /// (where it is the only in-sync replica: they stay with it until it goes).
+    ///
+    /// # Errors
+    /// `UnknownBroker` for a dead broker or another incarnation.
+    pub fn controlled_shutdown(
+        &mut self,
+        id: BrokerId,
+        incarnation: u64,
+    ) -> Result<(Vec<PartitionRef>, usize), ControllerError> {
+        self.heartbeat(id, incarnation)?;
+        if let Some(broker) = self.brokers.get_mut(&id) {
+            broker.shutting_down = true;
+        }
+        let electable = self.electable();
+        let mut changed = Vec::new();
+        let mut still_led = 0;
+        for topic in self.topics.values_mut() {
+            for (index, partition) in topic.partitions.iter_mut().enumerate() {
+                let before = partition.clone();
+                if partition.leader == Some(id) {
+                    let next = partition
+                        .replicas
+                        .iter()
+                        .find(|r| partition.isr.contains(r) && electable.contains(r))
+                        .copied();
+                    match next {
+                        Some(next) => {
+                            partition.leader = Some(next);
+                            partition.leader_epoch += 1;
+                        }
+                        None => still_led += 1,
+                    }
+                }
+                if partition.leader != Some(id) && partition.isr.len() > 1 {
+                    partition.isr.retain(|&r| r != id);
+                }
+                if *partition != before {
+                    partition.partition_epoch += 1;
+                    changed.push((topic.name.clone(), index as i32));
+                }
+                debug_assert!(!partition.isr.is_empty(), "an ISR is never empty");
+            }
+        }
+        Ok((changed, still_led))
+    }
+
     /// Moves leadership back to preferred replicas (the first of each replica list) that
     /// are alive and in sync, for every broker whose share of its preferred partitions led
     /// by others is above `threshold` (Kafka's `auto.leader.rebalance.enable` with
     /// `leader.imbalance.per.broker.percentage` / 100). After a failover, leadership stays
     /// where it fell until this puts it back, so load returns to the placement's balance.
     pub fn rebalance_leaders(&mut self, threshold: f64) -> Vec<PartitionRef> {
-        let alive: BTreeSet<BrokerId> = self.alive_brokers().map(|b| b.id).collect();
+        let alive: BTreeSet<BrokerId> = self.electable().into_iter().collect();
         let mut preferred: BTreeMap<BrokerId, (usize, usize)> = BTreeMap::new();
         for partition in self.topics.values().flat_map(|t| &t.partitions) {
             if let Some(&first) = partition.replicas.first() {
@@ -152,7 +204,7 @@ impl ClusterState {
 
     /// Gives offline partitions a leader where one is now possible.
     fn elect_offline(&mut self) -> Vec<PartitionRef> {
-        let alive: Vec<BrokerId> = self.alive_brokers().map(|b| b.id).collect();
+        let alive: Vec<BrokerId> = self.electable();
         let mut changed = Vec::new();
         for topic in self.topics.values_mut() {
             let unclean = topic.unclean_election();
@@ -186,7 +238,7 @@ impl ClusterState {
         partition_epoch: i32,
         isr: &[BrokerId],
     ) -> Result<PartitionState, ControllerError> {
-        let alive: Vec<BrokerId> = self.alive_brokers().map(|b| b.id).collect();
+        let alive: Vec<BrokerId> = self.electable();
         let state = self.partition_mut(topic, partition)?;
         if state.leader != Some(requester) {
             return Err(ControllerError::NotLeader {
@@ -221,7 +273,9 @@ impl ClusterState {
             .iter()
             .find(|r| !state.isr.contains(r) && !alive.contains(r))
         {
-            return Err(invalid(format!("broker {dead} is not alive")));
+            return Err(invalid(format!(
+                "broker {dead} is not alive, or is shutting down"
+            )));
         }
         // In replica order, once each.
         let ordered: Vec<BrokerId> = state
@@ -468,6 +522,8 @@ mod tests {
         /// The leader of a partition drops or re-adds a replica (by position).
         Shrink(i32, usize),
         Expand(i32, usize),
+        /// A broker's controlled shutdown, from the incarnation it registered with.
+        Shutdown(BrokerId),
     }
 
     fn event() -> impl Strategy<Value = Event> {
@@ -476,6 +532,7 @@ mod tests {
             (1..=4i32, 0..3u64).prop_map(|(b, i)| Event::Register(b, i)),
             (0..4i32, 0..3usize).prop_map(|(p, r)| Event::Shrink(p, r)),
             (0..4i32, 0..3usize).prop_map(|(p, r)| Event::Expand(p, r)),
+            (1..=4i32).prop_map(Event::Shutdown),
         ]
     }
 
@@ -495,6 +552,11 @@ mod tests {
                 match event {
                     Event::Lost(b) => { state.broker_lost(b); }
                     Event::Register(b, i) => { state.register(b, format!("b{b}"), None, i); }
+                    Event::Shutdown(b) => {
+                        if let Some(incarnation) = state.brokers.get(&b).map(|x| x.incarnation) {
+                            let _ = state.controlled_shutdown(b, incarnation);
+                        }
+                    }
                     Event::Shrink(p, r) | Event::Expand(p, r) => {
                         let part = state.partition("t", p).expect("partition").clone();
                         let Some(leader) = part.leader else { continue };
@@ -518,12 +580,19 @@ mod tests {
                         prop_assert!(state.is_alive(leader));
                         prop_assert!(part.isr.contains(&leader));
                         if part.leader != old.leader {
+                            prop_assert!(!state.brokers[&leader].shutting_down, "a broker shutting down elected");
                             prop_assert!(old.isr.contains(&leader), "{:?} elected outside {:?}", leader, old.isr);
                             prop_assert!(part.leader_epoch > old.leader_epoch);
                         }
                     }
                     if part.isr.len() > 1 {
                         prop_assert!(part.isr.iter().all(|&r| state.is_alive(r)), "dead broker in a shared ISR: {:?}", part);
+                    }
+                    // A broker shutting down is in a shared ISR only as the leader it could not hand over.
+                    for &r in &part.isr {
+                        if state.brokers[&r].shutting_down && part.isr.len() > 1 {
+                            prop_assert!(part.leader == Some(r), "{} shutting down yet in {:?}", r, part);
+                        }
                     }
                 }
             }
@@ -853,5 +922,75 @@ mod tests {
             state.rebalance_leaders(0.1).is_empty(),
             "balanced: nothing more"
         );
+    }
+
+    #[test]
+    fn a_controlled_shutdown_hands_over_before_the_broker_goes() {
+        let mut state = three();
+        let leaving = p(&state, 0).leader.expect("a leader");
+        let led_before: Vec<i32> = (0..3)
+            .filter(|&i| p(&state, i).leader == Some(leaving))
+            .collect();
+        assert!(
+            state.controlled_shutdown(leaving, 7).is_err(),
+            "another incarnation is refused"
+        );
+        let (changed, still_led) = state.controlled_shutdown(leaving, 100).expect("hand over");
+        assert_eq!(still_led, 0);
+        assert_eq!(changed.len(), 3, "it led or followed every partition");
+        for i in 0..3 {
+            let part = p(&state, i);
+            assert_ne!(part.leader, Some(leaving));
+            assert!(!part.isr.contains(&leaving), "{part:?}");
+            assert_eq!(part.isr.len(), 2);
+            let moved = led_before.contains(&i);
+            assert_eq!(part.leader_epoch, i32::from(moved), "{part:?}");
+        }
+        // Still alive until it goes, but elected nowhere and let into no ISR.
+        assert!(state.is_alive(leaving));
+        let part = p(&state, 0);
+        let mut isr = part.isr.clone();
+        isr.push(leaving);
+        assert!(matches!(
+            state.alter_isr(
+                "t",
+                0,
+                part.leader.expect("led"),
+                part.leader_epoch,
+                part.partition_epoch,
+                &isr
+            ),
+            Err(ControllerError::InvalidIsr { .. })
+        ));
+        assert!(state.rebalance_leaders(0.0).is_empty());
+        // Restarted, it is a follower that may rejoin.
+        state.register(leaving, "127.0.0.1:1".into(), None, 101);
+        assert!(!state.brokers[&leaving].shutting_down);
+        let part = p(&state, 0);
+        state
+            .alter_isr(
+                "t",
+                0,
+                part.leader.expect("led"),
+                part.leader_epoch,
+                part.partition_epoch,
+                &isr,
+            )
+            .expect("back in sync");
+    }
+
+    #[test]
+    fn the_only_in_sync_replica_keeps_leading_through_its_shutdown() {
+        let mut state = three();
+        let part = p(&state, 0);
+        let leader = part.leader.expect("led");
+        state
+            .alter_isr("t", 0, leader, 0, 0, &[leader])
+            .expect("shrink to the leader alone");
+        let (_, still_led) = state.controlled_shutdown(leader, 100).expect("hand over");
+        assert!(still_led >= 1);
+        let part = p(&state, 0);
+        assert_eq!(part.leader, Some(leader));
+        assert_eq!(part.isr, [leader]);
     }
 }

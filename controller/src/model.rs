@@ -24,6 +24,10 @@ pub struct Broker {
     /// Where Kafka clients reach it (`host:port`), when it serves the Kafka protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka_address: Option<String>,
+    /// Stopping cleanly (a controlled shutdown): it has handed its leaderships over and left
+    /// the ISRs it could leave; until it registers again it leads nothing and joins no ISR.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shutting_down: bool,
 }
 
 /// One partition's replicas, leader and in-sync replicas, as the controller decided them.
@@ -95,6 +99,14 @@ impl ClusterState {
 
     pub fn is_alive(&self, id: BrokerId) -> bool {
         self.brokers.get(&id).is_some_and(|b| b.alive)
+    }
+
+    /// Brokers that may lead and be let into an ISR: alive and not shutting down.
+    pub fn electable(&self) -> Vec<BrokerId> {
+        self.alive_brokers()
+            .filter(|b| !b.shutting_down)
+            .map(|b| b.id)
+            .collect()
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionState> {

@@ -131,6 +131,7 @@ mod tests {
                     incarnation: 1,
                     alive: true,
                     kafka_address: None,
+                    shutting_down: false,
                 },
             );
         }

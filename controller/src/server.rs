@@ -520,6 +520,27 @@ impl<S: MetadataStore + 'static> v1::controller_server::Controller for Controlle
         Ok(Response::new(topic_to_wire(&topic)))
     }
 
+    async fn controlled_shutdown(
+        &self,
+        request: Request<v1::ControlledShutdownRequest>,
+    ) -> Result<Response<v1::ControlledShutdownResponse>, Status> {
+        let r = request.into_inner();
+        let (changed, still_led) = self
+            .0
+            .change(|state| state.controlled_shutdown(r.broker_id, r.incarnation))
+            .await?;
+        tracing::info!(
+            broker = r.broker_id,
+            partitions = changed.len(),
+            still_led,
+            "controlled shutdown: leaderships handed over"
+        );
+        Ok(Response::new(v1::ControlledShutdownResponse {
+            partitions_changed: i32::try_from(changed.len()).unwrap_or(i32::MAX),
+            partitions_still_led: i32::try_from(still_led).unwrap_or(i32::MAX),
+        }))
+    }
+
     async fn add_partitions(
         &self,
         request: Request<v1::AddPartitionsRequest>,
@@ -594,6 +615,7 @@ pub fn to_wire(state: &ClusterState, version: u64) -> v1::ClusterMetadata {
                 incarnation: b.incarnation,
                 alive: b.alive,
                 kafka_address: b.kafka_address.clone(),
+                shutting_down: b.shutting_down,
             })
             .collect(),
         topics: state.topics.values().map(topic_to_wire).collect(),

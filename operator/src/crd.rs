@@ -126,6 +126,9 @@ pub struct BrokerRegistration {
     /// Where Kafka clients reach it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka_address: Option<String>,
+    /// In a controlled shutdown: its leaderships handed over, in no ISR it could leave.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shutting_down: bool,
 }
 
 /// A topic of a cluster. Partitions may grow in place; shrinking them or changing the

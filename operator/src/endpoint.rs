@@ -342,4 +342,14 @@ impl ControllerApi for Endpoint {
             .ensure_internal_topic(request)
             .await
     }
+
+    async fn controlled_shutdown(
+        &self,
+        request: Request<v1::ControlledShutdownRequest>,
+    ) -> Result<Response<v1::ControlledShutdownResponse>, Status> {
+        self.route(&request)
+            .await?
+            .controlled_shutdown(request)
+            .await
+    }
 }

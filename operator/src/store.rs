@@ -421,6 +421,7 @@ fn broker_registrations(state: &ClusterState) -> Vec<BrokerRegistration> {
             incarnation: b.incarnation.to_string(),
             alive: b.alive,
             kafka_address: b.kafka_address.clone(),
+            shutting_down: b.shutting_down,
         })
         .collect()
 }
@@ -448,6 +449,7 @@ impl MetadataStore for KubeStore {
                     incarnation: b.incarnation.parse().unwrap_or(0),
                     alive: b.alive,
                     kafka_address: b.kafka_address,
+                    shutting_down: b.shutting_down,
                 },
             );
         }

@@ -347,7 +347,7 @@ impl Node {
 
     /// Waits until `done` holds after some metadata is applied (or already holds), for at
     /// most 10 s.
-    async fn wait_for(&self, done: impl Fn(&Node) -> bool) -> Result<(), Failure> {
+    pub(crate) async fn wait_for(&self, done: impl Fn(&Node) -> bool) -> Result<(), Failure> {
         let mut applied = self.applied.subscribe();
         let waited = tokio::time::timeout(Duration::from_secs(10), async {
             loop {

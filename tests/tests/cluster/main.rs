@@ -1313,3 +1313,100 @@ async fn a_failed_leaders_partitions_spread_and_come_back_once_it_is_in_sync() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Kafka's controlled shutdown: a broker stopped with SIGTERM first hands the partitions it
+/// leads to in-sync replicas and leaves the ISRs, while producers keep writing with
+/// `acks=all`: nothing they were told is written is lost, no partition's ISR falls below
+/// `min.insync.replicas`, and the restarted broker rejoins every ISR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_hands_leadership_over_before_the_broker_stops() {
+    let ThreeBrokers {
+        controller,
+        controller_dir: _,
+        dirs,
+        mut brokers,
+        root: _root,
+    } = ThreeBrokers::with_topic("handover", 3).await;
+    let live = running_addresses(&brokers);
+    let (leader, _, _) = current_leader(&live, "handover").await;
+    let bystander = live[usize::try_from(leader % 3).expect("index")].clone();
+    let client = Client::connect(&bystander).await.expect("connect");
+
+    // The smallest ISR seen while the broker goes, sampled until told to stop.
+    let (stop_watch, watching) = tokio::sync::watch::channel(false);
+    let watcher = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut smallest = usize::MAX;
+            while !*watching.borrow() {
+                if let Ok(described) = client.describe_topic("handover").await {
+                    for p in &described.partitions {
+                        smallest = smallest.min(p.isr.len());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            smallest
+        })
+    };
+    // A producer that keeps writing through the stop (with retries, as Kafka's producer).
+    let values: Vec<String> = (0..3000).map(|i| format!("v{i}")).collect();
+    let producer = {
+        let bystander = bystander.clone();
+        let values = values.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for chunk in values.chunks(100) {
+                produce(&bystander, "handover", chunk, Duration::from_secs(10)).await?;
+                acked.extend_from_slice(chunk);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok::<_, String>(acked)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let index = usize::try_from(leader - 1).expect("index");
+    let stopping = brokers[index].as_mut().expect("the leader");
+    assert_eq!(stopping.terminate(), Some(0), "a clean stop");
+    let log = stopping.log();
+    assert!(
+        log.contains("controlled shutdown: leaderships handed over")
+            && log.contains("partitions_changed=3")
+            && log.contains("metadata_applied=true"),
+        "the broker handed over before it stopped:\n{log}"
+    );
+    let acked = producer
+        .await
+        .expect("producer task")
+        .expect("every record acknowledged through the stop");
+    assert_eq!(acked.len(), values.len());
+    // Back: it rejoins every ISR.
+    brokers[index] = Some(start_broker(&dirs[index], leader, &controller));
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let described = client.describe_topic("handover").await.expect("describe");
+        if described.partitions.iter().all(|p| p.isr.len() == 3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not back in sync: {described:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_watch.send_replace(true);
+    let smallest = watcher.await.expect("watcher");
+    assert!(
+        smallest >= 2,
+        "an ISR fell to {smallest}, below min.insync.replicas"
+    );
+    // Partition 0 holds every record sent to it, once.
+    let (_, leader_address, _) = current_leader(&running_addresses(&brokers), "handover").await;
+    let read = read_all(&leader_address, "handover").await;
+    let mut unique = read.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        values.len(),
+        "every acknowledged record is there"
+    );
+    assert_eq!(read.len(), values.len(), "none twice");
+}
