@@ -20,6 +20,7 @@ pub mod lease;
 pub mod metrics;
 pub mod objects;
 pub mod reconcile;
+pub mod roll;
 pub mod secret;
 pub mod store;
 pub mod topic;

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
@@ -162,6 +162,13 @@ pub fn cluster_objects(cluster: &Cluster, controller: &str) -> Result<ClusterObj
             service_name: Some(headless_name.clone()),
             // Brokers start together; the controller waits for them.
             pod_management_policy: Some("Parallel".into()),
+            // The operator rolls brokers itself, one at a time and only when no partition
+            // would fall below its minimum ISR (roll.rs); the StatefulSet only remakes a
+            // Pod the operator deleted, at the current revision.
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                ..StatefulSetUpdateStrategy::default()
+            }),
             selector: LabelSelector {
                 match_labels: Some(labels.clone()),
                 ..LabelSelector::default()

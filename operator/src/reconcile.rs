@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -36,6 +36,7 @@ use crate::crd::{Cluster, ConsumerGroup, ResetTarget, Topic, TopicLag};
 use crate::endpoint::{Registry, key};
 use crate::group::{ResetPlan, approximate_seconds, reset_plan};
 use crate::metrics::Metrics;
+use crate::roll::{BrokerPod, RollStep};
 use crate::store::topic_name;
 use crate::topic::{Observed, TopicPlan, plan, ready_condition};
 
@@ -474,6 +475,11 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
         }
     };
     let (applied, budget) = applied;
+    // The roll the operator owns: one broker at a time, only when it is safe.
+    let roll = match &state {
+        Some(state) => roll_brokers(cluster, context, state, &applied).await?,
+        None => RollStep::Wait("the cluster's controller is not running".into()),
+    };
     if status.observed_generation != generation {
         context
             .event(
@@ -545,14 +551,38 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
         format!("{ready} of {desired} brokers ready, {registered} registered with the controller"),
         generation,
     ));
-    let rolling = updated < desired || sts.observed_generation < applied.metadata.generation;
+    let rolling = updated < desired
+        || sts.observed_generation < applied.metadata.generation
+        || !matches!(roll, RollStep::UpToDate);
+    let (reason, detail) = match &roll {
+        RollStep::UpToDate if !rolling => ("Stable", String::new()),
+        RollStep::UpToDate => ("RollingOut", String::new()),
+        RollStep::Restart { pod, .. } => ("RollingOut", format!("; restarting {pod}")),
+        RollStep::Wait(why) => ("RollingOut", format!("; waiting: {why}")),
+        RollStep::Blocked(why) => ("RollBlocked", format!("; blocked: {why}")),
+    };
     next.push(condition(
         "Progressing",
         rolling,
-        if rolling { "RollingOut" } else { "Stable" },
-        format!("{updated} of {desired} brokers run the current spec"),
+        reason,
+        format!("{updated} of {desired} brokers run the current spec{detail}"),
         generation,
     ));
+    if let RollStep::Blocked(why) = &roll
+        && find(&status.conditions, "Progressing").map(|c| c.reason.as_str()) != Some("RollBlocked")
+    {
+        context
+            .event(
+                cluster,
+                true,
+                "RollBlocked",
+                "Roll",
+                format!(
+                    "no broker can restart without a partition going below its minimum ISR: {why}"
+                ),
+            )
+            .await;
+    }
     if !next.iter().any(|c| c.type_ == "Degraded") {
         next.push(if dead.is_empty() {
             condition("Degraded", false, "BrokersAlive", "every registered broker heartbeats", generation)
@@ -594,7 +624,83 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
         }),
     )
     .await?;
-    Ok(Action::requeue(context.settings.resync))
+    Ok(match roll {
+        // A roll under way is watched closely: the next broker goes as soon as it is safe.
+        RollStep::Restart { .. } | RollStep::Wait(_) => {
+            Action::requeue(context.settings.resync.min(Duration::from_secs(3)))
+        }
+        RollStep::UpToDate | RollStep::Blocked(_) => Action::requeue(context.settings.resync),
+    })
+}
+
+/// One step of the brokers' roll (their StatefulSet is `OnDelete`): restarts the broker
+/// [`crate::roll::next_step`] names by deleting its Pod, which the StatefulSet makes again
+/// at the current revision; the broker hands its leaderships over as it stops.
+async fn roll_brokers(
+    cluster: &Cluster,
+    context: &Context,
+    state: &weir_controller::model::ClusterState,
+    applied: &StatefulSet,
+) -> Result<RollStep, Error> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    let selector = crate::objects::broker_labels(&name)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
+    let listed = pods.list(&ListParams::default().labels(&selector)).await?;
+    let observed: Vec<BrokerPod> = listed
+        .items
+        .iter()
+        .filter_map(|pod| {
+            let pod_name = pod.name_any();
+            let ordinal = pod_name.rsplit('-').next()?.parse().ok()?;
+            Some(BrokerPod {
+                ordinal,
+                revision: pod.labels().get("controller-revision-hash").cloned(),
+                ready: pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+                deleting: pod.metadata.deletion_timestamp.is_some(),
+                name: pod_name,
+            })
+        })
+        .collect();
+    let default_min_isr = cluster
+        .spec
+        .topic_defaults
+        .get("min.insync.replicas")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let update_revision = applied
+        .status
+        .as_ref()
+        .and_then(|s| s.update_revision.as_deref());
+    let step = crate::roll::next_step(
+        &observed,
+        cluster.spec.brokers,
+        update_revision,
+        state,
+        default_min_isr,
+    );
+    if let RollStep::Restart { pod, broker } = &step {
+        tracing::info!(cluster = %name, pod = %pod, broker, "rolling: restarting a broker");
+        pods.delete(pod, &DeleteParams::default()).await?;
+        context
+            .event(
+                cluster,
+                false,
+                "Restarting",
+                "Roll",
+                format!("restarting {pod} for the current spec; its leaderships move first (controlled shutdown), and the next broker waits until it is back in every ISR"),
+            )
+            .await;
+    }
+    Ok(step)
 }
 
 /// Server-side applies the objects of a Cluster; returns the StatefulSet as applied and the

@@ -57,6 +57,18 @@ impl Node {
         child.wait_with_output().expect("wait for kubectl")
     }
 
+    /// kubectl started with its standard streams piped, for a command that runs a while.
+    pub fn spawn_kubectl(&self, args: &[&str]) -> std::process::Child {
+        Command::new(&self.kubectl)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl")
+    }
+
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.kubectl_in(args, "")
     }

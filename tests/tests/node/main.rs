@@ -9,7 +9,11 @@
 
 mod kube;
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kube::Node;
@@ -17,6 +21,8 @@ use kube::Node;
 const NS: &str = "default";
 /// Brokers become ready within this; a pull-free Pod starts in seconds here.
 const START: Duration = Duration::from_secs(180);
+/// A roll of three brokers, each waiting for the one before to be back in every ISR.
+const ROLL: Duration = Duration::from_secs(420);
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -248,33 +254,23 @@ fn the_operator_runs_weir_in_real_pods() {
     );
     assert!(bench.contains("records/s"), "{bench}");
 
-    // Finding: a change of the broker config alone restarts the brokers with it.
-    let before = ready_brokers(&node);
-    node.ok(&[
-        "patch",
-        "-n",
-        NS,
-        "cluster/main",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"topicDefaults":{"retention.ms":"86400000"}}}"#,
-    ]);
-    node.wait("every broker restarted with the new config", START, || {
-        let now = ready_brokers(&node);
-        (now.len() == 3
-            && now
-                .iter()
-                .all(|(_, uid)| !before.iter().any(|(_, b)| b == uid)))
-        .then_some(())
-    });
-    node.wait("orders in sync after the config roll", START, || {
-        fully_in_sync(&node, "orders", 18).then_some(())
-    });
+    // A change of the broker config alone rolls the brokers, one at a time and only when
+    // safe, while an application produces with acks=all and a group consumes.
+    let roll = roll_under_load(&node, &brokers);
     let config = node.get(NS, "configmap/main-broker-config", "{.data.broker\\.toml}");
     assert!(
         config.contains("\"retention.ms\" = \"86400000\""),
         "{config}"
+    );
+    // Leadership returns to the preferred replicas after the roll.
+    node.wait(
+        "every partition led by its preferred replica again",
+        START,
+        || {
+            let leaders = node.get(NS, "topic/orders", "{.status.partitions[*].leader}");
+            let preferred = node.get(NS, "topic/orders", "{.status.partitions[*].replicas[0]}");
+            (!leaders.is_empty() && leaders == preferred).then_some(())
+        },
     );
 
     // A Pod deleted by hand comes back on its volume and rejoins every ISR.
@@ -338,9 +334,259 @@ fn the_operator_runs_weir_in_real_pods() {
     assert!(leftovers.trim().is_empty(), "left behind: {leftovers}");
 
     eprintln!(
-        "real node: cluster ready in {:.1}s; a deleted broker Pod back in every ISR in {:.1}s; whole test {:.1}s",
+        "real node: cluster ready in {:.1}s; roll of 3 brokers under load in {:.1}s ({} records acknowledged, {} produce errors, {} consumed, smallest ISR seen {}); a deleted broker Pod back in every ISR in {:.1}s; whole test {:.1}s",
         cluster_ready.as_secs_f64(),
+        roll.took.as_secs_f64(),
+        roll.acknowledged,
+        roll.errors,
+        roll.consumed,
+        roll.smallest_isr,
         rejoined.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// What a roll under load measured.
+struct Roll {
+    took: Duration,
+    acknowledged: usize,
+    errors: usize,
+    consumed: usize,
+    smallest_isr: usize,
+}
+
+/// Changes the brokers' config and watches the operator roll them while a producer writes
+/// with `acks=all` (retries allowed) and a group consumer reads, from a client Pod: nothing
+/// acknowledged is lost, no error reaches the producer, no partition's ISR goes below its
+/// minimum, every record is consumed.
+fn roll_under_load(node: &Node, brokers: &[(String, String)]) -> Roll {
+    node.apply(
+        NS,
+        "apiVersion: weir.dev/v1alpha1
+kind: Topic
+metadata: {name: rolling}
+spec:
+  cluster: main
+  partitions: 6
+  replicationFactor: 3
+  config: {min.insync.replicas: \"2\"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: weir-client}
+spec:
+  securityContext: {runAsUser: 65532, runAsGroup: 65532, runAsNonRoot: true}
+  containers:
+  - name: client
+    image: weir/weir-broker:0.1.0
+    imagePullPolicy: Never
+    command: [/bin/busybox, sleep, \"86400\"]
+",
+    );
+    node.wait(
+        "the rolling topic in sync and the client Pod ready",
+        START,
+        || {
+            let ready = node.get(
+                NS,
+                "pod/weir-client",
+                r#"{.status.conditions[?(@.type=="Ready")].status}"#,
+            );
+            (ready == "True" && fully_in_sync(node, "rolling", 18)).then_some(())
+        },
+    );
+    let producer = Load::produce(node, "rolling");
+    let consumer = Load::spawn(
+        node,
+        &[
+            "consume",
+            "rolling",
+            "--group",
+            "roll-readers",
+            "--from-beginning",
+            "--timeout",
+            "20s",
+        ],
+    );
+    // Some records before the roll starts.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = ready_brokers(node);
+    assert_eq!(before.len(), brokers.len());
+    let started = Instant::now();
+    node.ok(&[
+        "patch",
+        "-n",
+        NS,
+        "cluster/main",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"topicDefaults":{"retention.ms":"86400000"}}}"#,
+    ]);
+    let mut smallest_isr = usize::MAX;
+    node.wait(
+        "every broker restarted, one at a time, with the new config",
+        ROLL,
+        || {
+            for topic in ["rolling", "orders"] {
+                let isr = node.get(
+                    NS,
+                    &format!("topic/{topic}"),
+                    "{range .status.partitions[*]}{.isr}{\"\\n\"}{end}",
+                );
+                for line in isr.lines() {
+                    smallest_isr = smallest_isr.min(line.matches(',').count() + 1);
+                }
+            }
+            let now = ready_brokers(node);
+            let restarted = now
+                .iter()
+                .filter(|(_, uid)| !before.iter().any(|(_, b)| b == uid))
+                .count();
+            let stable = node.get(
+                NS,
+                "cluster/main",
+                r#"{.status.conditions[?(@.type=="Progressing")].reason}"#,
+            );
+            (now.len() == 3 && restarted == 3 && stable == "Stable").then_some(())
+        },
+    );
+    let took = started.elapsed();
+    node.wait("every partition in sync after the roll", START, || {
+        (fully_in_sync(node, "rolling", 18) && fully_in_sync(node, "orders", 18)).then_some(())
+    });
+    let (acknowledged, errors) = producer.finish(node);
+    let consumed = consumer.wait(node, Duration::from_secs(120));
+    let mut read: Vec<&str> = consumed.lines().collect();
+    read.sort_unstable();
+    read.dedup();
+    assert_eq!(errors, 0, "no produce error reached the application");
+    assert_eq!(
+        read.len(),
+        acknowledged,
+        "every acknowledged record consumed (duplicates allowed, losses not)"
+    );
+    assert!(
+        smallest_isr >= 2,
+        "an ISR fell to {smallest_isr}, below min.insync.replicas"
+    );
+    Roll {
+        took,
+        acknowledged,
+        errors,
+        consumed: read.len(),
+        smallest_isr,
+    }
+}
+
+/// A `weir` command running in the client Pod, its output drained as it comes (a full pipe
+/// would stall it).
+struct Load {
+    child: Child,
+    stdout: std::thread::JoinHandle<String>,
+    stderr: std::thread::JoinHandle<String>,
+    /// For a producer: stops the writer of its input.
+    stop: Option<(Arc<AtomicBool>, std::thread::JoinHandle<usize>)>,
+}
+
+fn drain(mut from: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = from.read_to_string(&mut text);
+        text
+    })
+}
+
+impl Load {
+    fn spawn(node: &Node, args: &[&str]) -> Load {
+        let mut full = vec![
+            "exec",
+            "-i",
+            "-n",
+            NS,
+            "weir-client",
+            "--",
+            "weir",
+            "--bootstrap",
+            "main:9192",
+        ];
+        full.extend_from_slice(args);
+        let mut child = node.spawn_kubectl(&full);
+        let stdout = drain(child.stdout.take().expect("piped stdout"));
+        let stderr = drain(child.stderr.take().expect("piped stderr"));
+        Load {
+            child,
+            stdout,
+            stderr,
+            stop: None,
+        }
+    }
+
+    /// `weir produce --acks all --report` fed a record every 5 ms until [`Load::finish`].
+    fn produce(node: &Node, topic: &str) -> Load {
+        let mut load = Load::spawn(
+            node,
+            &[
+                "produce", topic, "--acks", "all", "--report", "--format", "json",
+            ],
+        );
+        let mut input = load.child.stdin.take().expect("piped stdin");
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut sent = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    if writeln!(input, "roll-{sent}").is_err() {
+                        break;
+                    }
+                    sent += 1;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                sent
+            })
+        };
+        load.stop = Some((stop, writer));
+        load
+    }
+
+    /// Ends the producer's input and waits for it: `(acknowledged, failed)` from its reports.
+    fn finish(mut self, node: &Node) -> (usize, usize) {
+        let (stop, writer) = self.stop.take().expect("a producer");
+        stop.store(true, Ordering::Relaxed);
+        let sent = writer.join().expect("writer");
+        let reports = self.wait(node, Duration::from_secs(180));
+        let acknowledged = reports.lines().filter(|l| l.contains("\"offset\"")).count();
+        let failed = reports.lines().filter(|l| l.contains("\"error\"")).count();
+        assert_eq!(
+            acknowledged + failed,
+            sent,
+            "a report per record:\n{reports}"
+        );
+        (acknowledged, failed)
+    }
+
+    /// Waits for the command (with a deadline); its standard output. It must succeed.
+    fn wait(mut self, node: &Node, limit: Duration) -> String {
+        // A producer's input is closed first, or it never ends.
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "a client command did not finish within {limit:?}{}",
+                    node.diagnostics()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let out = self.stdout.join().expect("output");
+        let err = self.stderr.join().expect("errors");
+        assert!(status.success(), "client command failed ({status}): {err}");
+        out
+    }
 }
