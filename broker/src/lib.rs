@@ -349,6 +349,8 @@ async fn import_single_node_metadata(
             leader_epoch: 0,
             isr: vec![me],
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         };
         state.topics.insert(
             name.clone(),

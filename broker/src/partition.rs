@@ -170,7 +170,7 @@ impl Partition {
                 // An older decision arriving late (an ISR change answered after metadata).
                 return;
             }
-            view.replicas = replicas;
+            view.set_replicas(replicas, Instant::now());
             let hw = view.set_isr(isr, partition_epoch, durable_end);
             drop(role);
             drop(log);

@@ -105,6 +105,24 @@ impl LeaderView {
         self.high_watermark
     }
 
+    /// Takes a new replica set at the same leader epoch (a reassignment adds or drops
+    /// replicas): an added replica is tracked from its first fetch (it has not caught up:
+    /// it joins the ISR only once it does), a dropped one is forgotten.
+    pub fn set_replicas(&mut self, replicas: Vec<BrokerId>, now: Instant) {
+        self.followers.retain(|r, _| replicas.contains(r));
+        for &r in &replicas {
+            if r != self.me {
+                self.followers.entry(r).or_insert(Progress {
+                    log_end_offset: -1,
+                    caught_up_at: now,
+                    leader_end_at_last_fetch: -1,
+                    last_fetch_at: now,
+                });
+            }
+        }
+        self.replicas = replicas;
+    }
+
     /// Takes a new committed ISR and partition epoch (same leader epoch); returns the high
     /// watermark, which may have moved.
     pub fn set_isr(&mut self, isr: Vec<BrokerId>, partition_epoch: i32, leader_end: i64) -> i64 {
@@ -251,6 +269,26 @@ mod tests {
         v.set_isr(vec![1], 9, 12);
         assert_eq!(v.high_watermark(), 12);
         assert_eq!(v.on_append(15), 15);
+    }
+
+    #[test]
+    fn a_replica_added_by_a_reassignment_joins_once_it_caught_up() {
+        let now = Instant::now();
+        let mut v = view(now);
+        v.on_append(100);
+        v.on_fetch(2, 100, 100, now);
+        v.on_fetch(3, 100, 100, now);
+        // Broker 4 fetches before the leader knows it is a replica: ignored.
+        v.on_fetch(4, 100, 100, now);
+        assert_eq!(v.proposal(LAG, now), None);
+        v.set_replicas(vec![4, 1, 2, 3], now);
+        v.on_fetch(4, 40, 100, now);
+        assert_eq!(v.proposal(LAG, now), None, "not caught up yet");
+        v.on_fetch(4, 100, 100, now);
+        assert_eq!(v.proposal(LAG, now), Some(IsrProposal::Expand(vec![4])));
+        // A replica dropped by the move is forgotten.
+        v.set_replicas(vec![4, 1, 2], now);
+        assert!(!v.followers.contains_key(&3));
     }
 
     #[test]

@@ -53,6 +53,8 @@ impl Service {
                         log_end_offset: state.map_or(-1, |s| s.log_end_offset),
                         high_watermark: state.map_or(-1, |s| s.high_watermark),
                         size_bytes: state.map_or(0, |s| s.size),
+                        adding: p.adding.clone(),
+                        removing: p.removing.clone(),
                     }
                 })
                 .collect(),
@@ -430,6 +432,32 @@ impl v1::admin_server::Admin for Service {
             .await
             .map_err(|f| failed(&mut timer, f))?;
         Ok(Response::new(self.describe(&topic)))
+    }
+
+    async fn alter_reassignments(
+        &self,
+        request: Request<v1::AlterReassignmentsRequest>,
+    ) -> Result<Response<v1::AlterReassignmentsResponse>, Status> {
+        let mut timer = self.node.metrics.time("alter_reassignments");
+        let response = self
+            .node
+            .alter_reassignments(request.into_inner())
+            .await
+            .map_err(|f| failed(&mut timer, f))?;
+        Ok(Response::new(response))
+    }
+
+    async fn list_reassignments(
+        &self,
+        _request: Request<v1::ListReassignmentsRequest>,
+    ) -> Result<Response<v1::ListReassignmentsResponse>, Status> {
+        let mut timer = self.node.metrics.time("list_reassignments");
+        let response = self
+            .node
+            .list_reassignments()
+            .await
+            .map_err(|f| failed(&mut timer, f))?;
+        Ok(Response::new(response))
     }
 }
 

@@ -16,6 +16,7 @@ mod bench_kafka;
 mod consume;
 mod format;
 mod group;
+mod partition;
 mod produce;
 mod topic;
 
@@ -60,6 +61,12 @@ enum Command {
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Move a partition to other brokers, or list the moves under way.
+    #[command(subcommand)]
+    Partition(partition::PartitionCommand),
+    /// Cluster-wide operations: rebalance replicas and leaders over the brokers.
+    #[command(subcommand)]
+    Cluster(partition::ClusterCommand),
 }
 
 /// How results are printed.
@@ -124,6 +131,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Consume(args) => consume::run(&client, args).await,
         Command::Group(command) => group::run(&client, command).await,
         Command::Bench(command) => bench::run(&client, command).await,
+        Command::Partition(command) => partition::run(&client, command).await,
+        Command::Cluster(command) => partition::run_cluster(&client, command).await,
     }
 }
 

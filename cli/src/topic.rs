@@ -60,7 +60,7 @@ pub enum TopicCommand {
 pub struct OutputArg {
     /// text (a table for people) or json (for scripts).
     #[arg(long = "format", alias = "output", value_enum, default_value_t = Output::Text)]
-    output: Output,
+    pub output: Output,
 }
 
 pub async fn run(client: &Client, command: TopicCommand) -> anyhow::Result<ExitCode> {
@@ -157,6 +157,8 @@ fn topic_json(topic: &v1::TopicDescription) -> serde_json::Value {
             "log_end_offset": p.log_end_offset,
             "high_watermark": p.high_watermark,
             "size_bytes": p.size_bytes,
+            "adding": p.adding,
+            "removing": p.removing,
         })).collect::<Vec<_>>(),
         "config": config,
         "unapplied_config": topic.unapplied_config.iter().collect::<BTreeMap<_, _>>(),
@@ -201,6 +203,14 @@ fn print_topic(topic: &v1::TopicDescription, output: Output) -> std::io::Result<
                     p.high_watermark,
                     p.size_bytes
                 );
+                if !p.adding.is_empty() || !p.removing.is_empty() {
+                    outln!(
+                        "{:>9} moving: adding {} (catching up), then removing {}",
+                        "",
+                        list(&p.adding),
+                        list(&p.removing)
+                    );
+                }
             }
             let config: BTreeMap<&String, &String> = topic.config.iter().collect();
             outln!("config:");

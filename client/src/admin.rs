@@ -168,6 +168,58 @@ impl Client {
 }
 
 impl Client {
+    /// Moves partitions to new replica sets (an empty list cancels a partition's move);
+    /// per-partition results, an empty `error` where accepted.
+    ///
+    /// # Errors
+    /// The broker's or the controller's, for the call as a whole.
+    pub async fn alter_reassignments(
+        &self,
+        reassignments: Vec<v1::PartitionReassignment>,
+    ) -> Result<Vec<v1::ReassignmentResult>, ClientError> {
+        let request = v1::AlterReassignmentsRequest { reassignments };
+        let answer = self
+            .admin_call("reassigning partitions", |mut admin| {
+                let request = request.clone();
+                async move { admin.alter_reassignments(request).await }
+            })
+            .await?;
+        for topic in request.reassignments.iter().map(|r| r.topic.as_str()) {
+            self.forget(topic);
+        }
+        Ok(answer.results)
+    }
+
+    /// The reassignments under way.
+    ///
+    /// # Errors
+    /// The broker's or the controller's.
+    pub async fn list_reassignments(&self) -> Result<Vec<v1::ReassignmentStatus>, ClientError> {
+        Ok(self
+            .admin_call("listing reassignments", |mut admin| async move {
+                admin
+                    .list_reassignments(v1::ListReassignmentsRequest {})
+                    .await
+            })
+            .await?
+            .reassignments)
+    }
+
+    /// The brokers (with their racks) and every topic's partitions, as a broker knows them.
+    ///
+    /// # Errors
+    /// The broker's.
+    pub async fn cluster_metadata(&self) -> Result<v1::MetadataResponse, ClientError> {
+        self.retrying("reading the cluster's metadata", || async {
+            self.weir()
+                .metadata(v1::MetadataRequest { topics: Vec::new() })
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(ClientError::from)
+        })
+        .await
+    }
+
     /// # Errors
     /// The broker's error.
     pub async fn list_groups(&self) -> Result<Vec<v1::GroupSummary>, ClientError> {

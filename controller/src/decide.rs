@@ -444,7 +444,7 @@ impl ClusterState {
         first
     }
 
-    fn partition_mut(
+    pub(crate) fn partition_mut(
         &mut self,
         topic: &str,
         partition: i32,
@@ -470,12 +470,14 @@ fn new_partition(replicas: Vec<BrokerId>) -> PartitionState {
         isr: replicas.clone(),
         partition_epoch: 0,
         replicas,
+        adding: Vec::new(),
+        removing: Vec::new(),
     }
 }
 
 /// The next leader: the first live ISR member in replica order; failing that, with unclean
 /// election, the first live replica.
-fn choose_leader(
+pub(crate) fn choose_leader(
     partition: &PartitionState,
     alive: &[BrokerId],
     unclean: bool,
@@ -487,8 +489,15 @@ fn choose_leader(
         .filter(|r| partition.isr.contains(r))
         .find(live)
         .or_else(|| {
+            // A replica a reassignment is adding has not caught up: never elected unclean.
             unclean
-                .then(|| partition.replicas.iter().find(live))
+                .then(|| {
+                    partition
+                        .replicas
+                        .iter()
+                        .filter(|r| !partition.adding.contains(r))
+                        .find(live)
+                })
                 .flatten()
         })
         .copied()

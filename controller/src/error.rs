@@ -42,6 +42,12 @@ pub enum ControllerError {
         current_leader_epoch: i32,
         current_partition_epoch: i32,
     },
+    #[error("invalid replicas for {topic}-{partition}: {message}")]
+    InvalidReplicas {
+        topic: String,
+        partition: i32,
+        message: String,
+    },
     #[error("invalid ISR for {topic}-{partition}: {message}")]
     InvalidIsr {
         topic: String,

@@ -15,6 +15,8 @@ pub mod decide;
 pub mod error;
 pub mod model;
 pub mod placement;
+pub mod reassign;
+pub mod rebalance;
 pub mod server;
 pub mod store;
 pub mod topic_config;

@@ -47,11 +47,32 @@ pub struct PartitionState {
     /// Bumped on every change of this state; an ISR change names the epoch it was computed
     /// from and fails if the state moved (compare-and-set).
     pub partition_epoch: i32,
+    /// A reassignment under way (Kafka's KIP-455): replicas being added, which follow and
+    /// catch up before they may join the ISR. While a reassignment runs, `replicas` is the
+    /// target followed by the replicas being removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<BrokerId>,
+    /// Replicas dropped once every added replica is in sync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<BrokerId>,
 }
 
 impl PartitionState {
     pub fn is_online(&self) -> bool {
         self.leader.is_some()
+    }
+
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas a reassignment under way leads to (the replicas when none is).
+    pub fn target(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing.contains(r))
+            .collect()
     }
 }
 

@@ -20,6 +20,8 @@ use crate::store::{MetadataStore, StoreError, Version};
 
 /// The most partitions a topic may have.
 const MAX_PARTITIONS: usize = 10_000;
+/// Partitions one reassignment call may move.
+const MAX_REASSIGNMENTS: usize = 10_000;
 
 /// How the controller judges liveness.
 #[derive(Debug, Clone, Copy)]
@@ -389,6 +391,25 @@ impl<S: MetadataStore + 'static> v1::controller_server::Controller for Controlle
             })
             .await?;
         tracing::info!(topic = %r.topic, partition = r.partition, isr = ?partition.isr, partition_epoch = partition.partition_epoch, "ISR changed");
+        // An added replica that caught up may complete its partition's reassignment: a
+        // decision of its own, after the leader's answer (which is the state it asked for;
+        // the leader learns of the move, with a new leader epoch, from the metadata).
+        if partition.is_reassigning() {
+            match self
+                .0
+                .change(|state| Ok(state.complete_reassignments()))
+                .await
+            {
+                Ok(done) => {
+                    for (topic, index) in done {
+                        tracing::info!(topic = %topic, partition = index, "reassignment completed");
+                    }
+                }
+                Err(status) => {
+                    tracing::warn!(error = %weir_proto::status_text(&status), "could not complete a reassignment now; the next ISR change retries")
+                }
+            }
+        }
         Ok(Response::new(partition_to_wire(r.partition, &partition)))
     }
 
@@ -541,6 +562,73 @@ impl<S: MetadataStore + 'static> v1::controller_server::Controller for Controlle
         }))
     }
 
+    async fn alter_reassignments(
+        &self,
+        request: Request<v1::AlterReassignmentsRequest>,
+    ) -> Result<Response<v1::AlterReassignmentsResponse>, Status> {
+        let r = request.into_inner();
+        if r.reassignments.len() > MAX_REASSIGNMENTS {
+            return Err(Reason::InvalidRequest.status(format!(
+                "at most {MAX_REASSIGNMENTS} partitions per call, not {}",
+                r.reassignments.len()
+            )));
+        }
+        let results = self
+            .0
+            .change(|state| {
+                let results: Vec<v1::ReassignmentResult> = r
+                    .reassignments
+                    .iter()
+                    .map(|m| {
+                        let outcome = if m.replicas.is_empty() {
+                            state.cancel_reassignment(&m.topic, m.partition).map(|_| ())
+                        } else {
+                            state
+                                .reassign(&m.topic, m.partition, &m.replicas)
+                                .map(|_| ())
+                        };
+                        v1::ReassignmentResult {
+                            topic: m.topic.clone(),
+                            partition: m.partition,
+                            error: outcome.err().map(|e| e.to_string()).unwrap_or_default(),
+                        }
+                    })
+                    .collect();
+                // A move that copies nothing, or whose replicas are in sync already, is done.
+                state.complete_reassignments();
+                Ok(results)
+            })
+            .await?;
+        for result in &results {
+            if result.error.is_empty() {
+                tracing::info!(topic = %result.topic, partition = result.partition, "reassignment accepted");
+            }
+        }
+        Ok(Response::new(v1::AlterReassignmentsResponse { results }))
+    }
+
+    async fn list_reassignments(
+        &self,
+        _request: Request<v1::ListReassignmentsRequest>,
+    ) -> Result<Response<v1::ListReassignmentsResponse>, Status> {
+        let state = self.0.state().await;
+        let reassignments = state
+            .reassignments()
+            .into_iter()
+            .map(|(topic, partition, p)| v1::ReassignmentStatus {
+                topic,
+                partition,
+                target: p.target(),
+                adding: p.adding,
+                removing: p.removing,
+                isr: p.isr,
+            })
+            .collect();
+        Ok(Response::new(v1::ListReassignmentsResponse {
+            reassignments,
+        }))
+    }
+
     async fn add_partitions(
         &self,
         request: Request<v1::AddPartitionsRequest>,
@@ -588,6 +676,7 @@ pub fn status_of(error: &ControllerError) -> Status {
         ControllerError::NotLeader { .. } => Reason::NotLeader,
         ControllerError::StaleEpoch { .. } => Reason::StalePartitionEpoch,
         ControllerError::InvalidIsr { .. } => Reason::InvalidRequest,
+        ControllerError::InvalidReplicas { .. } => Reason::InvalidRequest,
         ControllerError::InvalidTopic(_) => Reason::InvalidTopic,
         ControllerError::Config(crate::topic_config::ConfigError::UnknownKey { .. }) => {
             Reason::UnknownConfig
@@ -644,6 +733,8 @@ fn partition_to_wire(index: i32, p: &crate::model::PartitionState) -> v1::Cluste
         leader_epoch: p.leader_epoch,
         isr: p.isr.clone(),
         partition_epoch: p.partition_epoch,
+        adding: p.adding.clone(),
+        removing: p.removing.clone(),
     }
 }
 

@@ -209,6 +209,12 @@ pub struct PartitionStatus {
     pub isr: Vec<i32>,
     /// The controller's compare-and-set version of this partition's state.
     pub partition_epoch: i32,
+    /// A reassignment under way: replicas being added (catching up before they join the ISR).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<i32>,
+    /// Replicas dropped once every added replica is in sync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<i32>,
 }
 
 /// A consumer group: its offsets can be reset declaratively while it has no members, and its

@@ -352,4 +352,24 @@ impl ControllerApi for Endpoint {
             .controlled_shutdown(request)
             .await
     }
+
+    async fn alter_reassignments(
+        &self,
+        request: Request<v1::AlterReassignmentsRequest>,
+    ) -> Result<Response<v1::AlterReassignmentsResponse>, Status> {
+        self.route(&request)
+            .await?
+            .alter_reassignments(request)
+            .await
+    }
+
+    async fn list_reassignments(
+        &self,
+        request: Request<v1::ListReassignmentsRequest>,
+    ) -> Result<Response<v1::ListReassignmentsResponse>, Status> {
+        self.route(&request)
+            .await?
+            .list_reassignments(request)
+            .await
+    }
 }

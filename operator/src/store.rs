@@ -230,6 +230,8 @@ impl KubeStore {
                 replicas: p.replicas.clone(),
                 isr: p.isr.clone(),
                 partition_epoch: p.partition_epoch,
+                adding: p.adding.clone(),
+                removing: p.removing.clone(),
             })
             .collect();
         let under = topic
@@ -483,6 +485,8 @@ impl MetadataStore for KubeStore {
                             leader_epoch: p.leader_epoch,
                             isr: p.isr,
                             partition_epoch: p.partition_epoch,
+                            adding: p.adding,
+                            removing: p.removing,
                         })
                         .collect(),
                 },

@@ -190,6 +190,38 @@ impl Node {
         self.topic(name)
     }
 
+    /// Moves partitions to new replica sets, or cancels their moves (an empty replica list),
+    /// through the controller; per-partition results. Topic names are checked here as for
+    /// every admin call; replica lists by the controller.
+    ///
+    /// # Errors
+    /// The controller's, when the call as a whole is refused.
+    pub async fn alter_reassignments(
+        &self,
+        request: v1::AlterReassignmentsRequest,
+    ) -> Result<v1::AlterReassignmentsResponse, Failure> {
+        for m in &request.reassignments {
+            self.topic(&m.topic)?;
+        }
+        self.controller()
+            .alter_reassignments(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| from_controller(&s))
+    }
+
+    /// The reassignments under way, as the controller has them.
+    ///
+    /// # Errors
+    /// The controller's.
+    pub async fn list_reassignments(&self) -> Result<v1::ListReassignmentsResponse, Failure> {
+        self.controller()
+            .list_reassignments(v1::ListReassignmentsRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| from_controller(&s))
+    }
+
     /// A new producer id (and epoch 0) for an idempotent producer, never given twice, even
     /// across restarts: from a block the controller gave this broker, so that producers can
     /// start while the controller is away (a new block is asked for when one runs out).

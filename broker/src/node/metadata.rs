@@ -360,6 +360,7 @@ mod tests {
             leader_epoch: 3,
             isr: replicas.to_vec(),
             partition_epoch: 1,
+            ..Default::default()
         }
     }
 

@@ -420,6 +420,7 @@ mod tests {
             leader_epoch: 1,
             isr: isr.to_vec(),
             partition_epoch: 1,
+            ..Default::default()
         }
     }
 

@@ -1410,3 +1410,130 @@ async fn a_sigterm_hands_leadership_over_before_the_broker_stops() {
     );
     assert_eq!(read.len(), values.len(), "none twice");
 }
+
+/// A partition moves to another broker while it is written to (KIP-455): the new replica
+/// catches up as a follower and joins the ISR, the partition drops the replica it leaves
+/// (its data goes from that broker's disk), nothing acknowledged is lost, and the new
+/// replica holds everything: it alone serves it all once the other old replica is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moves_to_another_broker_under_writes() {
+    let ThreeBrokers {
+        controller: _controller,
+        controller_dir: _,
+        dirs,
+        mut brokers,
+        root: _root,
+    } = ThreeBrokers::with_topic("other", 1).await;
+    let live = running_addresses(&brokers);
+    let client = Client::connect(&live[0]).await.expect("connect");
+    client
+        .create_topic("moving", 1, 2, Default::default())
+        .await
+        .expect("create a topic of two replicas");
+    let before = client
+        .describe_topic("moving")
+        .await
+        .expect("describe")
+        .partitions[0]
+        .clone();
+    let (kept, left) = (before.replicas[0], before.replicas[1]);
+    let added = (1..=3)
+        .find(|b| !before.replicas.contains(b))
+        .expect("a third broker");
+    // Records before the move, and more while it runs.
+    let early: Vec<String> = (0..2000).map(|i| format!("early-{i}")).collect();
+    produce_routed(&live[0], "moving", &early)
+        .await
+        .expect("produce");
+    let writer = {
+        let bootstrap = live[0].clone();
+        tokio::spawn(async move {
+            let late: Vec<String> = (0..1000).map(|i| format!("late-{i}")).collect();
+            for chunk in late.chunks(50) {
+                produce(&bootstrap, "moving", chunk, Duration::from_secs(10)).await?;
+            }
+            Ok::<_, String>(late)
+        })
+    };
+    let refused = client
+        .alter_reassignments(vec![v1::PartitionReassignment {
+            topic: "moving".into(),
+            partition: 0,
+            replicas: vec![added, kept, 99],
+        }])
+        .await
+        .expect("call");
+    assert!(
+        refused[0].error.contains("broker 99"),
+        "an unknown broker is refused: {refused:?}"
+    );
+    let results = client
+        .alter_reassignments(vec![v1::PartitionReassignment {
+            topic: "moving".into(),
+            partition: 0,
+            replicas: vec![added, kept],
+        }])
+        .await
+        .expect("reassign");
+    assert!(results[0].error.is_empty(), "{results:?}");
+    let deadline = Instant::now() + DEADLINE;
+    let after = loop {
+        let p = client
+            .describe_topic("moving")
+            .await
+            .expect("describe")
+            .partitions[0]
+            .clone();
+        if p.replicas == [added, kept] && p.isr.len() == 2 && p.adding.is_empty() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the move never completed: {p:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(client.list_reassignments().await.expect("list").is_empty());
+    assert!(!after.isr.contains(&left));
+    let late = writer
+        .await
+        .expect("writer")
+        .expect("every record acknowledged during the move");
+    // The broker it left drops its copy.
+    let dropped = dirs[usize::try_from(left - 1).expect("index")].join("moving-0");
+    let deadline = Instant::now() + DEADLINE;
+    while dropped.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} is still there",
+            dropped.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The new replica has everything: with the other old replica gone, it serves it all.
+    brokers[usize::try_from(kept - 1).expect("index")]
+        .as_mut()
+        .expect("kept")
+        .kill();
+    let survivors = running_addresses(&brokers);
+    let (leader, address, _) = current_leader(&survivors, "moving").await;
+    let deadline = Instant::now() + DEADLINE;
+    let (leader, address) = if leader == added {
+        (leader, address)
+    } else {
+        loop {
+            let (l, a, _) = current_leader(&survivors, "moving").await;
+            if l == added {
+                break (l, a);
+            }
+            assert!(Instant::now() < deadline, "broker {added} never led");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert_eq!(leader, added);
+    let mut read = read_all(&address, "moving").await;
+    read.sort();
+    let mut expected: Vec<String> = early.into_iter().chain(late).collect();
+    expected.sort();
+    assert_eq!(
+        read, expected,
+        "every acknowledged record, once, on the new replica"
+    );
+}
