@@ -609,12 +609,6 @@ impl Partition {
         Ok(end)
     }
 
-    /// The follower's side of a divergence: truncates to the lesser of the leader's end of
-    /// `epoch` and this log's own end of that epoch (KIP-279), so that another round finds the
-    /// point where both logs agree. Returns the new log end.
-    ///
-    /// # Errors
-    /// The log's.
     /// Kafka's OffsetsForLeaderEpoch answer from this leader's log: the largest epoch at most
     /// `epoch` and where it ended (the log end for the current epoch); `None` when the log
     /// knows no such epoch.
@@ -622,6 +616,13 @@ impl Partition {
         self.read_log().end_offset_for_epoch(epoch)
     }
 
+    /// The follower's side of a divergence: truncates to the lesser of the leader's end of
+    /// `epoch` and this log's own end of that epoch (KIP-279), so that another round finds the
+    /// point where both logs agree (an epoch of this log that starts there goes too). Returns
+    /// the new log end.
+    ///
+    /// # Errors
+    /// The log's.
     pub fn truncate_diverging(
         &self,
         epoch: i32,

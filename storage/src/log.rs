@@ -1039,7 +1039,11 @@ impl Log {
     /// I/O variants.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
         if offset >= self.log_end_offset() {
-            return Ok(());
+            // No record goes, but an epoch that starts at the log end does: this replica led
+            // in it and appended nothing before another leader was elected, and keeping it
+            // would have the follower claim an epoch its leader never had (Kafka does the
+            // same, KAFKA-9838's note in truncateTo).
+            return self.epochs.truncate_from_end(self.log_end_offset());
         }
         if offset <= self.log_start_offset() {
             return self.truncate_fully_and_start_at(offset);
@@ -1330,6 +1334,22 @@ mod tests {
 
     fn dir_unsynced(log: &Log) -> bool {
         *lock(&log.sync.dir_synced) < log.sync.rolls.load(Ordering::Acquire)
+    }
+
+    #[test]
+    fn truncating_at_the_end_drops_an_epoch_that_never_appended() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = Log::open(dir.path(), LogConfig::default()).expect("open");
+        log.start_epoch(0).expect("epoch 0");
+        append_one(&mut log, b"a");
+        append_one(&mut log, b"b");
+        // Led in epoch 1 without appending, then demoted: the leader never had epoch 1.
+        log.start_epoch(1).expect("epoch 1");
+        assert_eq!(log.latest_epoch().map(|e| e.epoch), Some(1));
+        log.truncate_to(log.log_end_offset())
+            .expect("truncate at the end");
+        assert_eq!(log.latest_epoch().map(|e| e.epoch), Some(0));
+        assert_eq!(log.log_end_offset(), 2, "no record goes");
     }
 
     #[test]
