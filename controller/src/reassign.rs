@@ -172,6 +172,20 @@ impl ClusterState {
         changed
     }
 
+    /// Forgets broker `id` when it is dead and no partition names it (it was scaled away);
+    /// returns whether it did.
+    pub fn forget_broker(&mut self, id: BrokerId) -> bool {
+        let named = self
+            .topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .any(|p| p.replicas.contains(&id) || p.isr.contains(&id) || p.leader == Some(id));
+        if named || self.is_alive(id) {
+            return false;
+        }
+        self.brokers.remove(&id).is_some()
+    }
+
     /// Every reassignment under way, with its partition's state.
     pub fn reassignments(&self) -> Vec<(String, i32, PartitionState)> {
         self.topics

@@ -165,6 +165,72 @@ pub fn plan(
         .collect())
 }
 
+/// New replica lists giving every partition of a topic `factor` replicas: a partition with
+/// fewer gains the least loaded brokers it lacks (a rack it lacks first), one with more
+/// keeps its first `factor` (its preferred leader first). Only partitions that change.
+///
+/// # Errors
+/// A factor of 0, or above the number of brokers.
+pub fn resize(
+    brokers: &[(BrokerId, Option<String>)],
+    partitions: &[Placed],
+    all: &[Placed],
+    factor: usize,
+) -> Result<Plan, String> {
+    if factor == 0 || factor > brokers.len() {
+        return Err(format!(
+            "a replication factor of {factor} needs 1 to {} brokers",
+            brokers.len()
+        ));
+    }
+    let rack: BTreeMap<BrokerId, Option<String>> = brokers.iter().cloned().collect();
+    let mut load: BTreeMap<BrokerId, usize> = brokers.iter().map(|(id, _)| (*id, 0)).collect();
+    for p in all {
+        for r in &p.replicas {
+            if let Some(n) = load.get_mut(r) {
+                *n += 1;
+            }
+        }
+    }
+    let mut plan = Vec::new();
+    for p in partitions {
+        let mut replicas = p.replicas.clone();
+        if replicas.len() > factor {
+            for gone in replicas.split_off(factor) {
+                if let Some(n) = load.get_mut(&gone) {
+                    *n -= 1;
+                }
+            }
+        }
+        while replicas.len() < factor {
+            let racks: BTreeSet<Option<String>> = replicas
+                .iter()
+                .map(|r| rack.get(r).cloned().flatten())
+                .collect();
+            let Some(to) = load
+                .iter()
+                .filter(|(id, _)| !replicas.contains(id))
+                .min_by_key(|(id, n)| {
+                    let r = rack.get(*id).cloned().flatten();
+                    (r.is_some() && racks.contains(&r), **n, **id)
+                })
+                .map(|(id, _)| *id)
+            else {
+                break;
+            };
+            replicas.push(to);
+            *load.get_mut(&to).expect("a broker") += 1;
+        }
+        if replicas != p.replicas {
+            plan.push(Placed {
+                replicas,
+                ..p.clone()
+            });
+        }
+    }
+    Ok(plan)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -255,6 +321,28 @@ mod tests {
                 .collect();
             assert_eq!(racks.len(), 2, "{p:?} spans both racks");
         }
+    }
+
+    #[test]
+    fn the_replication_factor_grows_onto_the_least_loaded_and_shrinks_from_the_tail() {
+        let before = placed(&[&[0, 1], &[1, 2], &[2, 0]]);
+        let grown = resize(&brokers(&[0, 1, 2, 3]), &before, &before, 3).expect("grow");
+        assert_eq!(grown.len(), 3);
+        assert!(grown.iter().all(|p| p.replicas.len() == 3));
+        assert!(
+            grown[0].replicas.starts_with(&[0, 1]),
+            "kept in place: {grown:?}"
+        );
+        assert_eq!(grown[0].replicas[2], 3, "the empty broker first");
+        let shrunk = resize(&brokers(&[0, 1, 2]), &before, &before, 1).expect("shrink");
+        assert_eq!(
+            shrunk
+                .iter()
+                .map(|p| p.replicas.clone())
+                .collect::<Vec<_>>(),
+            [vec![0], vec![1], vec![2]]
+        );
+        assert!(resize(&brokers(&[0, 1]), &before, &before, 3).is_err());
     }
 
     proptest! {

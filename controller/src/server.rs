@@ -287,6 +287,59 @@ impl<S: MetadataStore> Controller<S> {
         }
     }
 
+    /// Starts (or, with an empty replica list, cancels) partition moves, in one decision;
+    /// a result per move, with an empty `error` where accepted. The operator calls this
+    /// directly; brokers through the `AlterReassignments` call.
+    ///
+    /// # Errors
+    /// When the decision cannot be stored (another controller took over, the store failed).
+    pub async fn alter_reassignments(
+        &self,
+        moves: &[v1::PartitionReassignment],
+    ) -> Result<Vec<v1::ReassignmentResult>, Status> {
+        let results = self
+            .change(|state| {
+                let results: Vec<v1::ReassignmentResult> = moves
+                    .iter()
+                    .map(|m| {
+                        let outcome = if m.replicas.is_empty() {
+                            state.cancel_reassignment(&m.topic, m.partition).map(|_| ())
+                        } else {
+                            state
+                                .reassign(&m.topic, m.partition, &m.replicas)
+                                .map(|_| ())
+                        };
+                        v1::ReassignmentResult {
+                            topic: m.topic.clone(),
+                            partition: m.partition,
+                            error: outcome.err().map(|e| e.to_string()).unwrap_or_default(),
+                        }
+                    })
+                    .collect();
+                // A move that copies nothing, or whose replicas are in sync already, is done.
+                state.complete_reassignments();
+                Ok(results)
+            })
+            .await?;
+        for result in &results {
+            if result.error.is_empty() {
+                tracing::info!(topic = %result.topic, partition = result.partition, "reassignment accepted");
+            } else {
+                tracing::warn!(topic = %result.topic, partition = result.partition, error = %result.error, "reassignment refused");
+            }
+        }
+        Ok(results)
+    }
+
+    /// Forgets a broker that is gone for good (scaled away): dead and holding no replica.
+    /// Returns whether it was forgotten.
+    ///
+    /// # Errors
+    /// When the decision cannot be stored.
+    pub async fn forget_broker(&self, id: BrokerId) -> Result<bool, Status> {
+        self.change(|state| Ok(state.forget_broker(id))).await
+    }
+
     async fn epoch(&self) -> i32 {
         self.inner.lock().await.state.controller_epoch
     }
@@ -573,37 +626,7 @@ impl<S: MetadataStore + 'static> v1::controller_server::Controller for Controlle
                 r.reassignments.len()
             )));
         }
-        let results = self
-            .0
-            .change(|state| {
-                let results: Vec<v1::ReassignmentResult> = r
-                    .reassignments
-                    .iter()
-                    .map(|m| {
-                        let outcome = if m.replicas.is_empty() {
-                            state.cancel_reassignment(&m.topic, m.partition).map(|_| ())
-                        } else {
-                            state
-                                .reassign(&m.topic, m.partition, &m.replicas)
-                                .map(|_| ())
-                        };
-                        v1::ReassignmentResult {
-                            topic: m.topic.clone(),
-                            partition: m.partition,
-                            error: outcome.err().map(|e| e.to_string()).unwrap_or_default(),
-                        }
-                    })
-                    .collect();
-                // A move that copies nothing, or whose replicas are in sync already, is done.
-                state.complete_reassignments();
-                Ok(results)
-            })
-            .await?;
-        for result in &results {
-            if result.error.is_empty() {
-                tracing::info!(topic = %result.topic, partition = result.partition, "reassignment accepted");
-            }
-        }
+        let results = self.0.alter_reassignments(&r.reassignments).await?;
         Ok(Response::new(v1::AlterReassignmentsResponse { results }))
     }
 

@@ -49,6 +49,10 @@ pub struct ClusterSpec {
     pub broker_config: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<PortsSpec>,
+    /// Give brokers added by a scale-up their share of replicas (a rebalance plan, as
+    /// `weir cluster rebalance`); true when absent. Scaling down always drains first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_rebalance: Option<bool>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -131,8 +135,8 @@ pub struct BrokerRegistration {
     pub shutting_down: bool,
 }
 
-/// A topic of a cluster. Partitions may grow in place; shrinking them or changing the
-/// replication factor is refused with a condition.
+/// A topic of a cluster. Partitions may grow in place (shrinking them is refused with a
+/// condition); a new replication factor reassigns the partitions' replicas.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "weir.dev",

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod objects;
 pub mod reconcile;
 pub mod roll;
+pub mod scale;
 pub mod secret;
 pub mod store;
 pub mod topic;

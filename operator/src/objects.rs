@@ -244,27 +244,6 @@ const RESERVED: [&str; 10] = [
     "controller",
 ];
 
-/// How many brokers the StatefulSet may run for a Cluster asking for `desired`, given how many
-/// partition replicas each broker id holds: never fewer than one past the highest id still
-/// holding any, since removing that broker would lose its replicas (Weir does not reassign
-/// partitions yet). Also returns the brokers that block a smaller count, with their replicas.
-pub fn safe_broker_count(
-    desired: i32,
-    replicas_held: &BTreeMap<i32, usize>,
-) -> (i32, Vec<(i32, usize)>) {
-    let blocking: Vec<(i32, usize)> = replicas_held
-        .iter()
-        .filter(|(id, held)| **id >= desired && **held > 0)
-        .map(|(id, held)| (*id, *held))
-        .collect();
-    let count = blocking
-        .iter()
-        .map(|(id, _)| id + 1)
-        .max()
-        .map_or(desired, |needed| needed.max(desired));
-    (count, blocking)
-}
-
 /// The PodDisruptionBudget of a Cluster's brokers, in `api_version` (`policy/v1`, or
 /// `policy/v1beta1` on servers older than 1.21): one broker down at a time.
 ///
@@ -531,6 +510,7 @@ mod tests {
             topic_defaults: BTreeMap::from([("retention.ms".into(), "86400000".into())]),
             broker_config: BTreeMap::new(),
             ports: None,
+            auto_rebalance: None,
         }
     }
 
@@ -679,16 +659,5 @@ mod tests {
             parsed["topic_defaults"]["retention.ms"].as_str(),
             Some("86400000")
         );
-    }
-
-    #[test]
-    fn brokers_holding_replicas_are_not_scaled_away() {
-        let held = BTreeMap::from([(0, 4), (1, 4), (2, 4), (3, 0)]);
-        // Growing, or shrinking past brokers that hold nothing: as asked.
-        assert_eq!(safe_broker_count(5, &held), (5, vec![]));
-        assert_eq!(safe_broker_count(3, &held), (3, vec![]));
-        // Shrinking past broker 2 (which holds 4 replicas): refused, kept at 3.
-        assert_eq!(safe_broker_count(2, &held), (3, vec![(2, 4)]));
-        assert_eq!(safe_broker_count(1, &held), (3, vec![(1, 4), (2, 4)]));
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -37,6 +37,7 @@ use crate::endpoint::{Registry, key};
 use crate::group::{ResetPlan, approximate_seconds, reset_plan};
 use crate::metrics::Metrics;
 use crate::roll::{BrokerPod, RollStep};
+use crate::scale::ScaleStep;
 use crate::store::topic_name;
 use crate::topic::{Observed, TopicPlan, plan, ready_condition};
 
@@ -407,47 +408,86 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
             spec.replicas = Some(current.max(cluster.spec.brokers));
         }
     }
-    if let Some(state) = &state {
-        let mut held: BTreeMap<i32, usize> = state.brokers.keys().map(|id| (*id, 0)).collect();
-        for partition in state.topics.values().flat_map(|t| &t.partitions) {
-            for replica in &partition.replicas {
-                *held.entry(*replica).or_default() += 1;
-            }
+    // Scaling: drain brokers past spec.brokers before the StatefulSet shrinks; give new
+    // brokers their share.
+    let mut scale = ScaleStep::Steady;
+    if let (Some(state), Ok(controller)) = (&state, &controller) {
+        let (step, replicas) = crate::scale::next_step(
+            cluster.spec.brokers,
+            state,
+            cluster.spec.auto_rebalance.unwrap_or(true),
+        );
+        if let Some(spec) = objects.brokers.spec.as_mut() {
+            spec.replicas = Some(replicas);
         }
-        let (count, blocking) = crate::objects::safe_broker_count(cluster.spec.brokers, &held);
-        if !blocking.is_empty() {
-            let message = format!(
-                "spec.brokers is {} but brokers {} still hold partition replicas ({}); Weir does not move partitions yet, so the StatefulSet keeps {count} brokers: delete or shrink those topics first",
-                cluster.spec.brokers,
-                blocking
+        match &step {
+            ScaleStep::Move { draining, moves } => {
+                let wire: Vec<v1::PartitionReassignment> = moves
                     .iter()
-                    .map(|(id, _)| id.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                blocking
-                    .iter()
-                    .map(|(id, held)| format!("broker {id}: {held}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            if find(&status.conditions, "Degraded").map(|c| c.reason.as_str())
-                != Some("ScaleDownBlocked")
-            {
+                    .map(|m| v1::PartitionReassignment {
+                        topic: m.topic.clone(),
+                        partition: m.partition,
+                        replicas: m.replicas.clone(),
+                    })
+                    .collect();
+                let results = controller
+                    .alter_reassignments(&wire)
+                    .await
+                    .map_err(|s| Error::Unavailable(weir_proto::status_text(&s)))?;
+                let refused = results.iter().filter(|r| !r.error.is_empty()).count();
+                let what = if draining.is_empty() {
+                    "giving new brokers their share".to_string()
+                } else {
+                    format!("draining brokers {draining:?} before the StatefulSet shrinks")
+                };
                 context
-                    .event(cluster, true, "ScaleDownBlocked", "Scale", message.clone())
+                    .event(
+                        cluster,
+                        refused > 0,
+                        if draining.is_empty() {
+                            "Rebalancing"
+                        } else {
+                            "Draining"
+                        },
+                        "Scale",
+                        format!(
+                            "{what}: {} partitions reassigned{}",
+                            moves.len() - refused,
+                            if refused > 0 {
+                                format!(", {refused} refused (see the operator's log)")
+                            } else {
+                                String::new()
+                            }
+                        ),
+                    )
                     .await;
             }
-            next.push(condition(
-                "Degraded",
-                true,
-                "ScaleDownBlocked",
-                message,
-                generation,
-            ));
-            if let Some(spec) = objects.brokers.spec.as_mut() {
-                spec.replicas = Some(count);
+            ScaleStep::Impossible(why) => {
+                let message = format!(
+                    "spec.brokers is {} but the brokers past it cannot be drained: {why}; the StatefulSet keeps {replicas} brokers",
+                    cluster.spec.brokers
+                );
+                if find(&status.conditions, "Degraded").map(|c| c.reason.as_str())
+                    != Some("ScaleDownBlocked")
+                {
+                    context
+                        .event(cluster, true, "ScaleDownBlocked", "Scale", message.clone())
+                        .await;
+                }
+                next.push(condition(
+                    "Degraded",
+                    true,
+                    "ScaleDownBlocked",
+                    message,
+                    generation,
+                ));
             }
+            ScaleStep::Steady => {
+                release_removed_brokers(cluster, context, controller, state).await?;
+            }
+            ScaleStep::Moving { .. } => {}
         }
+        scale = step;
     }
     let applied = match apply_objects(cluster, context, &objects, &namespace).await {
         Ok(applied) => applied,
@@ -553,13 +593,31 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
     ));
     let rolling = updated < desired
         || sts.observed_generation < applied.metadata.generation
-        || !matches!(roll, RollStep::UpToDate);
-    let (reason, detail) = match &roll {
-        RollStep::UpToDate if !rolling => ("Stable", String::new()),
-        RollStep::UpToDate => ("RollingOut", String::new()),
-        RollStep::Restart { pod, .. } => ("RollingOut", format!("; restarting {pod}")),
-        RollStep::Wait(why) => ("RollingOut", format!("; waiting: {why}")),
-        RollStep::Blocked(why) => ("RollBlocked", format!("; blocked: {why}")),
+        || !matches!(roll, RollStep::UpToDate)
+        || matches!(scale, ScaleStep::Move { .. } | ScaleStep::Moving { .. });
+    let (reason, detail) = match (&scale, &roll) {
+        (
+            ScaleStep::Moving {
+                draining,
+                partitions,
+            },
+            _,
+        ) if !draining.is_empty() => (
+            "Draining",
+            format!("; draining brokers {draining:?}: {partitions} partitions still moving"),
+        ),
+        (ScaleStep::Moving { partitions, .. }, _) => {
+            ("Rebalancing", format!("; {partitions} partitions moving"))
+        }
+        (ScaleStep::Move { draining, moves }, _) => (
+            if draining.is_empty() {
+                "Rebalancing"
+            } else {
+                "Draining"
+            },
+            format!("; {} partitions starting to move", moves.len()),
+        ),
+        (_, roll) => roll_reason(roll, rolling),
     };
     next.push(condition(
         "Progressing",
@@ -631,6 +689,73 @@ async fn apply_cluster(cluster: &Cluster, context: &Context) -> Result<Action, E
         }
         RollStep::UpToDate | RollStep::Blocked(_) => Action::requeue(context.settings.resync),
     })
+}
+
+/// The Progressing condition's reason and detail for a roll step.
+fn roll_reason(roll: &RollStep, rolling: bool) -> (&'static str, String) {
+    match roll {
+        RollStep::UpToDate if !rolling => ("Stable", String::new()),
+        RollStep::UpToDate => ("RollingOut", String::new()),
+        RollStep::Restart { pod, .. } => ("RollingOut", format!("; restarting {pod}")),
+        RollStep::Wait(why) => ("RollingOut", format!("; waiting: {why}")),
+        RollStep::Blocked(why) => ("RollBlocked", format!("; blocked: {why}")),
+    }
+}
+
+/// Once no broker past `spec.brokers` holds a replica and its Pod is gone: the controller
+/// forgets it (when its session has expired) and its PersistentVolumeClaim is deleted, so
+/// its volume is released (StatefulSets of this Kubernetes keep claims for ever).
+async fn release_removed_brokers(
+    cluster: &Cluster,
+    context: &Context,
+    controller: &crate::endpoint::ClusterController,
+    state: &weir_controller::model::ClusterState,
+) -> Result<(), Error> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    let desired = cluster.spec.brokers;
+    for id in state.brokers.keys().copied().filter(|id| *id >= desired) {
+        match controller.forget_broker(id).await {
+            Ok(true) => {
+                tracing::info!(cluster = %name, broker = id, "a removed broker is forgotten")
+            }
+            Ok(false) => {}
+            Err(status) => {
+                tracing::warn!(cluster = %name, broker = id, error = %weir_proto::status_text(&status), "could not forget a removed broker")
+            }
+        }
+    }
+    let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(context.client.clone(), &namespace);
+    let prefix = format!("data-{name}-");
+    for claim in claims.list(&ListParams::default()).await?.items {
+        let claim_name = claim.name_any();
+        let Some(ordinal) = claim_name
+            .strip_prefix(&prefix)
+            .and_then(|o| o.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if ordinal < desired
+            || claim.metadata.deletion_timestamp.is_some()
+            || pods.get_opt(&format!("{name}-{ordinal}")).await?.is_some()
+        {
+            continue;
+        }
+        claims.delete(&claim_name, &DeleteParams::default()).await?;
+        context
+            .event(
+                cluster,
+                false,
+                "VolumeReleased",
+                "Scale",
+                format!(
+                    "broker {ordinal} was drained and removed: its claim {claim_name} is deleted"
+                ),
+            )
+            .await;
+    }
+    Ok(())
 }
 
 /// One step of the brokers' roll (their StatefulSet is `OnDelete`): restarts the broker
@@ -912,7 +1037,11 @@ async fn apply_topic(topic: &Topic, context: &Context) -> Result<Action, Error> 
         None => {
             let observed = existing.map(|t| Observed {
                 partitions: i32::try_from(t.partitions.len()).unwrap_or(i32::MAX),
-                replication_factor: i32::try_from(t.replication_factor()).unwrap_or(i32::MAX),
+                // Where a move under way goes.
+                replication_factor: i32::try_from(
+                    t.partitions.first().map_or(0, |p| p.target().len()),
+                )
+                .unwrap_or(i32::MAX),
                 config: t.config.clone(),
             });
             plan(&name, &topic.spec, observed.as_ref())
@@ -938,12 +1067,22 @@ async fn apply_topic(topic: &Topic, context: &Context) -> Result<Action, Error> 
             }),
         TopicPlan::Update {
             partitions,
+            replication_factor,
             set,
             delete,
         } => {
             let mut done = Vec::new();
             let mut result = Ok(());
-            if let Some(partitions) = partitions {
+            if let Some(factor) = replication_factor {
+                result = change_replication_factor(&controller, &name, *factor)
+                    .await
+                    .map(|moved| {
+                        done.push(format!(
+                            "moving to {factor} replicas per partition ({moved} partitions reassigned; see the partitions' adding/removing)"
+                        ));
+                    });
+            }
+            if let (Ok(()), Some(partitions)) = (&result, partitions) {
                 result = controller
                     .add_partitions(Request::new(v1::AddPartitionsRequest {
                         name: name.clone(),
@@ -1044,6 +1183,62 @@ async fn apply_topic(topic: &Topic, context: &Context) -> Result<Action, Error> 
         (_, Err(_)) => Action::requeue(Duration::from_secs(5)),
         _ => Action::requeue(context.settings.resync),
     })
+}
+
+/// Reassigns every partition of `name` to `factor` replicas (rebalance.rs's resize over the
+/// live brokers); returns how many partitions move.
+async fn change_replication_factor(
+    controller: &ControllerService<crate::store::KubeStore>,
+    name: &str,
+    factor: i32,
+) -> Result<usize, tonic::Status> {
+    use weir_controller::rebalance::{Placed, resize};
+    let state = controller.0.state().await;
+    let brokers: Vec<(i32, Option<String>)> = state
+        .alive_brokers()
+        .filter(|b| !b.shutting_down)
+        .map(|b| (b.id, b.rack.clone()))
+        .collect();
+    let placed = |t: &weir_controller::model::Topic| -> Vec<Placed> {
+        t.partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Placed {
+                topic: t.name.clone(),
+                partition: i32::try_from(i).unwrap_or(i32::MAX),
+                replicas: p.target(),
+            })
+            .collect()
+    };
+    let all: Vec<Placed> = state.topics.values().flat_map(placed).collect();
+    let topic = state
+        .topics
+        .get(name)
+        .ok_or_else(|| Reason::UnknownTopic.status(format!("unknown topic {name}")))?;
+    let moves = resize(
+        &brokers,
+        &placed(topic),
+        &all,
+        usize::try_from(factor).unwrap_or(0),
+    )
+    .map_err(|why| Reason::InvalidReplicationFactor.status(why))?;
+    let results = controller
+        .0
+        .alter_reassignments(
+            &moves
+                .iter()
+                .map(|m| v1::PartitionReassignment {
+                    topic: m.topic.clone(),
+                    partition: m.partition,
+                    replicas: m.replicas.clone(),
+                })
+                .collect::<Vec<_>>(),
+        )
+        .await?;
+    if let Some(refused) = results.iter().find(|r| !r.error.is_empty()) {
+        return Err(Reason::InvalidReplicationFactor.status(refused.error.clone()));
+    }
+    Ok(moves.len())
 }
 
 async fn delete_topic(topic: &Topic, context: &Context) -> Result<Action, Error> {

@@ -28,6 +28,8 @@ pub enum TopicPlan {
     Update {
         /// The new partition count, when it grows.
         partitions: Option<i32>,
+        /// The new replication factor, when it changes: a reassignment of every partition.
+        replication_factor: Option<i32>,
         /// Keys to set (new or changed) and keys to return to the cluster's default.
         set: BTreeMap<String, String>,
         delete: Vec<String>,
@@ -58,15 +60,10 @@ pub fn plan(name: &str, spec: &TopicSpec, observed: Option<&Observed>) -> TopicP
             ),
         };
     }
-    if spec.replication_factor != observed.replication_factor {
-        return TopicPlan::Refused {
-            reason: "ReplicationFactorFixed",
-            message: format!(
-                "topic {name} has {} replicas per partition; changing it to {} needs partition reassignment, which Weir does not do yet: set spec.replicationFactor back to {}",
-                observed.replication_factor, spec.replication_factor, observed.replication_factor
-            ),
-        };
-    }
+    // A new replication factor moves replicas (a reassignment), as Kafka's
+    // kafka-reassign-partitions does; the observed factor is where a move under way goes.
+    let replication_factor =
+        (spec.replication_factor != observed.replication_factor).then_some(spec.replication_factor);
     let set: BTreeMap<String, String> = spec
         .config
         .iter()
@@ -80,11 +77,12 @@ pub fn plan(name: &str, spec: &TopicSpec, observed: Option<&Observed>) -> TopicP
         .cloned()
         .collect();
     let partitions = (spec.partitions > observed.partitions).then_some(spec.partitions);
-    if partitions.is_none() && set.is_empty() && delete.is_empty() {
+    if partitions.is_none() && replication_factor.is_none() && set.is_empty() && delete.is_empty() {
         TopicPlan::InSync
     } else {
         TopicPlan::Update {
             partitions,
+            replication_factor,
             set,
             delete,
         }
@@ -174,6 +172,7 @@ mod tests {
             ),
             TopicPlan::Update {
                 partitions: Some(6),
+                replication_factor: None,
                 set: [
                     ("flush.ms".to_string(), "10".to_string()),
                     ("retention.ms".to_string(), "2000".to_string())
@@ -193,7 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn shrinking_and_changing_replicas_are_refused_with_a_way_out() {
+    fn shrinking_is_refused_with_a_way_out_and_a_new_replication_factor_moves_replicas() {
         let now = observed(6, 3, &[]);
         let TopicPlan::Refused { reason, message } = plan("orders", &spec(4, 3, &[]), Some(&now))
         else {
@@ -204,12 +203,16 @@ mod tests {
             message.contains("set spec.partitions to 6 or more"),
             "{message}"
         );
-        let TopicPlan::Refused { reason, message } = plan("orders", &spec(6, 1, &[]), Some(&now))
-        else {
-            panic!("replication change accepted");
-        };
-        assert_eq!(reason, "ReplicationFactorFixed");
-        assert!(message.contains("back to 3"), "{message}");
+        // A new replication factor is a reassignment.
+        assert_eq!(
+            plan("orders", &spec(6, 1, &[]), Some(&now)),
+            TopicPlan::Update {
+                partitions: None,
+                replication_factor: Some(1),
+                set: BTreeMap::new(),
+                delete: Vec::new(),
+            }
+        );
     }
 
     #[test]

@@ -87,6 +87,7 @@ async fn the_crds_are_served_and_bad_specs_are_refused_by_the_schema() {
                     topic_defaults: Default::default(),
                     broker_config: Default::default(),
                     ports: None,
+                    auto_rebalance: None,
                 },
             ),
         )
