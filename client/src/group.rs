@@ -271,14 +271,38 @@ impl GroupConsumer {
                 })
                 .collect(),
         };
-        self.client
+        let committed = self
+            .client
             .with_coordinator(&self.group, |mut c| {
                 let request = request.clone();
                 async move { c.commit_offsets(request).await }
             })
-            .await?;
-        self.committed.extend(positions);
-        Ok(())
+            .await;
+        match committed {
+            Ok(_) => {
+                self.committed.extend(positions);
+                Ok(())
+            }
+            // The group no longer knows this member (its coordinator moved or restarted and
+            // membership is kept in memory, or the session expired): as Kafka's consumer, it
+            // joins again; what it read since its last commit is read again by the partitions'
+            // next owner (at least once, never lost).
+            Err(error) if is_fenced(&error) => {
+                self.fenced(&error);
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Forgets what this member owned and joins again at the next poll.
+    fn fenced(&mut self, error: &ClientError) {
+        tracing::warn!(group = %self.group, member = %self.member_id, error = %error, "fenced; joining again");
+        self.positions.clear();
+        self.committed.clear();
+        self.member_id.clear();
+        self.member_epoch = 0;
+        self.next_heartbeat = Instant::now();
     }
 
     /// Commits (with auto-commit) and leaves the group, so its partitions move at once.
@@ -307,8 +331,11 @@ impl GroupConsumer {
             })
             .await;
         committed?;
-        left?;
-        Ok(())
+        match left {
+            // Not a member any more (fenced, or its coordinator moved): nothing to leave.
+            Err(error) if !is_fenced(&error) => Err(error),
+            _ => Ok(()),
+        }
     }
 
     async fn heartbeat(&mut self) -> Result<(), ClientError> {
@@ -348,17 +375,9 @@ impl GroupConsumer {
         {
             Ok(answer) => answer,
             Err(error) => {
-                if matches!(
-                    error.reason(),
-                    Some(Reason::UnknownMemberId | Reason::StaleMemberEpoch)
-                ) {
-                    // Fenced: whatever this member owned belongs to others now.
-                    tracing::warn!(group = %self.group, member = %self.member_id, error = %error, "fenced; joining again");
-                    self.positions.clear();
-                    self.committed.clear();
-                    self.member_id.clear();
-                    self.member_epoch = 0;
-                    self.next_heartbeat = Instant::now();
+                if is_fenced(&error) {
+                    // Whatever this member owned belongs to others now.
+                    self.fenced(&error);
                     return Ok(());
                 }
                 return Err(error);
@@ -454,4 +473,12 @@ impl GroupConsumer {
         }
         Ok(())
     }
+}
+
+/// The group no longer knows this member, or knows a newer epoch of it.
+fn is_fenced(error: &ClientError) -> bool {
+    matches!(
+        error.reason(),
+        Some(Reason::UnknownMemberId | Reason::StaleMemberEpoch)
+    )
 }
