@@ -158,7 +158,7 @@ fn the_operator_runs_weir_in_real_pods() {
 
     // The quickstart Cluster as it is, on fresh local volumes (root's until the Pod's
     // fsGroup makes them the broker's).
-    local_volumes(&node, 4);
+    local_volumes(&node, 5);
     node.apply(NS, &manifest("cluster.yaml"));
     let brokers = node.wait("three broker Pods ready", START, || {
         let ready = ready_brokers(&node);
@@ -273,6 +273,10 @@ fn the_operator_runs_weir_in_real_pods() {
         },
     );
 
+    // Scale 3 -> 4 -> 3 under the same load: the new broker gets its share, the removed
+    // one is drained first and its claim released.
+    let scaled = scale_under_load(&node);
+
     // A Pod deleted by hand comes back on its volume and rejoins every ISR.
     let replaced = ready_brokers(&node)
         .into_iter()
@@ -334,16 +338,193 @@ fn the_operator_runs_weir_in_real_pods() {
     assert!(leftovers.trim().is_empty(), "left behind: {leftovers}");
 
     eprintln!(
-        "real node: cluster ready in {:.1}s; roll of 3 brokers under load in {:.1}s ({} records acknowledged, {} produce errors, {} consumed, smallest ISR seen {}); a deleted broker Pod back in every ISR in {:.1}s; whole test {:.1}s",
+        "real node: cluster ready in {:.1}s; roll of 3 brokers under load in {:.1}s ({} records acknowledged, {} produce errors, {} consumed, smallest ISR seen {}); scale 3->4 balanced in {:.1}s, 4->3 drained and shrunk in {:.1}s ({} records acknowledged, {} produce errors, {} consumed, replicas per broker {:?} then {:?}); a deleted broker Pod back in every ISR in {:.1}s; whole test {:.1}s",
         cluster_ready.as_secs_f64(),
         roll.took.as_secs_f64(),
         roll.acknowledged,
         roll.errors,
         roll.consumed,
         roll.smallest_isr,
+        scaled.up.as_secs_f64(),
+        scaled.down.as_secs_f64(),
+        scaled.acknowledged,
+        scaled.errors,
+        scaled.consumed,
+        scaled.spread_up,
+        scaled.spread_down,
         rejoined.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// What scaling under load measured.
+struct Scaled {
+    up: Duration,
+    down: Duration,
+    acknowledged: usize,
+    errors: usize,
+    consumed: usize,
+    spread_up: Vec<usize>,
+    spread_down: Vec<usize>,
+}
+
+/// Every partition of every Topic: `(replicas, leader, adding)` as their statuses say.
+fn placements(node: &Node) -> Vec<(Vec<i32>, i32, bool)> {
+    let text = node.get(
+        NS,
+        "topics",
+        r#"{range .items[*].status.partitions[*]}{.replicas}|{.leader}|{.adding}{"\n"}{end}"#,
+    );
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.split('|');
+            let replicas: Vec<i32> = serde_json::from_str(parts.next()?).ok()?;
+            let leader = parts.next()?.parse().unwrap_or(-1);
+            let adding = parts
+                .next()
+                .is_some_and(|a| !a.trim().is_empty() && a != "[]");
+            Some((replicas, leader, adding))
+        })
+        .collect()
+}
+
+/// Replicas and leaders per broker `0..brokers`, once no move is under way.
+fn spread(node: &Node, brokers: i32) -> Option<(Vec<usize>, Vec<usize>)> {
+    let placed = placements(node);
+    if placed.is_empty() || placed.iter().any(|(_, _, adding)| *adding) {
+        return None;
+    }
+    let mut replicas = vec![0; usize::try_from(brokers).ok()?];
+    let mut leaders = vec![0; replicas.len()];
+    for (list, leader, _) in &placed {
+        for r in list {
+            *replicas.get_mut(usize::try_from(*r).ok()?)? += 1;
+        }
+        *leaders.get_mut(usize::try_from(*leader).ok()?)? += 1;
+    }
+    Some((replicas, leaders))
+}
+
+/// Counts within `slack` of each other.
+fn even(counts: &[usize], slack: usize) -> bool {
+    counts
+        .iter()
+        .max()
+        .zip(counts.iter().min())
+        .is_some_and(|(max, min)| max - min <= slack)
+}
+
+fn scale_to(node: &Node, brokers: i32) {
+    node.ok(&[
+        "patch",
+        "-n",
+        NS,
+        "cluster/main",
+        "--type",
+        "merge",
+        "-p",
+        &format!(r#"{{"spec":{{"brokers":{brokers}}}}}"#),
+    ]);
+}
+
+fn scale_under_load(node: &Node) -> Scaled {
+    node.apply(
+        NS,
+        "apiVersion: weir.dev/v1alpha1
+kind: Topic
+metadata: {name: scaling}
+spec:
+  cluster: main
+  partitions: 6
+  replicationFactor: 3
+  config: {min.insync.replicas: \"2\"}
+",
+    );
+    node.wait("the scaling topic in sync", START, || {
+        fully_in_sync(node, "scaling", 18).then_some(())
+    });
+    let producer = Load::produce(node, "scaling");
+    let consumer = Load::spawn(
+        node,
+        &[
+            "consume",
+            "scaling",
+            "--group",
+            "scale-readers",
+            "--from-beginning",
+            "--timeout",
+            "20s",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    scale_to(node, 4);
+    let spread_up = node.wait(
+        "4 brokers ready, replicas even over them (within one) and leaders (within two)",
+        ROLL,
+        || {
+            let (replicas, leaders) = spread(node, 4)?;
+            (ready_brokers(node).len() == 4
+                && replicas[3] > 0
+                && even(&replicas, 1)
+                && even(&leaders, 2)
+                && ["orders", "rolling", "scaling"]
+                    .iter()
+                    .all(|t| fully_in_sync(node, t, 18)))
+            .then_some(replicas)
+        },
+    );
+    let up = started.elapsed();
+    let started = Instant::now();
+    scale_to(node, 3);
+    let spread_down = node.wait(
+        "broker 3 drained, its Pod gone, replicas and leaders even over 3",
+        ROLL,
+        || {
+            let placed = placements(node);
+            if placed.iter().any(|(r, _, _)| r.contains(&3)) {
+                return None;
+            }
+            let (replicas, leaders) = spread(node, 3)?;
+            (ready_brokers(node).len() == 3
+                && node.get(NS, "pod/main-3", "{.metadata.name}").is_empty()
+                && even(&replicas, 1)
+                && even(&leaders, 2))
+            .then_some(replicas)
+        },
+    );
+    node.wait("the removed broker's claim released", START, || {
+        node.get(NS, "pvc/data-main-3", "{.metadata.name}")
+            .is_empty()
+            .then_some(())
+    });
+    let down = started.elapsed();
+    node.wait("every partition in sync after scaling", START, || {
+        ["orders", "rolling", "scaling"]
+            .iter()
+            .all(|t| fully_in_sync(node, t, 18))
+            .then_some(())
+    });
+    let (acknowledged, errors) = producer.finish(node);
+    let consumed = consumer.wait(node, Duration::from_secs(120));
+    let mut read: Vec<&str> = consumed.lines().collect();
+    read.sort_unstable();
+    read.dedup();
+    assert_eq!(errors, 0, "no produce error reached the application");
+    assert_eq!(
+        read.len(),
+        acknowledged,
+        "every acknowledged record consumed"
+    );
+    Scaled {
+        up,
+        down,
+        acknowledged,
+        errors,
+        consumed: read.len(),
+        spread_up,
+        spread_down,
+    }
 }
 
 /// What a roll under load measured.
