@@ -276,7 +276,8 @@ async fn the_chart_installs_into_a_real_api_server() {
     let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
     let role = roles.get("weir").await.expect("the ClusterRole");
     // Least privilege: no wildcards; Secrets only read and made (each Cluster's own secret,
-    // never listed, changed or deleted); Pods and Nodes only read.
+    // never listed, changed or deleted); Nodes only read; Pods read, listed and deleted (the
+    // operator's rolls), never made or changed; claims deleted only (a removed broker's).
     for rule in role.rules.unwrap_or_default() {
         let resources = rule.resources.unwrap_or_default();
         assert!(
@@ -287,8 +288,11 @@ async fn the_chart_installs_into_a_real_api_server() {
             assert_eq!(resources, ["secrets"]);
             assert_eq!(rule.verbs, ["get", "create"], "{resources:?}");
         }
-        if resources.iter().any(|r| r == "pods" || r == "nodes") {
+        if resources.iter().any(|r| r == "nodes") {
             assert_eq!(rule.verbs, ["get"], "{resources:?}");
+        }
+        if resources.iter().any(|r| r == "pods" || r == "persistentvolumeclaims") {
+            assert_eq!(rule.verbs, ["get", "list", "delete"], "{resources:?}");
         }
     }
     let clusters: Api<Cluster> = Api::namespaced(client.clone(), "weir-system");
