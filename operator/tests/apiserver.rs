@@ -291,7 +291,10 @@ async fn the_chart_installs_into_a_real_api_server() {
         if resources.iter().any(|r| r == "nodes") {
             assert_eq!(rule.verbs, ["get"], "{resources:?}");
         }
-        if resources.iter().any(|r| r == "pods" || r == "persistentvolumeclaims") {
+        if resources
+            .iter()
+            .any(|r| r == "pods" || r == "persistentvolumeclaims")
+        {
             assert_eq!(rule.verbs, ["get", "list", "delete"], "{resources:?}");
         }
     }

@@ -41,15 +41,9 @@ impl Node {
 
     /// kubectl with `input` on its standard input.
     pub fn kubectl_in(&self, args: &[&str], input: &str) -> Output {
-        let mut child = Command::new(&self.kubectl)
-            .arg("--request-timeout=60s")
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run kubectl");
+        let mut full = vec!["--request-timeout=60s"];
+        full.extend_from_slice(args);
+        let mut child = self.spawn_kubectl(&full);
         let mut stdin = child.stdin.take().expect("piped stdin");
         // A command that does not read its input may close it first.
         let _ = stdin.write_all(input.as_bytes());

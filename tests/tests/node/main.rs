@@ -322,10 +322,31 @@ fn the_operator_runs_weir_in_real_pods() {
         "--timeout=120s",
     ]);
     node.ok(&["delete", "cluster", "-n", NS, "main", "--timeout=120s"]);
-    node.wait("no Topic outlives its Cluster", START, || {
-        let left = node.get(NS, "topics", "{.items[*].metadata.name}");
-        left.trim().is_empty().then_some(())
-    });
+    node.wait(
+        "no Topic the controller made outlives its Cluster",
+        START,
+        || {
+            let left = node.get(
+                NS,
+                "topics",
+                r#"{.items[?(@.metadata.labels.weir\.dev/cluster)].metadata.name}"#,
+            );
+            left.trim().is_empty().then_some(())
+        },
+    );
+    // The user's own Topics stay (they are the user's), and still go when deleted, their
+    // Cluster gone: the finalizer does not wait for a controller that is no more.
+    node.ok(&[
+        "delete",
+        "topic",
+        "-n",
+        NS,
+        "rolling",
+        "scaling",
+        "--timeout=120s",
+    ]);
+    let left = node.get(NS, "topics", "{.items[*].metadata.name}");
+    assert!(left.trim().is_empty(), "Topics left: {left}");
     node.wait("the brokers are gone with their Cluster", START, || {
         ready_brokers(&node).is_empty().then_some(())
     });
@@ -505,23 +526,13 @@ spec:
             .all(|t| fully_in_sync(node, t, 18))
             .then_some(())
     });
-    let (acknowledged, errors) = producer.finish(node);
-    let consumed = consumer.wait(node, Duration::from_secs(120));
-    let mut read: Vec<&str> = consumed.lines().collect();
-    read.sort_unstable();
-    read.dedup();
-    assert_eq!(errors, 0, "no produce error reached the application");
-    assert_eq!(
-        read.len(),
-        acknowledged,
-        "every acknowledged record consumed"
-    );
+    let (acknowledged, errors, consumed) = finish_load(node, producer, consumer);
     Scaled {
         up,
         down,
         acknowledged,
         errors,
-        consumed: read.len(),
+        consumed,
         spread_up,
         spread_down,
     }
@@ -636,6 +647,24 @@ spec:
     node.wait("every partition in sync after the roll", START, || {
         (fully_in_sync(node, "rolling", 18) && fully_in_sync(node, "orders", 18)).then_some(())
     });
+    let (acknowledged, errors, consumed) = finish_load(node, producer, consumer);
+    assert!(
+        smallest_isr >= 2,
+        "an ISR fell to {smallest_isr}, below min.insync.replicas"
+    );
+    Roll {
+        took,
+        acknowledged,
+        errors,
+        consumed,
+        smallest_isr,
+    }
+}
+
+/// Ends the producer and waits for the consumer: no produce error reached the application,
+/// and every acknowledged record was consumed (duplicates allowed, losses not). Returns
+/// `(acknowledged, errors, distinct records consumed)`.
+fn finish_load(node: &Node, producer: Load, consumer: Load) -> (usize, usize, usize) {
     let (acknowledged, errors) = producer.finish(node);
     let consumed = consumer.wait(node, Duration::from_secs(120));
     let mut read: Vec<&str> = consumed.lines().collect();
@@ -647,17 +676,7 @@ spec:
         acknowledged,
         "every acknowledged record consumed (duplicates allowed, losses not)"
     );
-    assert!(
-        smallest_isr >= 2,
-        "an ISR fell to {smallest_isr}, below min.insync.replicas"
-    );
-    Roll {
-        took,
-        acknowledged,
-        errors,
-        consumed: read.len(),
-        smallest_isr,
-    }
+    (acknowledged, errors, read.len())
 }
 
 /// A `weir` command running in the client Pod, its output drained as it comes (a full pipe
