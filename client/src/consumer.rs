@@ -243,12 +243,15 @@ impl Consumer {
                 current_leader_epoch: None,
             };
             fetches.spawn(async move {
-                let fetched = match client.leader(&topic, partition).await {
-                    Ok(mut leader) => {
+                let fetched = match client.leader_at(&topic, partition).await {
+                    Ok((mut leader, address)) => {
                         // The epoch of the leader just looked up (the lookup may have
                         // refreshed the metadata).
                         request.current_leader_epoch = client.leader_epoch(&topic, partition);
-                        leader.fetch(request).await.map_err(ClientError::from)
+                        leader
+                            .fetch(request)
+                            .await
+                            .map_err(|s| ClientError::from(s).reaching(&address))
                     }
                     Err(e) => Err(e),
                 };

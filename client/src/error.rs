@@ -45,6 +45,18 @@ impl From<tonic::Status> for ClientError {
 }
 
 impl ClientError {
+    /// A transport failure (connection refused, a name that does not resolve) naming the
+    /// broker address it was reaching, as the metadata advertised it.
+    pub fn reaching(self, address: &str) -> ClientError {
+        match self {
+            ClientError::Transport { code, message } => ClientError::Transport {
+                code,
+                message: format!("broker at {address} (as advertised): {message}"),
+            },
+            other => other,
+        }
+    }
+
     /// The same error, its message naming the partition it is about (`orders-2: ...`), for
     /// calls that span several partitions.
     pub fn in_partition(self, topic: &str, partition: i32) -> ClientError {

@@ -340,6 +340,21 @@ impl Client {
         topic: &str,
         partition: i32,
     ) -> Result<WeirClient<Channel>, ClientError> {
+        self.leader_at(topic, partition)
+            .await
+            .map(|(client, _)| client)
+    }
+
+    /// [`Client::leader`], with the address it reaches (to name it when the connection fails:
+    /// an advertised address this client cannot resolve or reach).
+    ///
+    /// # Errors
+    /// As [`Client::leader`].
+    pub(crate) async fn leader_at(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(WeirClient<Channel>, String), ClientError> {
         let route = self.route(topic).await?;
         let address = usize::try_from(partition)
             .ok()
@@ -355,9 +370,9 @@ impl Client {
             });
         };
         if address == self.address {
-            return Ok(self.weir());
+            return Ok((self.weir(), address));
         }
-        Ok(weir_client(self.channel(&address)?))
+        Ok((weir_client(self.channel(&address)?), address))
     }
 
     /// Metadata of `topic` from the bootstrap broker, or, when it cannot be reached, from

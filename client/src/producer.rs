@@ -614,18 +614,22 @@ impl Inner {
             let left = retry.left();
             let attempt = async {
                 // Finding the leader retries on its own, but not past the batch's deadline.
-                let mut leader = tokio::time::timeout(left, self.client.leader(topic, partition))
-                    .await
-                    .map_err(|_| ClientError::Broker {
-                        reason: Some(Reason::LeaderNotAvailable),
-                        code: tonic::Code::DeadlineExceeded,
-                        message: format!(
-                            "no leader of {topic}-{partition} found within the delivery timeout"
-                        ),
-                    })??;
+                let (mut leader, address) =
+                    tokio::time::timeout(left, self.client.leader_at(topic, partition))
+                        .await
+                        .map_err(|_| ClientError::Broker {
+                            reason: Some(Reason::LeaderNotAvailable),
+                            code: tonic::Code::DeadlineExceeded,
+                            message: format!(
+                                "no leader of {topic}-{partition} found within the delivery timeout"
+                            ),
+                        })??;
                 // The epoch this leader was named at: a deposed one is told apart.
                 request.batches[0].leader_epoch = self.client.leader_epoch(topic, partition);
-                let response = leader.produce(request.clone()).await?;
+                let response = leader
+                    .produce(request.clone())
+                    .await
+                    .map_err(|s| ClientError::from(s).reaching(&address))?;
                 let result = response
                     .into_inner()
                     .results

@@ -214,3 +214,21 @@ fn groups_are_deleted_and_defaults_and_sizes_follow_the_broker() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A broker advertising an address this client cannot resolve (a pod's DNS name seen from
+/// outside the cluster): the error names the address, not just "dns error".
+#[test]
+fn an_advertised_address_the_client_cannot_reach_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let far = "weir-no-such-host.invalid:9192";
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--advertised-address", far]);
+    let b = broker.address.as_str();
+    weir_ok(b, &["topic", "create", "far"], "");
+    let out = weir(b, &["produce", "far", "--delivery-timeout", "3s"], "x\n");
+    assert!(!out.status.success(), "nothing can be written there");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("broker at {far} (as advertised)")),
+        "{stderr}"
+    );
+}
