@@ -329,3 +329,103 @@ async fn calls_without_the_cluster_secret_are_refused_and_topics_are_checked_her
     assert_eq!(Reason::of(&refused), Some(Reason::InvalidConfig));
     controller.stop().await;
 }
+
+/// A reassignment in flight is part of the stored state: a controller that takes over
+/// carries it on, and it completes once the added replica is in sync (KIP-455).
+#[tokio::test]
+async fn a_move_survives_a_controller_restart_and_completes_under_the_next_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    let controller = Running::start(dir.path()).await;
+    let mut client = controller.client().await;
+    for id in 1..=4 {
+        register(&mut client, id, 7).await;
+    }
+    let keepalive = heartbeats(client.clone(), (1..=4).map(|b| (b, 7)).collect());
+    let created = client
+        .create_topic(v1::CreateTopicRequest {
+            name: "moving".into(),
+            partitions: 1,
+            replication_factor: 2,
+            config: Default::default(),
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    let before = created.partitions[0].clone();
+    let added = (1..=4)
+        .find(|b| !before.replicas.contains(b))
+        .expect("a free broker");
+    let target = vec![added, before.replicas[0]];
+    let results = client
+        .alter_reassignments(v1::AlterReassignmentsRequest {
+            reassignments: vec![v1::PartitionReassignment {
+                topic: "moving".into(),
+                partition: 0,
+                replicas: target.clone(),
+            }],
+        })
+        .await
+        .expect("reassign")
+        .into_inner()
+        .results;
+    assert!(results[0].error.is_empty(), "{results:?}");
+    keepalive.abort();
+    controller.stop().await;
+
+    // The next controller has the move, and finishes it when the leader reports the added
+    // replica in sync.
+    let controller = Running::start(dir.path()).await;
+    let mut client = controller.client().await;
+    let keepalive = heartbeats(client.clone(), (1..=4).map(|b| (b, 7)).collect());
+    let moves = client
+        .list_reassignments(v1::ListReassignmentsRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .reassignments;
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    assert_eq!(moves[0].target, target);
+    assert_eq!(moves[0].adding, [added]);
+    let mut watch = client
+        .watch_metadata(v1::WatchMetadataRequest { broker_id: None })
+        .await
+        .expect("watch")
+        .into_inner();
+    let now = wait_for(&mut watch, |m| !m.topics.is_empty()).await.topics[0].partitions[0].clone();
+    let leader = now.leader.expect("led");
+    let mut isr = now.isr.clone();
+    isr.push(added);
+    client
+        .alter_isr(v1::AlterIsrRequest {
+            broker_id: leader,
+            incarnation: 7,
+            topic: "moving".into(),
+            partition: 0,
+            leader_epoch: now.leader_epoch,
+            partition_epoch: now.partition_epoch,
+            isr,
+        })
+        .await
+        .expect("the added replica caught up");
+    let done = wait_for(&mut watch, |m| m.topics[0].partitions[0].adding.is_empty()).await;
+    let p = &done.topics[0].partitions[0];
+    assert_eq!(p.replicas, target);
+    assert!(p.removing.is_empty());
+    assert!(p.isr.iter().all(|r| target.contains(r)));
+    // A cancel of nothing changes nothing; an unknown broker is refused per partition.
+    let refused = client
+        .alter_reassignments(v1::AlterReassignmentsRequest {
+            reassignments: vec![v1::PartitionReassignment {
+                topic: "moving".into(),
+                partition: 0,
+                replicas: vec![added, 42],
+            }],
+        })
+        .await
+        .expect("call")
+        .into_inner()
+        .results;
+    assert!(refused[0].error.contains("broker 42"), "{refused:?}");
+    keepalive.abort();
+    controller.stop().await;
+}
