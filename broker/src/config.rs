@@ -191,6 +191,8 @@ settings! {
     #[serde(with = "humantime_serde_compat")]
     shutdown_timeout: Duration = Duration::from_secs(30),
         "How long a clean shutdown may take before it gives up.";
+    reassignment_throttle: u64 = 0,
+        "Bytes per second at which the replicas a reassignment adds to this broker copy their partitions, all together (Kafka's follower.replication.throttled.rate); 0 is unlimited. Replicas catching up after a restart are not throttled.";
     #[serde(with = "humantime_serde_compat")]
     controlled_shutdown_timeout: Duration = Duration::from_secs(20),
         "How long a stopping broker (SIGTERM) waits for the controller to hand its leaderships to other in-sync replicas before it closes; 0 stops at once (Kafka's controlled.shutdown.enable=false).";

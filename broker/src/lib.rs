@@ -38,6 +38,7 @@ pub mod partition;
 pub mod producer;
 pub mod replica;
 pub mod service;
+pub mod throttle;
 pub mod topic;
 
 use std::future::Future;

@@ -81,6 +81,8 @@ pub struct Node {
     applied: watch::Sender<u64>,
     /// The follower task of each partition followed here, with the leader epoch it follows.
     fetchers: std::sync::Mutex<Fetchers>,
+    /// Holds the replicas a reassignment adds here to `reassignment_throttle`.
+    pub(crate) throttle: crate::throttle::Throttle,
     /// Serializes metadata application.
     applying: std::sync::Mutex<()>,
     /// One channel per other broker's address, shared by the fetchers that follow it (HTTP/2
@@ -161,6 +163,7 @@ impl Node {
         let segment_files = Arc::new(weir_storage::SegmentFileCache::new(
             config.max_open_segments,
         ));
+        let throttle = crate::throttle::Throttle::new(config.reassignment_throttle);
         Ok(Node {
             config,
             defaults,
@@ -176,6 +179,7 @@ impl Node {
             controller_epoch: AtomicI32::new(-1),
             applied: watch::channel(0).0,
             fetchers: std::sync::Mutex::new(HashMap::new()),
+            throttle,
             applying: std::sync::Mutex::new(()),
             peers: std::sync::Mutex::new(HashMap::new()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),

@@ -77,6 +77,17 @@ impl Node {
         Ok(channel)
     }
 
+    /// Whether a reassignment is adding this broker's replica of `topic`-`partition` (it is
+    /// copying the partition, not catching up after a restart).
+    pub fn is_being_added(&self, topic: &str, partition: i32) -> bool {
+        let me = self.config.broker_id;
+        self.topics().get(topic).is_some_and(|t| {
+            t.layout
+                .iter()
+                .any(|p| p.partition == partition && p.adding.contains(&me))
+        })
+    }
+
     /// Stops every follower's fetcher (at shutdown).
     pub fn stop_fetchers(&self) {
         for (_, (_, _, task)) in self
@@ -182,6 +193,20 @@ pub async fn follow(
                 tokio::time::sleep(RETRY).await;
             }
             continue;
+        }
+        // A replica a reassignment is adding copies at the throttled rate.
+        let copied = fetched.record_batches.len();
+        if copied > 0 && node.is_being_added(&topic, partition.index) {
+            let wait = node.throttle.take(copied, std::time::Instant::now());
+            if !wait.is_zero() {
+                tracing::trace!(
+                    topic,
+                    partition = partition.index,
+                    ?wait,
+                    "reassignment throttled"
+                );
+                tokio::time::sleep(wait).await;
+            }
         }
         let answer = match fetched.diverging {
             Some(d) => ReplicaFetched::Diverging {
