@@ -14,6 +14,7 @@ use weir_client::{
 use weir_proto::partitioner::partition_for_key;
 use weir_proto::v1;
 mod cli;
+mod dashboard;
 mod groups;
 mod hardening;
 mod harness;
