@@ -1351,6 +1351,7 @@ async fn a_sigterm_hands_leadership_over_before_the_broker_stops() {
     };
     // A producer that keeps writing through the stop (with retries, as Kafka's producer).
     let values: Vec<String> = (0..3000).map(|i| format!("v{i}")).collect();
+    let (progress, mut acked_so_far) = tokio::sync::watch::channel(0usize);
     let producer = {
         let bystander = bystander.clone();
         let values = values.clone();
@@ -1359,12 +1360,17 @@ async fn a_sigterm_hands_leadership_over_before_the_broker_stops() {
             for chunk in values.chunks(100) {
                 produce(&bystander, "handover", chunk, Duration::from_secs(10)).await?;
                 acked.extend_from_slice(chunk);
+                progress.send_replace(acked.len());
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             Ok::<_, String>(acked)
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The producer under way (a few hundred records acknowledged) before the stop.
+    tokio::time::timeout(DEADLINE, acked_so_far.wait_for(|n| *n >= 300))
+        .await
+        .expect("the producer started in time")
+        .expect("the producer runs");
     let index = usize::try_from(leader - 1).expect("index");
     let stopping = brokers[index].as_mut().expect("the leader");
     assert_eq!(stopping.terminate(), Some(0), "a clean stop");

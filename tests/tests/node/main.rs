@@ -436,6 +436,11 @@ fn even(counts: &[usize], slack: usize) -> bool {
 }
 
 fn scale_to(node: &Node, brokers: i32) {
+    patch_cluster(node, &format!(r#"{{"spec":{{"brokers":{brokers}}}}}"#));
+}
+
+/// A JSON merge patch of the Cluster `main`.
+fn patch_cluster(node: &Node, patch: &str) {
     node.ok(&[
         "patch",
         "-n",
@@ -444,7 +449,7 @@ fn scale_to(node: &Node, brokers: i32) {
         "--type",
         "merge",
         "-p",
-        &format!(r#"{{"spec":{{"brokers":{brokers}}}}}"#),
+        patch,
     ]);
 }
 
@@ -477,7 +482,7 @@ spec:
             "20s",
         ],
     );
-    std::thread::sleep(Duration::from_secs(2));
+    wait_for_records(node, "scaling", 200);
     let started = Instant::now();
     scale_to(node, 4);
     let spread_up = node.wait(
@@ -600,21 +605,15 @@ spec:
             "20s",
         ],
     );
-    // Some records before the roll starts.
-    std::thread::sleep(Duration::from_secs(2));
+    // Some records in before the roll starts.
+    wait_for_records(node, "rolling", 200);
     let before = ready_brokers(node);
     assert_eq!(before.len(), brokers.len());
     let started = Instant::now();
-    node.ok(&[
-        "patch",
-        "-n",
-        NS,
-        "cluster/main",
-        "--type",
-        "merge",
-        "-p",
+    patch_cluster(
+        node,
         r#"{"spec":{"topicDefaults":{"retention.ms":"86400000"}}}"#,
-    ]);
+    );
     let mut smallest_isr = usize::MAX;
     node.wait(
         "every broker restarted, one at a time, with the new config",
@@ -659,6 +658,35 @@ spec:
         consumed,
         smallest_isr,
     }
+}
+
+/// Waits until the partitions of `topic` hold at least `count` committed records (the
+/// producer is under way), as `weir topic describe` from the client Pod sees them.
+fn wait_for_records(node: &Node, topic: &str, count: i64) {
+    node.wait(&format!("{count} records in {topic}"), START, || {
+        let output = node.kubectl(&[
+            "exec",
+            "-n",
+            NS,
+            "weir-client",
+            "--",
+            "weir",
+            "--bootstrap",
+            "main:9192",
+            "topic",
+            "describe",
+            topic,
+            "--format",
+            "json",
+        ]);
+        let described: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        let committed: i64 = described["partitions"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| p["high_watermark"].as_i64())
+            .sum();
+        (committed >= count).then_some(())
+    });
 }
 
 /// Ends the producer and waits for the consumer: no produce error reached the application,
